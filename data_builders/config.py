@@ -1,0 +1,27 @@
+"""The BuilderConfig every af_jax builder uses: one per category, plus build options."""
+
+import dataclasses
+
+import tensorflow_datasets as tfds
+
+from data_builders import features
+
+
+@dataclasses.dataclass(eq=False)
+class AfBuilderConfig(tfds.core.BuilderConfig):
+  """One category of one dataset, and how to build it.
+
+  Attributes:
+    size: images, edges, regions and masks are resized to `size` x `size`.
+    edges: 'pidinet' (the paper's edge maps, shipped weights) or 'canny' (OpenCV fallback).
+    regions_dir: optional folder of precomputed segmentation masks (e.g. SAM) used as
+      candidate regions; when None an unsupervised segmentation is used.
+    max_regions: at most this many candidate regions per image (K).
+    skip_bad: skip corrupt images and unpaired masks (and report the count) instead of
+      stopping with an error that names the file.
+  """
+  size: int = features.DEFAULT_SIZE
+  edges: str = "pidinet"
+  regions_dir: str | None = None
+  max_regions: int = 8
+  skip_bad: bool = False
