@@ -1,0 +1,165 @@
+"""What differs between the three stages: inputs, targets and the frozen teacher.
+
+| stage | edge input        | image input          | target image           | heatmap target |
+|-------|-------------------|----------------------|------------------------|----------------|
+| boot  | T_a(edges)        | T_b(image)           | T_a(image)             | none           |
+| flare | edit(T(edges))    | T(image)             | Boot(edited, T(image)) | region mask M  |
+| blaze | edit(T(edges))    | Flare(edited, image) | T(image) (the normal)  | Flare heatmap  |
+
+T, T_a, T_b are independent draws of `af_jax.augment` transforms (local TPS only in Boot);
+`edit` is `af_jax.manipulate.manipulate_edges`. Everything runs inside the jitted step.
+
+Edges travel as probabilities in [0, 1] and are binarized at `config.edge_threshold` (the
+paper's edge maps are binary); the network sees them scaled to [-1, 1], like the image.
+Blaze options: `blaze_reextract_edges` feeds PiDiNet edges of the anomaly image instead of the
+edited map (what test time sees); `blaze_normal_fraction` keeps that share of examples unedited,
+fed as the real normal image with an all-zero heatmap target.
+"""
+
+from typing import Any, Callable, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from af_jax import augment, manipulate
+from af_jax.models.discriminator import MultiscaleDiscriminator
+from af_jax.models.generator import Generator
+
+
+def compute_dtype(model_config) -> jnp.dtype:
+  return jnp.dtype(model_config.compute_dtype)
+
+
+def make_generator(model_config, dtype=None) -> Generator:
+  return Generator(ngf=model_config.ngf, n_downsampling=model_config.n_downsampling,
+                   n_blocks=model_config.n_blocks,
+                   feature_noise_std=model_config.feature_noise_std,
+                   dtype=dtype or compute_dtype(model_config))
+
+
+def make_discriminator(model_config) -> MultiscaleDiscriminator:
+  return MultiscaleDiscriminator(ndf=model_config.ndf, n_layers=model_config.n_layers_d,
+                                 num_scales=model_config.num_d,
+                                 dtype=compute_dtype(model_config))
+
+
+def binarize_edges(edges, threshold):
+  """Edge probabilities -> {0, 1} at `threshold` (None keeps them soft)."""
+  return edges if threshold is None else (edges >= threshold).astype(edges.dtype)
+
+
+def to_signed(x):
+  """[0, 1] -> [-1, 1], the range every network input lives in."""
+  return x * 2.0 - 1.0
+
+
+def decode_batch(batch, edge_threshold):
+  """uint8 batch from the input pipeline -> float arrays on device."""
+  return dict(
+      image=batch["image"].astype(jnp.float32) / 127.5 - 1.0,
+      edges=binarize_edges(batch["edges"].astype(jnp.float32) / 255.0, edge_threshold),
+      regions=batch["regions"].astype(jnp.int32),
+  )
+
+
+@flax.struct.dataclass
+class StageInputs:
+  edges: jax.Array           # [B, H, W, 1] in [0, 1]: the generator's edge input.
+  image: jax.Array           # [B, H, W, 3] in [-1, 1]: the generator's image input.
+  target: jax.Array          # [B, H, W, 3] in [-1, 1]: what the output should look like.
+  heatmap_target: jax.Array  # [B, H, W, 1] in [0, 1]; unused in Boot.
+  region_mask: jax.Array     # [B, H, W, 1]: the edited region (zeros in Boot).
+
+
+class Teacher(NamedTuple):
+  """A frozen generator: its module (from the teacher run's config) and parameters."""
+  generator: Generator
+  params: Any
+
+
+def _transform_regions(transform, regions, num_labels):
+  """Label maps follow a geometric transform exactly: one-hot, resample, argmax."""
+  one_hot = jax.nn.one_hot(regions[..., 0], num_labels, dtype=jnp.float32)
+  return jnp.argmax(augment.apply_transform(transform, one_hot, kind="image"), -1)[..., None]
+
+
+def _augment_config(config) -> augment.AugmentConfig:
+  return augment.AugmentConfig(**config.augment.to_dict())
+
+
+def _manipulate_config(config) -> manipulate.ManipulateConfig:
+  return manipulate.ManipulateConfig(**config.manipulate.to_dict())
+
+
+def make_inputs_fn(config: ml_collections.ConfigDict, teacher: Teacher | None = None,
+                   edge_fn: Callable | None = None):
+  """Returns `inputs_fn(key, batch, teacher_params) -> StageInputs` for `config.stage`."""
+  aug_config = _augment_config(config)
+  manip_config = _manipulate_config(config)
+  threshold = config.edge_threshold
+  num_labels = config.max_regions + 1
+
+  def augmented(key, data, with_regions):
+    b, h, w, _ = data["image"].shape
+    t = augment.sample_transform(key, b, h, w, aug_config)
+    edges = binarize_edges(augment.apply_transform(t, data["edges"], kind="edges"), threshold)
+    image = augment.apply_transform(t, data["image"], kind="image")
+    regions = _transform_regions(t, data["regions"], num_labels) if with_regions else None
+    return edges, image, regions
+
+  def boot(key, data, teacher_params):
+    del teacher_params
+    k_a, k_b = jax.random.split(key)
+    b, h, w, _ = data["image"].shape
+    t_a = augment.sample_transform(k_a, b, h, w, aug_config)
+    t_b = augment.sample_transform(k_b, b, h, w, aug_config)
+    edges = binarize_edges(augment.apply_transform(t_a, data["edges"], kind="edges"), threshold)
+    return StageInputs(
+        edges=edges,
+        image=augment.apply_transform(t_b, data["image"], kind="image"),
+        target=augment.apply_transform(t_a, data["image"], kind="image"),
+        heatmap_target=jnp.zeros_like(edges), region_mask=jnp.zeros_like(edges))
+
+  def edited(key, data):
+    k_aug, k_edit = jax.random.split(key)
+    edges, image, regions = augmented(k_aug, data, with_regions=True)
+    new_edges, region_mask, _ = manipulate.manipulate_edges(
+        k_edit, edges, regions, config=manip_config)
+    return edges, image, binarize_edges(new_edges, threshold), region_mask
+
+  def flare(key, data, teacher_params):
+    _, image, new_edges, region_mask = edited(key, data)
+    target = teacher.generator.apply(teacher_params, to_signed(new_edges), image)["output"]
+    return StageInputs(edges=new_edges, image=image, target=jax.lax.stop_gradient(target),
+                       heatmap_target=region_mask, region_mask=region_mask)
+
+  def blaze(key, data, teacher_params):
+    k_edit, k_noise, k_normal = jax.random.split(key, 3)
+    edges, image, new_edges, region_mask = edited(k_edit, data)
+    fake = teacher.generator.apply(teacher_params, to_signed(new_edges), image,
+                                   add_noise=True, rngs={"noise": k_noise})
+    anomaly = jax.lax.stop_gradient(fake["output"])
+    heatmap = jax.lax.stop_gradient(fake["heatmap"])
+    edge_input = (binarize_edges(edge_fn(anomaly), threshold)
+                  if config.blaze_reextract_edges else new_edges)
+    normal = jax.random.uniform(k_normal, (image.shape[0], 1, 1, 1)) < config.blaze_normal_fraction
+    return StageInputs(
+        edges=jnp.where(normal, edges, edge_input),
+        image=jnp.where(normal, image, anomaly),
+        target=image,
+        heatmap_target=jnp.where(normal, 0.0, heatmap),
+        region_mask=jnp.where(normal, 0.0, region_mask))
+
+  stage_fns = dict(boot=boot, flare=flare, blaze=blaze)
+  if config.stage != "boot" and teacher is None:
+    raise ValueError(f"stage {config.stage!r} needs a teacher (config.teacher_workdir)")
+  if config.stage == "blaze" and config.blaze_reextract_edges and edge_fn is None:
+    raise ValueError("blaze_reextract_edges needs the PiDiNet edge function")
+  stage_fn = stage_fns[config.stage]
+
+  def inputs_fn(key, batch, teacher_params):
+    return stage_fn(key, decode_batch(batch, threshold), teacher_params)
+
+  return inputs_fn

@@ -1,0 +1,245 @@
+"""`af-jax train`: the one training loop of BootGenerator, FlareGenerator and BlazeDetector.
+
+  af-jax train --config configs/boot.py --workdir runs/boot
+  af-jax train --config configs/flare.py --config.teacher_workdir=runs/boot --workdir runs/flare
+  af-jax train --config configs/blaze.py --config.teacher_workdir=runs/flare --workdir runs/blaze
+
+Re-running a command on an existing workdir resumes from its latest complete checkpoint,
+with the data iterator where it was, so the run sees exactly the batches it would have seen.
+Multi-host: start one process per host with `--coordinator_address host:port
+--num_processes N --process_id i` (or the environment JAX reads on TPU/SLURM).
+
+The loop below reads top-down: setup, data, models, teacher, state, step, loop.
+"""
+
+import logging
+import pathlib
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from af_jax import checkpoint
+from af_jax import input_pipeline
+from af_jax import sharding
+from af_jax import stages
+from af_jax import train_step as step_lib
+from af_jax import writers
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A loss became NaN or Inf; the last saved checkpoint is the last good state."""
+
+
+def _check_finite(step: int, metrics: dict) -> None:
+  bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
+  if bad:
+    raise NonFiniteLossError(
+        f"non-finite loss at step {step}: {', '.join(f'{k}={metrics[k]}' for k in bad)}; "
+        "training stopped, the last checkpoint in the workdir is intact")
+
+
+def total_steps(config, steps_per_epoch: int) -> int:
+  return config.num_steps if config.num_steps > 0 else config.num_epochs * steps_per_epoch
+
+
+def load_teacher(config, mesh):
+  """The frozen generator of `config.teacher_workdir` (params only), replicated on the mesh."""
+  expected = dict(flare="boot", blaze="flare").get(config.stage)
+  if expected is None:
+    return None, None
+  if not config.teacher_workdir:
+    raise ValueError(f"stage {config.stage!r} needs --config.teacher_workdir=<a {expected} run>")
+  teacher_config = checkpoint.load_config(config.teacher_workdir)
+  if teacher_config.stage != expected:
+    raise checkpoint.CheckpointError(
+        f"{config.teacher_workdir} holds a {teacher_config.stage!r} run; the {config.stage} stage "
+        f"learns from a {expected!r} run")
+  generator = stages.make_generator(teacher_config.model, dtype=stages.compute_dtype(config.model))
+  size = config.data.image_size
+  abstract = jax.eval_shape(generator.init, jax.random.PRNGKey(0),
+                            jnp.zeros((1, size, size, 1)), jnp.zeros((1, size, size, 3)))
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
+      abstract)
+  params, step = checkpoint.restore_generator(config.teacher_workdir, abstract,
+                                              config.teacher_step)
+  log.info("teacher: %s run %s at step %d", expected, config.teacher_workdir, step)
+  return stages.Teacher(generator, params), params
+
+
+def load_vgg(config):
+  if not config.loss.vgg_weights or config.loss.vgg <= 0:
+    log.warning("VGG perceptual loss is OFF: no VGG19 weights configured "
+                "(set --config.loss.vgg_weights=/path/to/vgg19.npz|.safetensors|.pth)")
+    return None
+  from af_jax.models import vgg  # pylint: disable=g-import-not-at-top
+  return vgg.load_vgg19_params(config.loss.vgg_weights)
+
+
+class StageProgram(NamedTuple):
+  """The compiled pieces of one stage on one mesh."""
+  init: Callable            # key -> TrainState, laid out on the mesh.
+  step: Callable            # (state, batch, teacher_params, vgg_params) -> (state, metrics).
+  preview: Callable         # (state, batch, teacher_params, key) -> dict of images.
+  abstract_state: Any
+  state_sharding: Any
+
+
+def build_program(config, mesh, num_steps: int, teacher=None) -> StageProgram:
+  """Networks, optimizer, stage inputs and the jitted init/step/preview of `config.stage`."""
+  generator = stages.make_generator(config.model)
+  discriminator = stages.make_discriminator(config.model)
+  schedule = step_lib.learning_rate_schedule(config.optim, num_steps)
+  tx = step_lib.make_optimizer(config.optim, schedule)
+  edge_fn = None
+  if config.stage == "blaze" and config.blaze_reextract_edges:
+    from af_jax import edges  # pylint: disable=g-import-not-at-top
+    edge_fn = edges.make_edge_fn(dtype=stages.compute_dtype(config.model))
+  inputs_fn = stages.make_inputs_fn(config, teacher, edge_fn)
+
+  init_fn = lambda key: step_lib.init_state(key, config, generator, discriminator, tx)
+  abstract_state = jax.eval_shape(init_fn, jax.random.PRNGKey(config.seed))
+  repl = sharding.replicated(mesh)
+  state_sharding = sharding.param_sharding(mesh, abstract_state).replace(step=repl, rng=repl)
+  step = jax.jit(
+      step_lib.make_train_step(config, generator, discriminator, tx, schedule, inputs_fn),
+      in_shardings=(state_sharding, sharding.batch_sharding(mesh), repl, repl),
+      out_shardings=(state_sharding, repl), donate_argnums=(0,))
+  return StageProgram(
+      init=jax.jit(init_fn, out_shardings=state_sharding),
+      step=step,
+      preview=jax.jit(step_lib.make_preview_fn(config, generator, inputs_fn)),
+      abstract_state=abstract_state, state_sharding=state_sharding)
+
+
+def image_grid(images: dict, max_rows: int = 4) -> np.ndarray:
+  """Columns edges | reference | target | output | heatmap | region mask, one row per example."""
+  def rgb(x):
+    x = np.asarray(x[:max_rows], np.float32)
+    x = (x + 1) / 2 if x.shape[-1] == 3 else np.repeat(x, 3, -1)
+    return np.clip(x, 0, 1)
+  columns = [rgb(images[k])
+             for k in ("edges", "reference", "target", "output", "heatmap", "region_mask")]
+  rows = np.concatenate(columns, axis=2)
+  return (np.concatenate(list(rows), axis=0) * 255).astype(np.uint8)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (or resumes) one stage in `workdir`; returns the last logged metrics."""
+  # ---------------------------------------------------------------- setup
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  checkpoint.save_config(workdir, config)
+  mesh = sharding.make_mesh(config.mesh.fsdp)
+  writer = writers.create_default_writer(str(workdir / "metrics"))
+  if config.batch_size % jax.device_count():
+    raise ValueError(f"batch_size {config.batch_size} must be a multiple of the "
+                     f"{jax.device_count()} devices")
+
+  # ---------------------------------------------------------------- data
+  data_iter = input_pipeline.make_train_iterator(
+      config.data, global_batch_size=config.batch_size, seed=config.seed)
+  steps_per_epoch = input_pipeline.steps_per_epoch(config.data, config.batch_size)
+  num_steps = total_steps(config, steps_per_epoch)
+
+  # ---------------------------------------------------------------- models, teacher, VGG
+  teacher, teacher_params = load_teacher(config, mesh)
+  vgg_params = load_vgg(config)
+  program = build_program(config, mesh, num_steps, teacher)
+
+  # ---------------------------------------------------------------- state (init or resume)
+  ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
+  start = ckpt.latest_step()
+  if start is None:
+    state = program.init(jax.random.PRNGKey(config.seed))
+    start = 0
+  else:
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            program.abstract_state, program.state_sharding)
+    g, rest = ckpt.restore(start, abstract.generator, abstract.train_part(), data_iter)
+    state = step_lib.TrainState.from_parts(g, rest)
+    log.info("resumed from step %d of %s", start, workdir)
+  train_step, preview = program.step, program.preview
+
+  # ---------------------------------------------------------------- loop
+  log.info("stage %s: %d steps (%d per epoch), global batch %d on %d devices",
+           config.stage, num_steps, steps_per_epoch, config.batch_size, jax.device_count())
+  progress = writers.ProgressLine(num_steps)
+  pending, history, last = None, [], {}
+  tick, tick_step = time.perf_counter(), start
+
+  def finish(step_done, metrics):
+    """Host side of a finished step: NaN check, logging (one step behind the device)."""
+    nonlocal tick, tick_step, last
+    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    _check_finite(step_done, metrics)
+    history.append(metrics)
+    if step_done % config.log_every_steps == 0 or step_done == num_steps:
+      elapsed = time.perf_counter() - tick
+      rate = (step_done - tick_step) * config.batch_size / max(elapsed, 1e-9)
+      last = {k: float(np.mean([h[k] for h in history])) for k in history[0]}
+      last.update(images_per_sec=rate, step_time=elapsed / max(step_done - tick_step, 1),
+                  epoch=step_done / steps_per_epoch)
+      writer.write_scalars(step_done, last)
+      history.clear()
+      tick, tick_step = time.perf_counter(), step_done
+    if step_done % config.progress_every_steps == 0 or step_done == num_steps:
+      progress.update(step_done, metrics, images_per_sec=last.get("images_per_sec", 0.0))
+
+  for step in range(start + 1, num_steps + 1):
+    batch = input_pipeline.make_global_batch(next(data_iter), mesh, axis=sharding.DATA_AXES)
+    state, metrics = train_step(state, batch, teacher_params, vgg_params)
+    if pending is not None:
+      finish(*pending)
+    pending = (step, metrics)
+    if config.image_every_steps and step % config.image_every_steps == 0:
+      images = preview(state, batch, teacher_params, jax.random.PRNGKey(step))
+      images = multihost_utils.process_allgather(images, tiled=True)
+      writer.write_images(step, {"grid": image_grid(images)[None]})
+    if step % config.checkpoint_every_steps == 0 or step == num_steps:
+      finish(*pending)  # Never save a state whose losses were not checked.
+      pending = None
+      ckpt.save(step, state.generator, state.train_part(), data_iter)
+  if pending is not None:
+    finish(*pending)
+  writer.flush()
+  ckpt.close()
+  return last
+
+
+# ------------------------------------------------------------------ command line
+def main(argv: list[str]) -> int:
+  """`af-jax train --config CONFIG.py --workdir DIR [--config.FIELD=VALUE ...]`."""
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  config_flags.DEFINE_config_file("config", None, "Stage config file (configs/boot.py, ...).",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, config.json.")
+  flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
+  flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+  flags.DEFINE_integer("process_id", None, "Multi-host: this process's id.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+  def run(_):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    f = flags.FLAGS
+    if f.coordinator_address or f.num_processes:
+      jax.distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
+    final = train(f.config, f.workdir)
+    print(f"done: {f.workdir} " + " ".join(f"{k}={v:.4g}" for k, v in sorted(final.items())))
+
+  app.run(run, argv=["af-jax train", *argv])
+  return 0
+
+
+if __name__ == "__main__":
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,12 @@
+"""BlazeDetector (paper Sec. 3.4): learns from a frozen FlareGenerator, 5 epochs.
+
+  af-jax train --config configs/blaze.py --config.teacher_workdir=runs/flare --workdir runs/blaze
+"""
+
+from configs import common
+
+
+def get_config():
+  c = common.get_config("blaze")
+  c.num_epochs = 5
+  return c

@@ -1,0 +1,88 @@
+"""Every training field, its default (the paper's) and what it means.
+
+Stage configs (`boot.py`, `flare.py`, `blaze.py`) start from `get_config(stage)`
+and change only what differs. Any field can be overridden on the command line:
+
+  af-jax train --config configs/boot.py --workdir runs/boot --config.batch_size=16
+
+A config file may take an argument after a colon (`configs/demo.py:boot`).
+"""
+
+import dataclasses
+
+import ml_collections
+
+from af_jax import augment, manipulate
+from configs import mix82
+
+STAGES = ("boot", "flare", "blaze")
+
+
+def _from_dataclass(instance) -> ml_collections.ConfigDict:
+  """A ConfigDict mirroring a config dataclass, so defaults live in one place."""
+  return ml_collections.ConfigDict(dataclasses.asdict(instance))
+
+
+def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
+  if stage not in STAGES:
+    raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+  c = ml_collections.ConfigDict()
+  c.stage = stage                 # 'boot' | 'flare' | 'blaze'.
+  c.seed = 0                      # Parameter init, augmentation and manipulation randomness.
+  c.teacher_workdir = ""          # Flare: a Boot workdir; Blaze: a Flare workdir (params only).
+  c.teacher_step = -1             # Teacher checkpoint step; -1 = latest.
+
+  # Data: the paper's 82-category mix. `c.data.sources` selects any subset.
+  c.data = mix82.get_data_config()
+  c.batch_size = 32               # Global batch, split over all devices and hosts.
+  c.num_epochs = 30               # Paper: Boot 30, Flare 5, Blaze 5.
+  c.num_steps = -1                # > 0 overrides num_epochs (handy for smoke runs).
+  c.max_regions = 8               # Candidate region labels 1..K in the data (as built).
+  c.edge_threshold = 0.5          # Edge probability >= this becomes an edge (1); None = soft edges.
+
+  # Network (pix2pixHD global generator + 2-scale PatchGAN); see af_jax/models.
+  c.model = ml_collections.ConfigDict()
+  c.model.ngf = 64                # Generator width of the first layer.
+  c.model.n_downsampling = 4      # Stride-2 convs in the encoder (= transposed convs per decoder).
+  c.model.n_blocks = 9            # Residual blocks at the bottleneck.
+  c.model.feature_noise_std = 0.0  # Gaussian noise on bottleneck features (Flare: diversity).
+  c.model.ndf = 64                # Discriminator width.
+  c.model.n_layers_d = 3          # Stride-2 layers per discriminator scale.
+  c.model.num_d = 2               # Discriminator scales.
+  c.model.compute_dtype = "float32"  # 'bfloat16' on accelerators; params/losses stay float32.
+
+  # Losses (pix2pixHD / paper weights).
+  c.loss = ml_collections.ConfigDict()
+  c.loss.gan = 1.0                # LSGAN generator term.
+  c.loss.feature_matching = 10.0  # Discriminator feature matching.
+  c.loss.vgg = 10.0               # VGG19 perceptual loss; needs loss.vgg_weights.
+  c.loss.vgg_weights = ""         # torchvision vgg19 state dict (.npz/.safetensors/.pth); "" = term off.
+  c.loss.heatmap = 10.0           # Heatmap L2 (Flare, Blaze).
+  c.loss.l1 = 0.0                 # L1 to the target image; not in the paper, useful without VGG weights.
+
+  # Optimizer: Adam for G and D, linear decay to 0 after a constant part.
+  c.optim = ml_collections.ConfigDict()
+  c.optim.learning_rate = 2e-4
+  c.optim.b1 = 0.5
+  c.optim.b2 = 0.999
+  c.optim.constant_fraction = 0.0  # Share of training at the initial rate before the linear decay.
+
+  # Augmentations (af_jax/augment.py); TPS only in Boot.
+  c.augment = _from_dataclass(augment.AugmentConfig())
+  c.augment.local_tps = stage == "boot"
+  # Edge manipulation (af_jax/manipulate.py): Flare and Blaze.
+  c.manipulate = _from_dataclass(manipulate.ManipulateConfig())
+  c.blaze_reextract_edges = False  # Blaze: PiDiNet edges of the anomaly image instead of the edited ones.
+  c.blaze_normal_fraction = 0.0   # Blaze: share of examples left unedited (heatmap target from Flare).
+
+  # Scale-out: mesh (`data` x `fsdp`); multi-host via jax.distributed flags/env.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.fsdp = 1                 # > 1 splits parameters over this many devices.
+
+  # Checkpoints and metrics.
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+  c.log_every_steps = 50
+  c.image_every_steps = 1000      # Image grids to TensorBoard; 0 = never.
+  c.progress_every_steps = 10     # Console progress line.
+  return c
