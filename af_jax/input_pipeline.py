@@ -1,0 +1,254 @@
+"""Training and evaluation input: grain over TFDS ArrayRecord, category mixtures, per-host slices.
+
+Every category of every dataset is one TFDS config (`<dataset>/<category>`, built by
+`af-jax prepare`) read with `tfds.data_source`, so no TensorFlow is needed. The training
+stream (`make_train_iterator`) is built from grain's lazy, random-access `MapDataset`s, so
+reading happens only for the examples a process actually consumes:
+
+  1. Per category: a fresh random subset of `per_category` examples each epoch (grain's
+     shuffle draws a new permutation per epoch; the subset is its first `per_category`).
+  2. All categories concatenated, then shuffled (new order each epoch). The epoch is the
+     sum of the per-category counts, cut to a whole number of global batches (the cut-off
+     examples are a different random few each epoch).
+  3. Process `i` of `n` takes every `n`-th example starting at `i`. At each step the `n`
+     local batches together hold exactly the global batch one process would see alone,
+     whatever `n` is: the data order does not depend on the number of hosts.
+  4. Decode (PNG -> uint8, only the features training uses), batch, repeat forever.
+  5. Worker processes (`num_workers`) each produce whole batches, in order, so the
+     stream does not depend on the number of workers either.
+
+The iterator is grain's own: `get_state()` / `set_state()` (JSON-serializable dicts) resume
+exactly where a run stopped, and `grain.checkpoint.CheckpointSave/CheckpointRestore` store it
+in an Orbax checkpoint (see `af_jax/checkpoint.py`, item `data`).
+
+Batches are dicts of numpy arrays (S = `image_size`, b = global batch / process count):
+  image uint8 [b,S,S,3], edges/regions/mask uint8 [b,S,S,1], label int32 [b],
+  source int32 [b] (index of the category in the mix, see `source_names`).
+"""
+
+from collections.abc import Mapping
+import dataclasses
+from typing import Any
+
+from absl import flags
+from absl import logging
+from etils import epath
+import grain
+import jax
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+IMAGE_FEATURES = ("image", "edges", "regions", "mask")
+TEXT_FEATURES = ("defect", "category", "dataset", "file_name", "view", "sample_id")
+SOURCE_KEYS = frozenset({"dataset", "categories", "per_category"})
+
+
+def _ensure_absl_flags_parsed() -> None:
+  """grain reads its options from absl flags, which library users and tests never parse.
+
+  Only the main process needs this: grain hands its flag values to its worker processes.
+  """
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def open_split(data_dir: str, dataset: str, category: str, split: str, *,
+               decoders: Mapping[str, Any] | None = None):
+  """The TFDS data source of one split of `<dataset>/<category>` in `data_dir`.
+
+  Raises FileNotFoundError naming the expected folder and the command that builds it when
+  the category is not prepared, and KeyError listing the splits when `split` is absent.
+  """
+  root = epath.Path(data_dir).expanduser()
+  folder = root / dataset / category
+  if not any(folder.glob("*/dataset_info.json")):
+    manual_dir = "" if dataset == "synthetic" else " --manual_dir <your download>"
+    raise FileNotFoundError(
+        f"dataset {dataset}/{category} is not prepared: no {folder}/<version>/dataset_info.json. "
+        f"Build it with `af-jax prepare --dataset {dataset} --categories {category} "
+        f"--data_dir {root}{manual_dir}` (see `af-jax prepare --help`).")
+  splits = tfds.data_source(f"{dataset}/{category}", data_dir=str(root), download=False,
+                            decoders=decoders)
+  if split not in splits:
+    raise KeyError(f"{dataset}/{category} in {root} has no split {split!r}; "
+                   f"it has {sorted(splits)}")
+  return splits[split]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Category:
+  dataset: str
+  category: str
+  per_category: int | None
+
+
+def _categories(data_config: ml_collections.ConfigDict) -> list[_Category]:
+  """The mix's categories in source-id order, validating `data_config.sources`."""
+  result = []
+  for i, source in enumerate(data_config.sources):
+    keys = set(source.keys())
+    if keys != SOURCE_KEYS:
+      raise ValueError(f"data.sources[{i}] must have exactly the keys {sorted(SOURCE_KEYS)}; "
+                       f"got {sorted(keys)}")
+    per_category = source["per_category"]
+    if per_category is not None and (not isinstance(per_category, int) or per_category < 1):
+      raise ValueError(f"data.sources[{i}].per_category must be a positive int or None (all); "
+                       f"got {per_category!r}")
+    if isinstance(source["categories"], str) or not source["categories"]:
+      raise ValueError(f"data.sources[{i}].categories must be a non-empty list of names; "
+                       f"got {source['categories']!r}")
+    result += [_Category(source["dataset"], c, per_category) for c in source["categories"]]
+  if not result:
+    raise ValueError("data.sources is empty: the mix needs at least one category")
+  return result
+
+
+def source_names(data_config: ml_collections.ConfigDict) -> list[str]:
+  """`'<dataset>/<category>'` for each value of a batch's `source` field, in order."""
+  return [f"{c.dataset}/{c.category}" for c in _categories(data_config)]
+
+
+def _open_mixture(data_config: ml_collections.ConfigDict):
+  """[(data source, examples per epoch)] for every category of the mix, in source-id order."""
+  # Training reads no text feature: leave those as raw bytes.
+  skip_text = {name: tfds.decode.SkipDecoding() for name in TEXT_FEATURES}
+  size = data_config.image_size
+  mixture = []
+  for c in _categories(data_config):
+    source = open_split(data_config.data_dir, c.dataset, c.category, data_config.split,
+                        decoders=skip_text)
+    shape = tuple(source.dataset_info.features["image"].shape)
+    if shape[:2] != (size, size):
+      raise ValueError(f"{c.dataset}/{c.category} in {data_config.data_dir} holds {shape[0]}x"
+                       f"{shape[1]} images but data.image_size is {size}; prepare it at that "
+                       "size or change data.image_size")
+    if not len(source):
+      raise ValueError(f"{c.dataset}/{c.category} has no {data_config.split!r} examples")
+    count = len(source) if c.per_category is None else min(c.per_category, len(source))
+    if c.per_category is not None and c.per_category > len(source):
+      logging.warning("%s/%s: per_category=%d but only %d %s examples; using all of them",
+                      c.dataset, c.category, c.per_category, len(source), data_config.split)
+    mixture.append((source, count))
+  return mixture
+
+
+def _global_batches_per_epoch(mixture_size: int, global_batch_size: int,
+                              epoch_size: int | None) -> int:
+  if epoch_size is not None and not 0 < epoch_size <= mixture_size:
+    raise ValueError(f"epoch_size={epoch_size} must be in [1, {mixture_size}] (the mix's size)")
+  examples = mixture_size if epoch_size is None else epoch_size
+  if examples < global_batch_size:
+    raise ValueError(f"an epoch of {examples} examples is smaller than one global batch of "
+                     f"{global_batch_size}")
+  return examples // global_batch_size
+
+
+def steps_per_epoch(data_config: ml_collections.ConfigDict, global_batch_size: int, *,
+                    epoch_size: int | None = None) -> int:
+  """Global batches per epoch: the mix's size (or `epoch_size`) // `global_batch_size`."""
+  mixture_size = sum(count for _, count in _open_mixture(data_config))
+  return _global_batches_per_epoch(mixture_size, global_batch_size, epoch_size)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass(frozen=True)
+class _TrainFeatures:
+  """Keeps what training reads from one decoded example and tags it with its source id."""
+  source: int
+
+  def __call__(self, example: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    features = {name: example[name] for name in IMAGE_FEATURES}
+    features["label"] = np.int32(example["label"])
+    features["source"] = np.int32(self.source)
+    return features
+
+
+def make_train_iterator(data_config: ml_collections.ConfigDict, *, global_batch_size: int,
+                        seed: int, process_index: int | None = None,
+                        process_count: int | None = None, epoch_size: int | None = None):
+  """An endless, checkpointable iterator over this process's training batches.
+
+  Args:
+    data_config: the data config (see `configs/mix82.py`).
+    global_batch_size: examples per step over all processes; each process yields
+      `global_batch_size // process_count` of them.
+    seed: the run's seed. Together with `data_config.shuffle_seed` it fixes every per-epoch
+      subset and order: the same pair gives the same batches, on any number of hosts.
+    process_index, process_count: this process's slice; default `jax.process_index()` and
+      `jax.process_count()`.
+    epoch_size: examples per epoch, at most the mix's size (sum of per-category counts, the
+      default); a smaller value keeps a random `epoch_size` of each epoch's mix.
+
+  Returns:
+    A grain `DatasetIterator` yielding dicts of numpy arrays (module docstring), with
+    `get_state()` / `set_state()`. Close it (`.close()`) when `num_workers` > 0 to stop the
+    worker processes promptly.
+  """
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+  if global_batch_size % process_count:
+    raise ValueError(f"global_batch_size {global_batch_size} is not a multiple of the "
+                     f"{process_count} processes")
+  local_batch_size = global_batch_size // process_count
+  _ensure_absl_flags_parsed()
+
+  mixture = _open_mixture(data_config)
+  seeds = np.random.SeedSequence([data_config.shuffle_seed, seed]).generate_state(
+      len(mixture) + 1)
+  parts = [
+      grain.MapDataset.source(source).shuffle(seed=int(seeds[i]))[:count]
+      .map(_TrainFeatures(source=i))
+      for i, (source, count) in enumerate(mixture)]
+  mix = grain.MapDataset.concatenate(parts).shuffle(seed=int(seeds[-1]))
+  steps = _global_batches_per_epoch(len(mix), global_batch_size, epoch_size)
+  local = mix[:steps * global_batch_size][process_index::process_count]
+  batches = local.batch(local_batch_size, drop_remainder=True).repeat()
+
+  read = grain.ReadOptions(num_threads=data_config.read_threads,
+                           prefetch_buffer_size=data_config.prefetch)
+  stream = batches.to_iter_dataset(read)
+  if data_config.num_workers > 0:
+    stream = stream.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=data_config.num_workers,
+                                     per_worker_buffer_size=data_config.prefetch))
+  return iter(stream)
+
+
+def make_global_batch(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh,
+                      axis: str | tuple[str, ...] = "data") -> dict[str, jax.Array]:
+  """This process's batch -> global `jax.Array`s split along dim 0 over the mesh `axis`.
+
+  Every process calls this with its own local batch; the global batch is their
+  concatenation in process order. With `make_train_iterator`'s slices it holds exactly the
+  examples a single process would have batched.
+  """
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+  return {name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+          for name, value in local_batch.items()}
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _decode_text(example: Mapping[str, Any]) -> dict[str, Any]:
+  return {name: value.decode() if isinstance(value, bytes) else value
+          for name, value in example.items()}
+
+
+def make_eval_dataset(data_dir: str, dataset: str, category: str,
+                      split: str = "test") -> grain.MapDataset:
+  """Every example of one split, in stored order, fully decoded (text as `str`).
+
+  A grain `MapDataset`: iterate it, index it, or take `len()` of it. Images are uint8
+  arrays as stored; `label` is 0 (normal) or 1 (anomaly).
+  """
+  return grain.MapDataset.source(open_split(data_dir, dataset, category, split)).map(
+      _decode_text)
