@@ -12,6 +12,9 @@ class AfBuilderConfig(tfds.core.BuilderConfig):
   """One category of one dataset, and how to build it.
 
   Attributes:
+    category: the dataset's category this config builds; empty means the config name.
+      Configs with non-default options need another name (TFDS refuses a custom config
+      named like a registered one), so they say their category here.
     size: images, edges, regions and masks are resized to `size` x `size`.
     edges: 'pidinet' (the paper's edge maps, shipped weights) or 'canny' (OpenCV fallback).
     regions_dir: optional folder of precomputed segmentation masks (e.g. SAM) used as
@@ -20,6 +23,7 @@ class AfBuilderConfig(tfds.core.BuilderConfig):
     skip_bad: skip corrupt images and unpaired masks (and report the count) instead of
       stopping with an error that names the file.
   """
+  category: str = ""
   size: int = features.DEFAULT_SIZE
   edges: str = "pidinet"
   regions_dir: str | None = None

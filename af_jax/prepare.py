@@ -1,0 +1,149 @@
+"""`af-jax prepare`: build TFDS ArrayRecord datasets from manual downloads (or the synthetic set).
+
+  af-jax prepare --dataset mvtec_ad --manual_dir ~/data/mvtec_ad --data_dir ~/tfds \\
+      [--categories bottle,cable] [--size 256] [--edges pidinet|canny] \\
+      [--regions_dir DIR] [--skip_bad]
+
+Each category becomes one TFDS config (all categories found in the manual folder by
+default). With the default options (256 px, or 128 px for synthetic; PiDiNet edges;
+unsupervised regions) the config is named after the category and read with
+`tfds.data_source('mvtec_ad/bottle', data_dir=...)`; other options give another name (e.g.
+'bottle-64px-canny'), printed at the end. A category that is already built is reused, not
+rebuilt. `--dataset synthetic` needs no manual folder.
+
+Exit status: 0 when built, 1 when the download is unusable (the message names the path),
+2 for usage errors.
+"""
+
+import argparse
+import importlib
+import pathlib
+import sys
+
+import tensorflow_datasets as tfds
+import tqdm
+
+from data_builders import common
+from data_builders import config as config_lib
+from data_builders import features
+
+DATASETS = ("mvtec_ad", "visa", "mvtec_loco", "madsim", "real_iad", "synthetic")
+EDGE_METHODS = ("pidinet", "canny")
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="af-jax prepare",
+      description="Build TFDS ArrayRecord datasets (image, edges, regions, mask) from a "
+                  "manual download.")
+  parser.add_argument("--dataset", required=True, choices=DATASETS)
+  parser.add_argument("--manual_dir", type=pathlib.Path,
+                      help="the extracted download (required except for synthetic)")
+  parser.add_argument("--data_dir", required=True, type=pathlib.Path,
+                      help="where the built datasets go (TFDS data_dir)")
+  parser.add_argument("--categories", type=lambda s: [c for c in s.split(",") if c],
+                      help="comma-separated categories (default: all found)")
+  parser.add_argument("--size", type=int,
+                      help=f"side of the stored square images (default: {features.DEFAULT_SIZE}; "
+                           "128 for synthetic)")
+  parser.add_argument("--edges", choices=EDGE_METHODS,
+                      help="edge extractor (default: pidinet)")
+  parser.add_argument("--regions_dir", type=pathlib.Path,
+                      help="precomputed segmentation masks to use as candidate regions")
+  parser.add_argument("--skip_bad", action="store_true",
+                      help="skip unreadable images and unpaired masks instead of stopping")
+  return parser
+
+
+def builder_class(dataset: str) -> type[common.AfBuilder]:
+  """The builder class registered as `dataset`, importing its module on first use."""
+  importlib.import_module(f"data_builders.{dataset}")
+  return tfds.builder_cls(dataset)
+
+
+def config_for(dataset: str, cls: type[common.AfBuilder], category: str,
+               **options) -> config_lib.AfBuilderConfig:
+  """The config of `category` with the given options (the registered one when there are none)."""
+  if dataset == "synthetic":  # Its configs have more options and their own defaults.
+    return importlib.import_module("data_builders.synthetic").config_for(category, **options)
+  return common.config_for(cls, category, **options)
+
+
+def _categories(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                cls: type[common.AfBuilder]) -> list[str]:
+  """The categories to build: those asked for, else all that are there."""
+  is_manual = issubclass(cls, common.ManualCategoryBuilder)
+  known = cls.CATEGORIES if is_manual else tuple(cls.builder_configs)
+  unknown = [c for c in args.categories or () if c not in known]
+  if unknown:
+    parser.error(f"unknown {args.dataset} categories {', '.join(unknown)}; expected some of "
+                 f"{', '.join(known)}")
+  if args.categories:
+    return args.categories
+  if not is_manual:
+    return list(known)
+  found = cls.found_categories(args.manual_dir)
+  if not found:
+    parser.error(f"no {args.dataset} category found in {args.manual_dir}; expected folders "
+                 f"laid out as:\n{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+  return found
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Builds the requested categories; returns 0, or 1 when the download is unusable."""
+  parser = _parser()
+  args = parser.parse_args(argv)
+  if args.size is not None and args.size < 16:
+    parser.error(f"--size must be at least 16, got {args.size}")
+  cls = builder_class(args.dataset)
+  if issubclass(cls, common.ManualCategoryBuilder):
+    if args.manual_dir is None:
+      parser.error(f"--manual_dir is required for {args.dataset}:\n"
+                   f"{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    if not args.manual_dir.is_dir():
+      parser.error(f"--manual_dir {args.manual_dir} is not a folder")
+  categories = _categories(parser, args, cls)
+  download_config = tfds.download.DownloadConfig(
+      manual_dir=str(args.manual_dir) if args.manual_dir else None)
+  tfds.disable_progress_bar()  # One bar of images for everything, below.
+  options = {name: value for name, value in (
+      ("size", args.size), ("edges", args.edges),
+      ("regions_dir", str(args.regions_dir) if args.regions_dir else None)) if value is not None}
+  built, skipped = [], []
+  with tqdm.tqdm(total=0, unit="img", desc=f"prepare {args.dataset}") as bar:
+    for category in categories:
+      config = config_for(args.dataset, cls, category, **options)
+      builder = cls(config=config, data_dir=str(args.data_dir), skip_bad=args.skip_bad,
+                    progress=bar)
+      try:
+        builder.download_and_prepare(download_config=download_config)
+      except (common.LayoutError, common.BadInputError) as e:
+        bar.close()
+        print(f"af-jax prepare: error: {e}", file=sys.stderr)
+        return 1
+      built.append(builder)
+      skipped += builder.skipped
+  _print_summary(args, built, skipped)
+  return 0
+
+
+def _print_summary(args: argparse.Namespace, built: list[common.AfBuilder],
+                   skipped: list[str]) -> None:
+  print(f"\nBuilt {len(built)} {args.dataset} dataset(s) in {args.data_dir}:")
+  for builder in built:
+    counts = ", ".join(f"{name} {split.num_examples}"
+                       for name, split in sorted(builder.info.splits.items()))
+    print(f"  {args.dataset}/{builder.builder_config.name}  ({counts})  {builder.data_dir}")
+  if skipped:
+    print(f"Skipped {len(skipped)} bad file(s):")
+    for message in skipped:
+      print(f"  {message}")
+  name = f"{args.dataset}/{built[0].builder_config.name}"
+  print("\nRead it (no TensorFlow needed):\n"
+        "  import tensorflow_datasets as tfds\n"
+        f"  splits = tfds.data_source({name!r}, data_dir={str(args.data_dir)!r})\n"
+        "  example = splits['train'][0]  # image, edges, regions, mask, label, defect, ...")
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,478 @@
+"""What every af_jax dataset builder shares: reading, resizing, annotating, encoding, checking.
+
+A builder only says which file is which example (a list of `Record`s per split); this module
+turns records into examples of the schema in `features.py`:
+
+  read (grayscale -> RGB) -> resize to S x S -> edge maps (batched, `af_jax.edges`)
+  -> candidate regions (`af_jax.regions`) -> PNG bytes.
+
+Choices (the paper gives none):
+- Images are stretched to S x S, never cropped, so non-square sources (MVTec LOCO, VisA) keep
+  their whole field of view and their masks stay aligned. Area interpolation when shrinking,
+  bilinear when enlarging.
+- Masks are binarized first (any non-zero pixel is anomalous, as VisA and MVTec LOCO encode
+  defect types in the pixel value), then resized nearest-neighbour, so they stay exactly 0/255.
+  Several masks for one image (MVTec LOCO) are merged by union.
+- Bad input: a missing manual folder, an unknown category or a layout that differs from the
+  dataset's is always a `LayoutError` naming the path that was expected. A single bad file
+  (unreadable image, mask without image, anomalous image without mask) is a `BadInputError`
+  naming the file, or, with `skip_bad`, is skipped, logged and counted in `builder.skipped`.
+- An interrupted build leaves nothing that reads as a dataset: TFDS writes into an
+  `incomplete.*` folder and renames it only once every split is written.
+"""
+
+import abc
+from collections.abc import Callable, Iterable, Iterator, Sequence
+import dataclasses
+import inspect
+import pathlib
+import re
+from typing import NamedTuple
+
+from absl import logging
+import cv2
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_builders import config as config_lib
+from data_builders import features
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# PiDiNet is jitted and batched: edges are computed for this many images per call.
+EDGE_BATCH = 32
+# Options that change the built data; a config that differs from these needs its own name.
+DEFAULT_OPTIONS = {f.name: f.default for f in dataclasses.fields(config_lib.AfBuilderConfig)
+                   if f.name in ("size", "edges", "regions_dir", "max_regions")}
+
+
+class LayoutError(FileNotFoundError):
+  """The manual download is missing or not laid out as the dataset ships it."""
+
+
+class BadInputError(ValueError):
+  """One file of the manual download cannot be used (message names it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+  """One source image and what the dataset says about it.
+
+  Attributes:
+    image: path of the image.
+    masks: paths of its ground-truth masks (merged by union); empty for normal images.
+    label: 0 normal, 1 anomalous.
+    defect: defect name as the dataset spells it ('good' for normal images).
+    file_name: path of the image relative to the manual folder (the example key).
+    view: camera view ('C1'..'C5' for Real-IAD).
+    sample_id: physical sample ('S0001' for Real-IAD).
+  """
+  image: pathlib.Path
+  masks: tuple[pathlib.Path, ...]
+  label: int
+  defect: str
+  file_name: str
+  view: str = ""
+  sample_id: str = ""
+
+
+class BadInputs:
+  """Stops at the first bad file (naming it), or skips bad files and remembers them."""
+
+  def __init__(self, skip: bool):
+    self.skip = skip
+    self.skipped: list[str] = []
+
+  def __call__(self, path: pathlib.Path | str, problem: str) -> None:
+    message = f"{path}: {problem}"
+    if not self.skip:
+      raise BadInputError(f"{message} (skip such files with skip_bad=True / --skip_bad)")
+    logging.warning("Skipping %s", message)
+    self.skipped.append(message)
+
+
+# ---------------------------------------------------------------- files and layout
+
+
+def image_files(folder: pathlib.Path) -> list[pathlib.Path]:
+  """The image files directly inside `folder`, sorted by name."""
+  return sorted(p for p in folder.iterdir()
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def require_dir(path: pathlib.Path, what: str) -> pathlib.Path:
+  """`path` if it is a folder, else a LayoutError saying what was expected there."""
+  if not path.is_dir():
+    raise LayoutError(f"expected {what} in the folder {path}, which does not exist")
+  return path
+
+
+def relative_name(path: pathlib.Path, root: pathlib.Path) -> str:
+  return path.relative_to(root).as_posix()
+
+
+def mvtec_masks(folder: pathlib.Path) -> dict[str, tuple[pathlib.Path, ...]]:
+  """MVTec AD style ground truth: `<stem>_mask.png` beside each other, one per image."""
+  return {p.stem.removesuffix("_mask"): (p,) for p in image_files(folder)}
+
+
+def list_mvtec_layout(root: pathlib.Path, category_dir: pathlib.Path,
+                      normal_splits: Sequence[str],
+                      masks_in: Callable[[pathlib.Path], dict[str, tuple[pathlib.Path, ...]]],
+                      bad: BadInputs) -> dict[str, list[Record]]:
+  """Records of an MVTec-style category folder.
+
+  Layout: `<split>/good/*` for each of `normal_splits`, `test/{good,<defect>}/*` and
+  `ground_truth/<defect>/...` whose masks `masks_in(folder)` maps to image stems.
+
+  Returns:
+    {split: records} for `normal_splits` and 'test'.
+  """
+  splits = {}
+  for split in normal_splits:
+    folder = require_dir(category_dir / split / "good", f"the normal {split} images")
+    splits[split] = [Record(p, (), 0, "good", relative_name(p, root))
+                     for p in image_files(folder)]
+    if not splits[split]:
+      raise LayoutError(f"expected normal {split} images in {folder}, found none")
+  test_dir = require_dir(category_dir / "test", "the test images (good/ and one folder "
+                         "per defect)")
+  truth_dir = category_dir / "ground_truth"
+  defects = sorted(d.name for d in test_dir.iterdir() if d.is_dir())
+  test = []
+  for defect in defects:
+    images = image_files(test_dir / defect)
+    if defect == "good":
+      test += [Record(p, (), 0, "good", relative_name(p, root)) for p in images]
+      continue
+    masks = masks_in(require_dir(truth_dir / defect, f"the masks of test/{defect}"))
+    for image in images:
+      image_masks = masks.pop(image.stem, ())
+      if image_masks:
+        test.append(Record(image, image_masks, 1, defect, relative_name(image, root)))
+      else:
+        bad(image, f"anomalous image without a mask in {truth_dir / defect}")
+    for stem, orphans in masks.items():
+      bad(orphans[0], f"mask without an image (expected {test_dir / defect / stem}.*)")
+  if truth_dir.is_dir():
+    for folder in sorted(d for d in truth_dir.iterdir() if d.is_dir()):
+      if folder.name not in defects:
+        for orphans in masks_in(folder).values():
+          bad(orphans[0], f"mask without an image (no folder {test_dir / folder.name})")
+  splits["test"] = test
+  return splits
+
+
+# ---------------------------------------------------------------- pixels
+
+
+def read_rgb(path: pathlib.Path) -> np.ndarray:
+  """uint8 [H, W, 3] RGB; grayscale and 16-bit sources are converted. Raises OSError/ValueError."""
+  image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+  if image is None:
+    raise ValueError("not a readable image")
+  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_mask(path: pathlib.Path) -> np.ndarray:
+  """bool [H, W]: True where any colour channel is non-zero. Raises OSError/ValueError."""
+  mask = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+  if mask is None:
+    raise ValueError("not a readable mask image")
+  if mask.ndim == 3:
+    mask = mask[..., :3].max(axis=-1)
+  return mask > 0
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+  """`image` stretched to `size` x `size`: area interpolation when shrinking, else bilinear."""
+  height, width = image.shape[:2]
+  if (height, width) == (size, size):
+    return image
+  interpolation = cv2.INTER_AREA if size <= min(height, width) else cv2.INTER_LINEAR
+  return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+  """bool [H, W] -> uint8 [size, size, 1] of 0/255, nearest-neighbour."""
+  mask = mask.astype(np.uint8) * 255
+  return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)[..., None]
+
+
+def encode_png(array: np.ndarray) -> bytes:
+  """PNG bytes of uint8 [H, W, 3] RGB or [H, W, 1] (what `tfds.features.Image` stores)."""
+  if array.shape[-1] == 3:
+    array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+  ok, encoded = cv2.imencode(".png", array)
+  if not ok:
+    raise ValueError(f"cannot encode an array of shape {array.shape} as PNG")
+  return encoded.tobytes()
+
+
+def read_region_masks(regions_dir: str | pathlib.Path, file_name: str,
+                      shape: tuple[int, int], size: int) -> list[np.ndarray]:
+  """Precomputed segmentation masks (e.g. SAM) of one source image, resized to `size`.
+
+  The masks are made offline on the source image, so they are read at its `shape` (H, W) and
+  resized nearest-neighbour like the ground truth. Raises OSError/ValueError naming the file.
+  """
+  from af_jax import regions as regions_lib  # pylint: disable=g-import-not-at-top
+  masks = regions_lib.load_region_masks(regions_dir, file_name, shape)
+  return [cv2.resize(m.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
+          for m in masks]
+
+
+def annotate(images: np.ndarray, file_names: Sequence[str], config: config_lib.AfBuilderConfig,
+             region_masks: Sequence[list[np.ndarray] | None] | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+  """Edge maps and candidate regions of resized images, as stored.
+
+  Args:
+    images: uint8 [N, S, S, 3] RGB.
+    file_names: their names relative to the dataset root (to find precomputed region masks).
+    config: `edges`, `regions_dir` and `max_regions` are used.
+    region_masks: per image, precomputed masks at S x S (`read_region_masks`) or None for the
+      unsupervised segmentation. By default they are read from `config.regions_dir` as made
+      for the stored S x S images, or, without a `regions_dir`, all regions are unsupervised.
+
+  Returns:
+    (edges, regions): uint8 [N, S, S, 1] each; edges are probability x 255, regions are
+    0 (background) or 1..K.
+  """
+  # Imported here so reading built data never loads the edge network.
+  from af_jax import edges as edges_lib  # pylint: disable=g-import-not-at-top
+  from af_jax import regions as regions_lib  # pylint: disable=g-import-not-at-top
+  if region_masks is None:
+    region_masks = [read_region_masks(config.regions_dir, name, image.shape[:2], len(image))
+                    if config.regions_dir else None for image, name in zip(images, file_names)]
+  probabilities = np.asarray(edges_lib.compute_edges(images, config.edges))
+  edge_maps = np.round(np.clip(probabilities, 0.0, 1.0) * 255).astype(np.uint8)
+  region_maps = [regions_lib.propose_regions(image, max_regions=config.max_regions, masks=masks)
+                 for image, masks in zip(images, region_masks)]
+  return edge_maps[..., None], np.stack(region_maps).astype(np.uint8)[..., None]
+
+
+def example_dict(*, image: np.ndarray, edges: np.ndarray, regions: np.ndarray,
+                 mask: np.ndarray, label: int, defect: str, category: str, dataset: str,
+                 file_name: str, view: str = "", sample_id: str = "") -> dict:
+  """One example of the shared schema (`features.example_features`) from uint8 arrays."""
+  return {
+      "image": encode_png(image),
+      "edges": encode_png(edges),
+      "regions": encode_png(regions),
+      "mask": encode_png(mask),
+      "label": label,
+      "defect": defect,
+      "category": category,
+      "dataset": dataset,
+      "file_name": file_name,
+      "view": view,
+      "sample_id": sample_id,
+  }
+
+
+class _Pixels(NamedTuple):
+  """The pixels `ManualCategoryBuilder._load` reads for one record, at the stored size."""
+  image: np.ndarray
+  mask: np.ndarray
+  region_masks: list[np.ndarray] | None
+
+
+def _batches(items: Sequence[Record], size: int) -> Iterator[Sequence[Record]]:
+  for start in range(0, len(items), size):
+    yield items[start:start + size]
+
+
+# ---------------------------------------------------------------- configs and builders
+
+
+def category_configs(categories: Iterable[str]) -> list[config_lib.AfBuilderConfig]:
+  """One config per category with the default options (name = category)."""
+  return [config_lib.AfBuilderConfig(name=c, category=c, description=f"Category {c}.")
+          for c in categories]
+
+
+def config_for(builder_cls: type[tfds.core.DatasetBuilder], category: str,
+               **options) -> config_lib.AfBuilderConfig:
+  """The config that builds `category` with `options` (size, edges, regions_dir, max_regions).
+
+  With default options this is the registered config (name = category); otherwise a new
+  config whose name says what differs, e.g. 'bottle-64px-canny', read back with
+  `tfds.data_source('mvtec_ad/bottle-64px-canny', data_dir=...)`.
+  """
+  options = {**DEFAULT_OPTIONS, **options}
+  unknown = set(options) - set(DEFAULT_OPTIONS)
+  if unknown:
+    raise TypeError(f"unknown build options {sorted(unknown)}; expected {list(DEFAULT_OPTIONS)}")
+  if options == DEFAULT_OPTIONS and category in builder_cls.builder_configs:
+    return builder_cls.builder_configs[category]
+  parts = [category]
+  if options["size"] != DEFAULT_OPTIONS["size"]:
+    parts.append(f"{options['size']}px")
+  if options["edges"] != DEFAULT_OPTIONS["edges"]:
+    parts.append(options["edges"])
+  if options["max_regions"] != DEFAULT_OPTIONS["max_regions"]:
+    parts.append(f"k{options['max_regions']}")
+  if options["regions_dir"]:
+    folder = pathlib.Path(options["regions_dir"]).name
+    parts.append("regions." + re.sub(r"[^\w.+]", "", folder))
+  return config_lib.AfBuilderConfig(name="-".join(parts), category=category,
+                                    description=f"Category {category}, {options}.",
+                                    **options)
+
+
+class AfBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Base of every af_jax builder: the shared schema, ArrayRecord files, progress, bad input.
+
+  Args (besides TFDS's `config`, `data_dir`, `version`):
+    skip_bad: skip bad files instead of stopping (also `config.skip_bad`; a keyword because
+      the registered configs cannot be changed).
+    progress: optional tqdm-like bar; its `total` grows by each split's size and it advances
+      as examples are written.
+  """
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release: image, edges, regions, mask at a fixed size."}
+  HOMEPAGE = ""
+  CITATION = ""
+
+  def __init__(self, *, skip_bad: bool = False, progress=None, **kwargs):
+    kwargs.setdefault("file_format", "array_record")
+    super().__init__(**kwargs)
+    self.bad_inputs = BadInputs(skip_bad or self.builder_config.skip_bad)
+    self.progress = progress
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    """This builder's source file.
+
+    TFDS's own lookup needs the `importlib_resources` backport, which it only installs on
+    Python < 3.9 (tensorflow/datasets#11212); the answer is the same.
+    """
+    return epath.Path(inspect.getfile(cls))
+
+  @property
+  def category(self) -> str:
+    return self.builder_config.category or self.builder_config.name
+
+  @property
+  def skipped(self) -> list[str]:
+    """'path: problem' for each bad file skipped so far."""
+    return self.bad_inputs.skipped
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=self.__doc__,
+        features=features.example_features(self.builder_config.size),
+        homepage=self.HOMEPAGE,
+        citation=self.CITATION,
+    )
+
+  def _plan_progress(self, count: int) -> None:
+    if self.progress is not None:
+      self.progress.total = (self.progress.total or 0) + count
+      self.progress.refresh()
+
+  def _advance_progress(self, count: int) -> None:
+    if self.progress is not None:
+      self.progress.update(count)
+
+
+class ManualCategoryBuilder(AfBuilder, skip_registration=True):
+  """A manually downloaded dataset, one config per category.
+
+  Subclasses set `CATEGORIES`, `MANUAL_DOWNLOAD_INSTRUCTIONS`, `BUILDER_CONFIGS`
+  (`category_configs(CATEGORIES)`), `HOMEPAGE`, `CITATION` and implement `_list_splits`.
+  """
+  CATEGORIES: tuple[str, ...] = ()
+
+  @classmethod
+  def category_marker(cls, root: pathlib.Path, category: str) -> pathlib.Path:
+    """The path whose existence says that `category` was downloaded into `root`."""
+    return root / category
+
+  @classmethod
+  def found_categories(cls, root: pathlib.Path) -> list[str]:
+    """The known categories present in the manual folder `root`."""
+    return [c for c in cls.CATEGORIES if cls.category_marker(pathlib.Path(root), c).exists()]
+
+  @abc.abstractmethod
+  def _list_splits(self, root: pathlib.Path) -> dict[str, list[Record]]:
+    """{split: records} of `self.category`, reporting bad files through `self.bad_inputs`."""
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    try:
+      root = pathlib.Path(dl_manager.manual_dir)
+    except AssertionError as e:  # TFDS says which folder it expected and shows the layout.
+      raise LayoutError(f"{self.name}: {e}") from None
+    if self.category not in self.CATEGORIES:
+      raise LayoutError(f"{self.name}: unknown category {self.category!r}; expected one of "
+                        f"{', '.join(self.CATEGORIES)}")
+    marker = self.category_marker(root, self.category)
+    if not marker.exists():
+      found = ", ".join(self.found_categories(root)) or "none"
+      raise LayoutError(f"{self.name}: expected {marker} for category {self.category!r}; "
+                        f"categories found in {root}: {found}")
+    splits = self._list_splits(root)
+    self._plan_progress(sum(map(len, splits.values())))
+    return {name: self._generate_examples(records) for name, records in splits.items()}
+
+  def _generate_examples(self, records: Sequence[Record]):
+    for batch in _batches(records, EDGE_BATCH):
+      loaded = [(record, self._load(record)) for record in batch]
+      loaded = [(record, pixels) for record, pixels in loaded if pixels is not None]
+      if loaded:
+        records_kept, pixels = zip(*loaded)
+        edges, regions = annotate(np.stack([p.image for p in pixels]),
+                                  [r.file_name for r in records_kept], self.builder_config,
+                                  [p.region_masks for p in pixels])
+        for record, pixel, edge, region in zip(records_kept, pixels, edges, regions):
+          yield record.file_name, example_dict(
+              image=pixel.image, edges=edge, regions=region, mask=pixel.mask,
+              label=record.label, defect=record.defect, category=self.category,
+              dataset=self.name, file_name=record.file_name, view=record.view,
+              sample_id=record.sample_id)
+      self._advance_progress(len(batch))
+
+  def _load(self, record: Record) -> _Pixels | None:
+    """The resized pixels of a record, or None when it is skipped as bad input."""
+    size, regions_dir = self.builder_config.size, self.builder_config.regions_dir
+    try:
+      image = read_rgb(record.image)
+    except (OSError, ValueError) as e:
+      self.bad_inputs(record.image, f"cannot read the image ({e})")
+      return None
+    union = np.zeros(image.shape[:2], bool)
+    for path in record.masks:
+      try:
+        mask = read_mask(path)
+      except (OSError, ValueError) as e:
+        self.bad_inputs(path, f"cannot read the mask ({e})")
+        return None
+      if mask.shape != union.shape:
+        self.bad_inputs(path, f"mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+                        f"{record.image} is {union.shape[1]}x{union.shape[0]}")
+        return None
+      union |= mask
+    region_masks = None
+    if regions_dir:
+      try:
+        region_masks = read_region_masks(regions_dir, record.file_name, image.shape[:2], size)
+      except (OSError, ValueError) as e:
+        self.bad_inputs(record.image, f"no usable region masks ({e})")
+        return None
+    return _Pixels(resize_image(image, size), resize_mask(union, size), region_masks)
+
+
+class MvtecLayoutBuilder(ManualCategoryBuilder, skip_registration=True):
+  """A dataset laid out like MVTec AD (see `list_mvtec_layout`), one folder per category."""
+  NORMAL_SPLITS: tuple[str, ...] = ("train",)
+
+  def _masks_in(self, folder: pathlib.Path) -> dict[str, tuple[pathlib.Path, ...]]:
+    """{image stem: mask paths} of one `ground_truth/<defect>` folder."""
+    return mvtec_masks(folder)
+
+  def _list_splits(self, root: pathlib.Path) -> dict[str, list[Record]]:
+    return list_mvtec_layout(root, root / self.category, self.NORMAL_SPLITS, self._masks_in,
+                             self.bad_inputs)

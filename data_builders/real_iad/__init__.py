@@ -1,0 +1,3 @@
+"""Real-IAD builder, registered with TFDS as `real_iad`."""
+
+from data_builders.real_iad.builder import RealIad

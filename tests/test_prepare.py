@@ -1,0 +1,97 @@
+"""`af-jax prepare` end to end: fake MVTec AD trees, the synthetic set, and usage errors."""
+
+import pathlib
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from af_jax import prepare
+
+
+def _mvtec_tree(root: pathlib.Path, categories=("cable", "screw")) -> pathlib.Path:
+  """Per category: 2 normal train, 1 normal + 1 'cut' test image with its mask, 40 x 40 px."""
+  rng = np.random.default_rng(0)
+  for category in categories:
+    for name, array in (("train/good/000.png", None), ("train/good/001.png", None),
+                        ("test/good/000.png", None), ("test/cut/000.png", None),
+                        ("ground_truth/cut/000_mask.png", np.full((40, 40), 255, np.uint8))):
+      path = root / category / name
+      path.parent.mkdir(parents=True, exist_ok=True)
+      image = rng.integers(0, 255, (40, 40, 3), np.uint8) if array is None else array
+      assert cv2.imwrite(str(path), image)
+  return root
+
+
+def _run(*args: str) -> int:
+  return prepare.main(["--size", "32", "--edges", "canny", *map(str, args)])
+
+
+def test_builds_every_category_found_and_says_how_to_read_it(tmp_path, capsys):
+  root = _mvtec_tree(tmp_path / "mvtec")
+  assert _run("--dataset", "mvtec_ad", "--manual_dir", root, "--data_dir", tmp_path / "out") == 0
+  out = capsys.readouterr().out
+  for category in ("cable", "screw"):
+    name = f"mvtec_ad/{category}-32px-canny"
+    assert name in out
+    splits = tfds.data_source(name, data_dir=str(tmp_path / "out"), download=False)
+    assert (len(splits["train"]), len(splits["test"])) == (2, 2)
+    assert splits["test"][0]["image"].shape == (32, 32, 3)
+  assert f"tfds.data_source('mvtec_ad/cable-32px-canny', data_dir='{tmp_path / 'out'}')" in out
+
+
+def test_categories_option_builds_only_those(tmp_path, capsys):
+  root = _mvtec_tree(tmp_path / "mvtec")
+  assert _run("--dataset", "mvtec_ad", "--manual_dir", root, "--data_dir", tmp_path / "out",
+              "--categories", "screw") == 0
+  assert "mvtec_ad/screw-32px-canny" in capsys.readouterr().out
+  assert not (tmp_path / "out" / "mvtec_ad" / "cable-32px-canny").exists()
+
+
+def test_bad_file_fails_naming_it_unless_skipped(tmp_path, capsys):
+  root = _mvtec_tree(tmp_path / "mvtec", ("cable",))
+  bad = root / "cable" / "train" / "good" / "001.png"
+  bad.write_bytes(b"not a png")
+  args = ("--dataset", "mvtec_ad", "--manual_dir", root, "--data_dir", tmp_path / "out")
+  assert _run(*args) == 1
+  assert str(bad) in capsys.readouterr().err
+  assert _run(*args, "--skip_bad") == 0
+  out = capsys.readouterr().out
+  assert "Skipped 1 bad file(s)" in out and str(bad) in out and "(test 2, train 1)" in out
+
+
+def test_synthetic_needs_no_manual_dir(tmp_path, capsys):
+  assert _run("--dataset", "synthetic", "--data_dir", tmp_path / "out",
+              "--categories", "gear") == 0
+  out = capsys.readouterr().out
+  assert "synthetic/gear-32px-canny" in out
+  splits = tfds.data_source("synthetic/gear-32px-canny", data_dir=str(tmp_path / "out"),
+                            download=False)
+  assert len(splits["train"]) > 0 and splits["train"][0]["image"].shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "mvtec_ad"], "--manual_dir is required"),
+    (["--dataset", "mvtec_ad", "--manual_dir", "{tmp}/nowhere"], "nowhere is not a folder"),
+    (["--dataset", "mvtec_ad", "--manual_dir", "{tmp}/mvtec", "--categories", "bottel"],
+     "unknown mvtec_ad categories bottel; expected some of bottle, cable"),
+    (["--dataset", "imagenet"], "invalid choice: 'imagenet'"),
+    (["--dataset", "visa", "--edges", "sobel"], "invalid choice: 'sobel'"),
+    (["--dataset", "synthetic", "--size", "8"], "--size must be at least 16"),
+])
+def test_usage_errors_exit_2_with_a_clear_message(tmp_path, capsys, args, message):
+  _mvtec_tree(tmp_path / "mvtec", ("cable",))
+  with pytest.raises(SystemExit) as exit_:
+    prepare.main([a.format(tmp=tmp_path) for a in args] + ["--data_dir", str(tmp_path / "out")])
+  assert exit_.value.code == 2
+  assert message in capsys.readouterr().err
+
+
+def test_manual_dir_without_any_category_shows_the_expected_layout(tmp_path, capsys):
+  (tmp_path / "empty" / "something").mkdir(parents=True)
+  with pytest.raises(SystemExit):
+    _run("--dataset", "mvtec_ad", "--manual_dir", tmp_path / "empty", "--data_dir",
+         tmp_path / "out")
+  err = capsys.readouterr().err
+  assert "no mvtec_ad category found" in err and "<category>/train/good/000.png" in err
