@@ -66,7 +66,7 @@ def vgg_params_for(config):
   if not config.loss.vgg_weights:
     return None
   from af_jax.models.vgg import VGG19Features  # pylint: disable=g-import-not-at-top
-  return VGG19Features().init(jax.random.PRNGKey(2), jnp.zeros((1, 32, 32, 3)))
+  return VGG19Features().init(jax.random.PRNGKey(2), jnp.zeros((1, 32, 32, 3)))["params"]
 
 
 def time_calls(fn, steps, warmup):

@@ -35,3 +35,13 @@ def pidinet_npz() -> pathlib.Path:
 def pidinet_pth() -> pathlib.Path:
   """The official table5_pidinet torch checkpoint."""
   return _require(PIDINET_PTH)
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory):
+  """(data_dir, category names): the synthetic set at 32 px with Canny edges, a few images."""
+  from data_builders import synthetic
+  data_dir = tmp_path_factory.mktemp("tiny_synthetic")
+  names = synthetic.build(data_dir, size=32, edges="canny", num_train=8, num_test_normal=2,
+                          num_test_anomalous=6)
+  return data_dir, names
