@@ -118,8 +118,7 @@ class Generator(_Stage):
   def __init__(self, *args, manipulate_config: manipulate.ManipulateConfig | None = None,
                **kwargs):
     super().__init__(*args, **kwargs)
-    self.manipulate_config = manipulate_config or manipulate.ManipulateConfig(
-        **self.config.manipulate.to_dict())
+    self.manipulate_config = manipulate_config or stages.manipulate_config(self.config)
     threshold = self.edge_threshold
 
     def run(params, key, edges, image, regions):

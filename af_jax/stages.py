@@ -85,19 +85,24 @@ def _transform_regions(transform, regions, num_labels):
   return jnp.argmax(augment.apply_transform(transform, one_hot, kind="image"), -1)[..., None]
 
 
-def _augment_config(config) -> augment.AugmentConfig:
-  return augment.AugmentConfig(**config.augment.to_dict())
+def _as_dataclass(cls, fields: ml_collections.ConfigDict):
+  """A frozen (hashable, jit-static) config dataclass from a ConfigDict; JSON lists -> tuples."""
+  return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.to_dict().items()})
 
 
-def _manipulate_config(config) -> manipulate.ManipulateConfig:
-  return manipulate.ManipulateConfig(**config.manipulate.to_dict())
+def augment_config(config) -> augment.AugmentConfig:
+  return _as_dataclass(augment.AugmentConfig, config.augment)
+
+
+def manipulate_config(config) -> manipulate.ManipulateConfig:
+  return _as_dataclass(manipulate.ManipulateConfig, config.manipulate)
 
 
 def make_inputs_fn(config: ml_collections.ConfigDict, teacher: Teacher | None = None,
                    edge_fn: Callable | None = None):
   """Returns `inputs_fn(key, batch, teacher_params) -> StageInputs` for `config.stage`."""
-  aug_config = _augment_config(config)
-  manip_config = _manipulate_config(config)
+  aug_config = augment_config(config)
+  manip_config = manipulate_config(config)
   threshold = config.edge_threshold
   num_labels = config.max_regions + 1
 
