@@ -2,15 +2,37 @@
 
   af-jax generate --workdir runs/flare --images 'normal/*.png' --num 10 --out gen/
   af-jax generate --workdir runs/flare --dataset mvtec_ad/bottle --data_dir data --out gen/
-  af-jax localize --workdir runs/blaze --images 'test/*/*.png' --out loc/ [--ground_truth GT]
+  af-jax localize --workdir runs/blaze --images 'test/*/*.png' --out loc/ \\
+      [--calibrate 'val_good/*.png'] [--ground_truth GT]
   af-jax evaluate --workdir runs/blaze --dataset mvtec_ad --categories bottle --data_dir data
 
+Edges: `--edges` defaults to the extractor the run's training data was prepared with (PiDiNet
+unless it was prepared with `--edges canny`); naming another one works but warns.
+
 `generate` writes `<out>/<category>/{images,masks,heatmaps,edges}` in the MVTec naming
-(`NNN.png`, `NNN_mask.png` 0/255, heatmaps as float32 `NNN.npy`, edited edges as PNG) and
-one `manifest.jsonl` line per image (source, seed, variant, region kind, edit op). Every file
-is written under a temporary name and renamed, and the manifest line is appended only after
-its files exist: a run that fails mid-way leaves complete files that match the manifest.
-Existing outputs are never overwritten unless `--overwrite` is given.
+(`NNN.png`, binary `NNN_mask.png` with 0/255, float32 heatmaps `NNN.npy`, edited edge maps
+`NNN.png`) and one `manifest.jsonl` line per anomaly (its files, source image, seed, source
+index, variant, donor image, region kind, edit op). Anomalies are made from groups of
+`GROUP_SIZE` consecutive images (donor edges come from the same group), so the output depends
+on the seed and the images only, not on `--batch_size`. Every file is written under a
+temporary name and renamed; an anomaly whose files cannot all be written leaves none of them,
+and its manifest line is appended only once they all exist: a run that fails mid-way leaves
+complete files that match the manifest. Existing outputs are never replaced unless
+`--overwrite` is given, which first removes the category's previous output.
+
+`localize` writes `<out>/{heatmaps,masks,overlays}` (`NNN_<stem>.npy`, `NNN_<stem>_mask.png`,
+`NNN_<stem>.png`), `scores.csv` (file, score, OK/NG) and `summary.json`; with
+`--ground_truth` (MVTec layout: `<gt>/<defect>/<stem>_mask.png` for `.../<defect>/<stem>.png`,
+images under `good/` have empty masks) the summary also holds pixel AUROC, AUPRO (FPR 0.3)
+and image AUROC. Masks and OK/NG use the detector's calibrated thresholds (`--calibrate`
+measures them on normal images first); `--pixel_threshold` / `--image_threshold` override.
+
+`evaluate` writes `metrics.json` and `metrics.md` (per category and mean pixel AUROC, AUPRO at
+FPR 0.3, image AUROC) to `--out` (default `<workdir>/eval`).
+
+Every input is read and checked before anything is written: an unreadable image, a pattern
+matching no image, or ground truth masks that are missing or of another size stop the command
+with an error naming the files.
 """
 
 import argparse
@@ -19,6 +41,7 @@ import glob
 import json
 import os
 import pathlib
+import shutil
 import sys
 
 import cv2
@@ -26,9 +49,16 @@ import numpy as np
 import tqdm
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+GENERATE_DIRS = ("images", "masks", "heatmaps", "edges")
+LOCALIZE_DIRS = ("heatmaps", "masks", "overlays")
+SCORES_CSV, SUMMARY_JSON = "scores.csv", "summary.json"
+MANIFEST = "manifest.jsonl"
+GROUP_SIZE = 16
+# `af_jax.edges.EDGE_METHODS` and auto, spelled out so that `--help` does not import JAX.
+EDGE_CHOICES = ("auto", "pidinet", "canny")
 
 
-# ------------------------------------------------------------------ files
+# ------------------------------------------------------------------ reading
 def find_images(pattern: str) -> list[pathlib.Path]:
   """Image files matching a glob pattern or inside a directory; error when there are none."""
   path = pathlib.Path(pattern)
@@ -50,171 +80,254 @@ def read_image(path) -> np.ndarray:
   return cv2.cvtColor(data, cv2.COLOR_BGR2RGB)
 
 
-def read_mask(path, shape) -> np.ndarray:
-  mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-  if mask is None:
-    raise ValueError(f"cannot read mask {path}")
-  if mask.shape != tuple(shape):
-    raise ValueError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]}, its image is "
-                     f"{shape[1]}x{shape[0]}")
-  return mask > 0
+def read_images(files) -> list[np.ndarray]:
+  """Every image, or one error naming all the unreadable files."""
+  images, bad = [], []
+  for f in files:
+    try:
+      images.append(read_image(f))
+    except ValueError:
+      bad.append(str(f))
+  if bad:
+    raise ValueError(f"cannot read {len(bad)} image file(s) (corrupt or not an image): "
+                     + _listing(bad))
+  return images
 
 
-def _atomic_write(path: pathlib.Path, write) -> None:
-  tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-  write(tmp)
-  os.replace(tmp, path)
+def _listing(names: list[str], most: int = 5) -> str:
+  return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-def write_png(path: pathlib.Path, image: np.ndarray) -> None:
-  if image.ndim == 3:
-    image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-  def save(p):
-    if not cv2.imwrite(str(p), image):
-      raise OSError(f"cannot write {path}")
-  _atomic_write(path, save)
-
-
-def write_npy(path: pathlib.Path, array: np.ndarray) -> None:
-  def save(p):
-    with open(p, "wb") as f:
-      np.save(f, array)
-  _atomic_write(path, save)
-
-
-def _check_writable(directory: pathlib.Path, overwrite: bool) -> None:
-  if directory.exists() and any(directory.rglob("*")) and not overwrite:
-    raise FileExistsError(f"{directory} already holds files; pass --overwrite to replace them")
-
-
-# ------------------------------------------------------------------ generate
-def _source_images(args) -> tuple[str, list[str], list[np.ndarray]]:
-  """(category, names, images) from --images or from a prepared --dataset split."""
-  if args.images:
-    files = find_images(args.images)
-    category = args.category or files[0].parent.name
-    return category, [str(f) for f in files], [read_image(f) for f in files]
-  from af_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  dataset, _, category = args.dataset.partition("/")
-  if not category:
-    raise ValueError(f"--dataset must be NAME/CATEGORY (e.g. mvtec_ad/bottle), got {args.dataset!r}")
-  examples = [ex for ex in input_pipeline.make_eval_dataset(args.data_dir, dataset, category,
-                                                             split=args.split)
-              if int(ex["label"]) == 0]
-  names = [_text(ex["file_name"]) for ex in examples]
-  return category, names, [np.asarray(ex["image"]) for ex in examples]
-
-
-def _text(value) -> str:
-  return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def generate(args) -> pathlib.Path:
-  from af_jax import infer  # pylint: disable=g-import-not-at-top
-  category, names, images = _source_images(args)
-  root = pathlib.Path(args.out) / category
-  _check_writable(root, args.overwrite)
-  dirs = {k: root / k for k in ("images", "masks", "heatmaps", "edges")}
-  for d in dirs.values():
-    d.mkdir(parents=True, exist_ok=True)
-  generator = infer.Generator(args.workdir, batch_size=args.batch_size)
-  manifest = root / "manifest.jsonl"
-  manifest.write_text("")
-  index = 0
-  with tqdm.tqdm(total=len(images) * args.num, desc=f"generate {category}", unit="img") as bar:
-    for start in range(0, len(images), args.batch_size):
-      chunk = images[start:start + args.batch_size]
-      result = generator.generate(chunk, n_variants=args.num, seed=args.seed + start,
-                                  mask_threshold=args.mask_threshold)
-      for j in range(len(result.images)):
-        stem = f"{index:03d}"
-        write_png(dirs["images"] / f"{stem}.png", result.images[j])
-        write_png(dirs["masks"] / f"{stem}_mask.png", result.masks[j].astype(np.uint8) * 255)
-        write_npy(dirs["heatmaps"] / f"{stem}.npy", result.heatmaps[j])
-        write_png(dirs["edges"] / f"{stem}.png", (result.edges[j] * 255).astype(np.uint8))
-        record = dict(image=f"images/{stem}.png", mask=f"masks/{stem}_mask.png",
-                      heatmap=f"heatmaps/{stem}.npy", edges=f"edges/{stem}.png",
-                      source=names[start + int(result.source[j])], seed=args.seed + start,
-                      variant=int(result.variant[j]), region_kind=result.region_kind[j],
-                      edit_op=result.edit_op[j])
-        with manifest.open("a") as f:
-          f.write(json.dumps(record) + "\n")
-        index += 1
-        bar.update(1)
-  return root
-
-
-# ------------------------------------------------------------------ localize
 def ground_truth_masks(files, images, gt_dir) -> list[np.ndarray]:
-  """MVTec layout: `<gt>/<defect>/<stem>_mask.png` for `.../<defect>/<stem>.png`; 'good' = empty."""
-  masks, missing = [], []
+  """MVTec layout: `<gt>/<defect>/<stem>_mask.png` for `.../<defect>/<stem>.png`; 'good' = empty.
+
+  Raises one error naming every missing, unreadable or wrongly sized mask.
+  """
+  masks, problems = [], []
   for f, image in zip(files, images):
     f = pathlib.Path(f)
     if f.parent.name == "good":
       masks.append(np.zeros(image.shape[:2], bool))
       continue
     path = pathlib.Path(gt_dir) / f.parent.name / f"{f.stem}_mask.png"
-    if not path.is_file():
-      missing.append(str(path))
-      continue
-    masks.append(read_mask(path, image.shape[:2]))
-  if missing:
-    raise FileNotFoundError(f"ground truth masks missing for {len(missing)} images: "
-                            + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
+    if mask is None:
+      problems.append(f"{path} (missing or unreadable, for {f})")
+    elif mask.shape != image.shape[:2]:
+      problems.append(f"{path} is {mask.shape[1]}x{mask.shape[0]} but {f} is "
+                      f"{image.shape[1]}x{image.shape[0]}")
+    else:
+      masks.append(mask > 0)
+  if problems:
+    raise ValueError(f"ground truth in {gt_dir} does not match the images: "
+                     + _listing(problems))
   return masks
 
 
+# ------------------------------------------------------------------ writing
+def _atomic_write(path: pathlib.Path, write) -> None:
+  tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  finally:
+    tmp.unlink(missing_ok=True)
+
+
+def write_png(path: pathlib.Path, image: np.ndarray) -> None:
+  """An RGB or grayscale uint8 PNG, atomically."""
+  if image.ndim == 3:
+    image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+
+  def save(tmp):
+    if not cv2.imwrite(str(tmp), image):
+      raise OSError(f"cannot write {path}")
+  _atomic_write(path, save)
+
+
+def write_npy(path: pathlib.Path, array: np.ndarray) -> None:
+  """A .npy array, atomically."""
+  def save(tmp):
+    with open(tmp, "wb") as f:
+      np.save(f, array)
+  _atomic_write(path, save)
+
+
+def write_all(writes: list[tuple]) -> None:
+  """Runs `(writer, path, data)` writes; on any failure removes those done, then re-raises."""
+  done = []
+  try:
+    for writer, path, data in writes:
+      writer(path, data)
+      done.append(path)
+  except BaseException:
+    for path in done:
+      path.unlink(missing_ok=True)
+    raise
+
+
+def _prepare_output(root: pathlib.Path, dir_names, file_names,
+                    overwrite: bool) -> dict[str, pathlib.Path]:
+  """Output sub-folders of `root`; previous output there is refused, or cleared if `overwrite`."""
+  dirs = {name: root / name for name in dir_names}
+  previous = [p for p in [*dirs.values(), *(root / f for f in file_names)] if p.exists()]
+  if previous and not overwrite:
+    raise FileExistsError(f"{root} already holds output ({', '.join(p.name for p in previous)});"
+                          " pass --overwrite to replace it")
+  for p in previous:
+    if p.is_dir():
+      shutil.rmtree(p)
+    else:
+      p.unlink()
+  for d in dirs.values():
+    d.mkdir(parents=True)
+  return dirs
+
+
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+  """The image blended with a JET colour map of the [0, 1] heatmap."""
   colour = cv2.applyColorMap((np.clip(heatmap, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
   colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
   return (image * (1 - alpha) + colour * alpha).astype(np.uint8)
 
 
-def localize(args) -> dict:
+def _stage_options(args) -> dict:
+  return dict(step=args.step, dtype=args.dtype, batch_size=args.batch_size,
+              edge_method=None if args.edges == "auto" else args.edges)
+
+
+# ------------------------------------------------------------------ generate
+def _source_images(args):
+  """(category, source names, images, region maps or None) from --images or --dataset."""
+  if args.images:
+    files = find_images(args.images)
+    category = args.category or files[0].parent.name
+    return category, [str(f) for f in files], read_images(files), None
+  from af_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  dataset, _, category = args.dataset.partition("/")
+  if not category:
+    raise ValueError(f"--dataset must be NAME/CATEGORY (e.g. mvtec_ad/bottle), "
+                     f"got {args.dataset!r}")
+  examples = [ex for ex in input_pipeline.make_eval_dataset(args.data_dir, dataset, category,
+                                                             split=args.split)
+              if int(ex["label"]) == 0]
+  if not examples:
+    raise ValueError(f"{args.dataset} in {args.data_dir} has no normal image in split "
+                     f"{args.split!r}")
+  return (args.category or category, [ex["file_name"] for ex in examples],
+          [np.asarray(ex["image"]) for ex in examples],
+          [np.asarray(ex["regions"]) for ex in examples])
+
+
+def generate(args) -> pathlib.Path:
+  """Writes the anomalies of every source image (module docstring); returns the output folder."""
   from af_jax import infer  # pylint: disable=g-import-not-at-top
+  if args.num < 1:
+    raise ValueError(f"--num must be >= 1, got {args.num}")
+  category, names, images, regions = _source_images(args)
+  generator = infer.Generator(args.workdir, **_stage_options(args))
+  root = pathlib.Path(args.out) / category
+  dirs = _prepare_output(root, GENERATE_DIRS, [MANIFEST], args.overwrite)
+  index = 0
+  with (root / MANIFEST).open("a") as manifest, tqdm.tqdm(
+      total=len(images) * args.num, desc=f"generate {category}", unit="img") as bar:
+    for start in range(0, len(images), GROUP_SIZE):
+      stop = min(start + GROUP_SIZE, len(images))
+      result = generator.generate(
+          images[start:stop], n_variants=args.num, seed=args.seed,
+          regions=None if regions is None else regions[start:stop],
+          image_ids=range(start, stop), mask_threshold=args.mask_threshold)
+      for j in range(len(result.images)):
+        stem = f"{index:03d}"
+        files = dict(image=dirs["images"] / f"{stem}.png",
+                     mask=dirs["masks"] / f"{stem}_mask.png",
+                     heatmap=dirs["heatmaps"] / f"{stem}.npy",
+                     edges=dirs["edges"] / f"{stem}.png")
+        write_all([(write_png, files["image"], result.images[j]),
+                   (write_png, files["mask"], result.masks[j].astype(np.uint8) * 255),
+                   (write_npy, files["heatmap"], result.heatmaps[j]),
+                   (write_png, files["edges"], (result.edges[j] * 255).astype(np.uint8))])
+        source = start + int(result.source[j])
+        record = {k: str(p.relative_to(root)) for k, p in files.items()}
+        record.update(source=names[source], source_index=source, seed=args.seed,
+                      variant=int(result.variant[j]),
+                      donor=names[start + int(result.donor[j])],
+                      region_kind=result.region_kind[j], edit_op=result.edit_op[j])
+        manifest.write(json.dumps(record) + "\n")
+        manifest.flush()
+        index += 1
+        bar.update(1)
+  return root
+
+
+# ------------------------------------------------------------------ localize
+def _metrics(heatmaps, masks, scores, labels) -> dict:
+  """Pixel AUROC, AUPRO (FPR 0.3) and image AUROC (labels: 1 = anomalous image)."""
   from af_jax.metrics import localization  # pylint: disable=g-import-not-at-top
+  heatmaps, masks = np.stack(heatmaps), np.stack(masks)
+  return dict(pixel_auroc=localization.pixel_auroc(heatmaps, masks),
+              aupro=localization.aupro(heatmaps, masks, fpr_limit=0.3),
+              image_auroc=localization.image_auroc(np.asarray(scores), np.asarray(labels)))
+
+
+def _image_labels(files) -> list[int]:
+  """MVTec layout: images under `good/` are normal (0), all others anomalous (1)."""
+  return [int(pathlib.Path(f).parent.name != "good") for f in files]
+
+
+def _check_metric_inputs(files, images) -> None:
+  """Metrics need one image size and both normal and anomalous images."""
+  described = f"the {len(files)} images ({_listing([str(f) for f in files], 2)})"
+  sizes = {im.shape[:2] for im in images}
+  if len(sizes) > 1:
+    raise ValueError(f"metrics need images of one size; {described} have sizes {sorted(sizes)}")
+  labels = set(_image_labels(files))
+  if labels != {0, 1}:
+    kind = "under good/" if 0 in labels else "outside good/"
+    raise ValueError(f"metrics need normal (good/) and anomalous images; all of {described} "
+                     f"are {kind}")
+
+
+def localize(args) -> dict:
+  """Heatmaps, masks, overlays, scores.csv and summary.json (module docstring)."""
+  from af_jax import infer  # pylint: disable=g-import-not-at-top
   files = find_images(args.images)
-  images = [read_image(f) for f in files]
+  images = read_images(files)
   gt = ground_truth_masks(files, images, args.ground_truth) if args.ground_truth else None
-  out = pathlib.Path(args.out)
-  _check_writable(out, args.overwrite)
-  dirs = {k: out / k for k in ("heatmaps", "masks", "overlays")}
-  for d in dirs.values():
-    d.mkdir(parents=True, exist_ok=True)
-  detector = infer.Detector(args.workdir, batch_size=args.batch_size)
-  if args.calibrate:
-    detector.calibrate([read_image(f) for f in find_images(args.calibrate)], fpr=args.fpr)
+  if gt is not None:
+    _check_metric_inputs(files, images)
+  normal = read_images(find_images(args.calibrate)) if args.calibrate else None
+  detector = infer.Detector(args.workdir, **_stage_options(args))
+  if normal is not None:
+    detector.calibrate(normal, fpr=args.fpr)
   pixel_t = detector.threshold("pixel", args.pixel_threshold)
   image_t = detector.threshold("image", args.image_threshold)
-  heatmaps, scores = [], []
-  for start in tqdm.trange(0, len(images), args.batch_size, desc="localize", unit="batch"):
-    result = detector.localize(images[start:start + args.batch_size])
-    heatmaps += result.heatmaps
-    scores += list(result.scores)
-  rows = []
-  for i, (f, image, hm, score) in enumerate(zip(files, images, heatmaps, scores)):
-    stem = f"{i:03d}_{f.stem}"
-    write_npy(dirs["heatmaps"] / f"{stem}.npy", hm.astype(np.float32))
-    write_png(dirs["masks"] / f"{stem}_mask.png", (hm >= pixel_t).astype(np.uint8) * 255)
-    write_png(dirs["overlays"] / f"{stem}.png", overlay(image, hm))
-    rows.append(dict(file=str(f), score=float(score), decision="NG" if score >= image_t else "OK"))
-  with (out / "scores.csv").open("w", newline="") as fh:
+  out = pathlib.Path(args.out)
+  dirs = _prepare_output(out, LOCALIZE_DIRS, [SCORES_CSV, SUMMARY_JSON], args.overwrite)
+  heatmaps, rows = [], []
+  with (out / SCORES_CSV).open("w", newline="") as fh:
     writer = csv.DictWriter(fh, fieldnames=["file", "score", "decision"])
     writer.writeheader()
-    writer.writerows(rows)
+    for start in tqdm.trange(0, len(images), args.batch_size, desc="localize", unit="batch"):
+      result = detector.localize(images[start:start + args.batch_size])
+      for i, hm, score in zip(range(start, len(images)), result.heatmaps, result.scores):
+        stem = f"{i:03d}_{files[i].stem}"
+        write_all([(write_npy, dirs["heatmaps"] / f"{stem}.npy", hm.astype(np.float32)),
+                   (write_png, dirs["masks"] / f"{stem}_mask.png",
+                    (hm >= pixel_t).astype(np.uint8) * 255),
+                   (write_png, dirs["overlays"] / f"{stem}.png", overlay(images[i], hm))])
+        rows.append(dict(file=str(files[i]), score=float(score),
+                         decision="NG" if score >= image_t else "OK"))
+        writer.writerow(rows[-1])
+        fh.flush()
+        if gt is not None:
+          heatmaps.append(hm)
   summary = dict(num_images=len(rows), num_ng=sum(r["decision"] == "NG" for r in rows),
-                 pixel_threshold=pixel_t, image_threshold=image_t)
+                 pixel_threshold=pixel_t, image_threshold=image_t, step=detector.step,
+                 edge_method=detector.edge_method)
   if gt is not None:
-    hm = np.stack(heatmaps) if len({h.shape for h in heatmaps}) == 1 else None
-    if hm is None:
-      raise ValueError("metrics need images of one size; resize them first")
-    masks = np.stack(gt)
-    labels = masks.any(axis=(1, 2)).astype(int)
-    summary["metrics"] = dict(
-        pixel_auroc=localization.pixel_auroc(hm, masks),
-        aupro=localization.aupro(hm, masks, fpr_limit=0.3),
-        image_auroc=localization.image_auroc(np.asarray(scores), labels))
-  (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary["metrics"] = _metrics(heatmaps, gt, [r["score"] for r in rows], _image_labels(files))
+  (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=2))
   return summary
 
 
@@ -222,29 +335,31 @@ def localize(args) -> dict:
 def evaluate_category(detector, data_dir, dataset, category, split="test") -> dict:
   """Pixel AUROC, AUPRO (FPR 0.3) and image AUROC of one prepared category."""
   from af_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  from af_jax.metrics import localization  # pylint: disable=g-import-not-at-top
   examples = list(input_pipeline.make_eval_dataset(data_dir, dataset, category, split=split))
+  if not examples:
+    raise ValueError(f"{dataset}/{category} in {data_dir} has no {split!r} examples")
   images = [np.asarray(ex["image"]) for ex in examples]
-  masks = np.stack([np.asarray(ex["mask"])[..., 0] > 0 for ex in examples])
-  labels = np.asarray([int(ex["label"]) for ex in examples])
+  masks = [np.asarray(ex["mask"])[..., 0] > 0 for ex in examples]
+  labels = [int(ex["label"]) for ex in examples]
   result = detector.localize(images)
-  heatmaps = np.stack(result.heatmaps)
-  return dict(pixel_auroc=localization.pixel_auroc(heatmaps, masks),
-              aupro=localization.aupro(heatmaps, masks, fpr_limit=0.3),
-              image_auroc=localization.image_auroc(result.scores, labels),
-              num_images=len(images))
+  return dict(_metrics(result.heatmaps, masks, result.scores, labels), num_images=len(images))
 
 
 def evaluate(args) -> dict:
+  """metrics.json and metrics.md over `--categories`; returns the summary."""
   from af_jax import infer  # pylint: disable=g-import-not-at-top
   from af_jax.metrics import localization  # pylint: disable=g-import-not-at-top
-  detector = infer.Detector(args.workdir, batch_size=args.batch_size)
-  categories = [c for c in args.categories.split(",") if c]
+  categories = [c.strip() for c in args.categories.split(",") if c.strip()]
+  if not categories:
+    raise ValueError(f"--categories names no category: {args.categories!r}")
+  detector = infer.Detector(args.workdir, **_stage_options(args))
   per_category = {}
   for category in tqdm.tqdm(categories, desc="evaluate", unit="category"):
     per_category[category] = evaluate_category(detector, args.data_dir, args.dataset, category,
                                                args.split)
   summary, table = localization.evaluation_summary(per_category)
+  summary.update(dataset=args.dataset, split=args.split, workdir=str(args.workdir),
+                 step=detector.step, edge_method=detector.edge_method)
   out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "eval")
   out.mkdir(parents=True, exist_ok=True)
   (out / "metrics.json").write_text(json.dumps(summary, indent=2))
@@ -259,28 +374,36 @@ def _parser(command: str) -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog=f"af-jax {command}", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", required=True, help="training run directory of the stage")
-  p.add_argument("--batch_size", type=int, default=16)
+  p.add_argument("--step", type=int, default=-1, help="checkpoint step (default: the latest)")
+  p.add_argument("--batch_size", type=int, default=16, help="images per device call")
+  p.add_argument("--dtype", help="compute dtype, e.g. bfloat16 (default: the run's)")
+  p.add_argument("--edges", choices=EDGE_CHOICES, default="auto",
+                 help="edge extractor; auto = the one the run's training data was prepared "
+                      "with (pidinet unless prepared with --edges canny)")
   if command == "generate":
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="glob pattern or directory of normal images")
     src.add_argument("--dataset", help="prepared NAME/CATEGORY (normal images of --split)")
     p.add_argument("--data_dir", help="with --dataset: where `af-jax prepare` wrote it")
     p.add_argument("--split", default="train")
-    p.add_argument("--category", help="output sub-folder (default: the images' folder name)")
+    p.add_argument("--category", help="output sub-folder (default: the images' folder name "
+                                      "or the dataset category)")
     p.add_argument("--num", type=int, default=1, help="anomalies per normal image")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mask_threshold", type=float, default=0.5)
+    p.add_argument("--mask_threshold", type=float, default=0.5,
+                   help="heatmap level of the binary masks (inside the edited region)")
     p.add_argument("--out", required=True)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous output")
   elif command == "localize":
     p.add_argument("--images", required=True, help="glob pattern or directory of images")
     p.add_argument("--out", required=True)
     p.add_argument("--ground_truth", help="MVTec-layout ground_truth folder: also compute metrics")
-    p.add_argument("--calibrate", help="normal images to calibrate thresholds on first")
+    p.add_argument("--calibrate", help="normal images (glob or directory) to calibrate and "
+                                       "save the thresholds on first")
     p.add_argument("--fpr", type=float, default=0.01, help="calibration false-positive rate")
     p.add_argument("--pixel_threshold", type=float, help="override the calibrated pixel threshold")
     p.add_argument("--image_threshold", type=float, help="override the calibrated image threshold")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous output")
   else:
     p.add_argument("--dataset", required=True, help="prepared dataset name, e.g. mvtec_ad")
     p.add_argument("--categories", required=True, help="comma-separated categories")
@@ -291,12 +414,14 @@ def _parser(command: str) -> argparse.ArgumentParser:
 
 
 def _run(command: str, fn, argv) -> int:
-  args = _parser(command).parse_args(argv)
+  from af_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  parser = _parser(command)
+  args = parser.parse_args(argv)
   if command == "generate" and args.dataset and not args.data_dir:
-    _parser(command).error("--dataset needs --data_dir")
+    parser.error("--dataset needs --data_dir")
   try:
     result = fn(args)
-  except (FileNotFoundError, FileExistsError, ValueError) as e:
+  except (OSError, ValueError, KeyError, checkpoint.CheckpointError) as e:
     print(f"af-jax {command}: error: {e}", file=sys.stderr)
     return 1
   if command != "evaluate":

@@ -1,25 +1,60 @@
 """Use trained stages: generate anomalies (FlareGenerator) and localize them (BlazeDetector).
 
   gen = Generator("runs/flare")
-  result = gen.generate(images, n_variants=4, seed=0)       # images uint8 [N, H, W, 3]
+  result = gen.generate(images, n_variants=4, seed=0)       # images uint8 [H, W, 3] each
   det = Detector("runs/blaze")
   det.calibrate(normal_images, fpr=0.01)                     # thresholds without anomalies
   loc = det.localize(test_images)                            # heatmaps, repaired images, scores
+  masks = [h >= det.threshold("pixel") for h in loc.heatmaps]
 
-Both restore generator parameters only, from the latest (or a given) checkpoint step, and
-run one jitted, batched function; batches are padded to a fixed size so one compile serves
-all calls. Images of any size are resized to the model's training size; the detector
-resizes heatmaps back to each image's own size.
+Loading. Both restore the generator parameters only, from the latest (or a given) checkpoint
+step, into the model described by the run's `config.json`; a workdir that is not a run, has no
+complete checkpoint, holds another stage, or whose checkpoint does not fit its config raises
+`checkpoint.CheckpointError` saying which. Layers compute in `dtype` (default: the run's
+`model.compute_dtype`; bfloat16 suits accelerators); parameters stay float32.
+
+Devices. One jitted function per stage runs fixed-size batches (short ones are padded), so one
+compile serves every call. Without `mesh` it runs on the default device; with a (single-host)
+`sharding.make_mesh()` mesh, batches are split over all its devices and parameters laid out
+like in training (replicated, or split over `fsdp`); `batch_size` must be a multiple of the
+mesh size.
+
+Sizes. Images of any size are resized to the model's training size (area interpolation when
+shrinking, bilinear when enlarging); the detector resizes heatmaps and repaired images back to
+each image's own size (bilinear).
+
+Edges. The networks were trained on edge maps of one extractor and must see the same one. By
+default (`edge_method=None`) it is the one the run's training data was prepared with, read from
+the prepared category names (`bottle-64px-canny` is Canny; names without an edge part are
+PiDiNet, the builders' default), or PiDiNet for a Blaze run trained with
+`blaze_reextract_edges`. An explicit method that differs from it is used, with a warning.
+
+Generation is reproducible. Anomaly (i, v), variant v of input image i, draws everything
+(region choice, edit, donor, generator noise) from `(seed, image_ids[i], v)` alone, so the
+same seed gives the same output whatever the batch size or the order of the images. Replace
+and merge edits take their donor edges from another image of the same call, chosen by that
+draw among the others ranked by id, so the output does depend on which images are in the call
+(a single image is its own donor, rotated by 180 degrees, as in training).
 
 Binary masks of generated anomalies: heatmap >= `mask_threshold` inside the edited region
 (the heatmap is the network's own estimate of where the image changed; the edited region
 bounds it, so the mask never marks untouched parts of the image). When that leaves no pixel,
 the mask falls back to the edited region itself.
+
+Thresholds without anomalous data: `Detector.calibrate(normal_images, fpr)` sets the pixel
+threshold to the (1 - fpr) quantile of all heatmap values of held-out normal images and the
+image threshold to the (1 - fpr) quantile of their image scores, and saves both, with the
+checkpoint step and edge method they were measured with, to `<workdir>/thresholds.json`.
+`threshold(kind, override)` returns the override when given, else the saved value, and
+refuses thresholds measured on another checkpoint step or edge method.
 """
 
 import dataclasses
+import functools
 import json
 import pathlib
+from typing import Any, NamedTuple
+import warnings
 
 import cv2
 import jax
@@ -30,24 +65,79 @@ from af_jax import checkpoint
 from af_jax import edges as edges_lib
 from af_jax import manipulate
 from af_jax import regions as regions_lib
+from af_jax import sharding
 from af_jax import stages
 from af_jax.metrics import localization
 
 THRESHOLDS_FILE = "thresholds.json"
+THRESHOLD_KINDS = ("pixel", "image")
 
 
-def load_stage(workdir, stage: str, step: int = -1, dtype=None):
-  """(config, generator module, params) of a run; errors say what is wrong with it."""
+class LoadedStage(NamedTuple):
+  config: Any      # The run's ml_collections.ConfigDict.
+  generator: Any   # The flax module built from it.
+  params: Any      # Its restored parameters (host or default-device arrays).
+  step: int        # The checkpoint step they come from.
+
+
+def load_stage(workdir, stage: str, step: int = -1, dtype=None) -> LoadedStage:
+  """The generator of a `stage` run at `step` (latest when < 0); errors say what is wrong."""
   config = checkpoint.load_config(workdir)
   if config.stage != stage:
     raise checkpoint.CheckpointError(
         f"{workdir} holds a {config.stage!r} run, expected a {stage!r} run")
-  generator = stages.make_generator(config.model, dtype=dtype)
+  generator = stages.make_generator(config.model, dtype=jnp.dtype(dtype) if dtype else None)
   size = config.data.image_size
   abstract = jax.eval_shape(generator.init, jax.random.PRNGKey(0),
                             jnp.zeros((1, size, size, 1)), jnp.zeros((1, size, size, 3)))
-  params, _ = checkpoint.restore_generator(workdir, abstract, step)
-  return config, generator, params
+  try:
+    stored, step = checkpoint.restore_generator(workdir, step=step)
+  except checkpoint.CheckpointError as e:
+    _raise_if_incomplete(pathlib.Path(workdir) / checkpoint.CHECKPOINT_DIR, step, e)
+    raise
+  # Compared here rather than by Orbax, whose failed restores leave reads pending.
+  _check_shapes(stored, abstract, f"checkpoint {step} of {workdir}")
+  params = jax.tree.map(lambda x, a: jnp.asarray(x, a.dtype), stored, abstract)
+  return LoadedStage(config, generator, params, step)
+
+
+def _check_shapes(stored, expected, where: str) -> None:
+  """Raises naming the parameters a checkpoint lacks, has in excess or holds in other shapes."""
+  def shapes(tree):
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {jax.tree_util.keystr(path): tuple(np.shape(x)) for path, x in leaves}
+  stored, expected = shapes(stored), shapes(expected)
+  problems = ([f"{k} missing" for k in expected if k not in stored]
+              + [f"{k} not in the model" for k in stored if k not in expected]
+              + [f"{k} is {stored[k]}, the model needs {v}" for k, v in expected.items()
+                 if k in stored and stored[k] != v])
+  if problems:
+    raise checkpoint.CheckpointError(
+        f"{where} does not match the generator its config.json describes (wrong stage or "
+        f"model config?): {'; '.join(problems[:3])}"
+        + (f" and {len(problems) - 3} more" if len(problems) > 3 else ""))
+
+
+def _raise_if_incomplete(folder: pathlib.Path, step: int, error: Exception) -> None:
+  """Says so when the step folder that failed to restore lacks its generator item."""
+  steps = [int(p.name) for p in folder.glob("*") if p.name.isdigit()]
+  chosen = folder / str(step if step >= 0 else max(steps, default=-1))
+  if chosen.is_dir() and not (chosen / "generator").is_dir():
+    raise checkpoint.CheckpointError(
+        f"checkpoint {chosen} is incomplete: it has no generator parameters "
+        f"(it holds {sorted(p.name for p in chosen.iterdir())})") from error
+
+
+def training_edge_method(config) -> str | None:
+  """The edge extractor a run's networks saw (module docstring); None when the data mixes two."""
+  if config.stage == "blaze" and config.get("blaze_reextract_edges"):
+    return "pidinet"
+  methods = set()
+  for source in config.data.sources:
+    for name in source["categories"]:
+      named = set(str(name).split("-")[1:]) & set(edges_lib.EDGE_METHODS)
+      methods |= named or {"pidinet"}
+  return methods.pop() if len(methods) == 1 else None
 
 
 def resize_images(images, size: int) -> np.ndarray:
@@ -61,11 +151,26 @@ def resize_images(images, size: int) -> np.ndarray:
       raise ValueError(f"image {i}: expected uint8 [H, W, 3] (or [H, W]), got "
                        f"{image.dtype} {image.shape}")
     if image.shape[:2] != (size, size):
-      shrink = image.shape[0] > size
+      shrink = image.shape[0] * image.shape[1] > size * size
       image = cv2.resize(image, (size, size),
                          interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     out.append(image)
   return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
+
+
+def _resize_labels(labels, size: int) -> np.ndarray:
+  """Region label maps (any sizes, optional trailing 1) -> int32 [N, size, size], nearest."""
+  out = []
+  for i, label in enumerate(labels):
+    label = np.asarray(label)
+    label = label[..., 0] if label.ndim == 3 and label.shape[-1] == 1 else label
+    if label.ndim != 2 or not np.issubdtype(label.dtype, np.integer):
+      raise ValueError(f"regions {i}: expected an integer label map [H, W], got "
+                       f"{label.dtype} {label.shape}")
+    if label.shape != (size, size):
+      label = cv2.resize(label.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+    out.append(label.astype(np.int32))
+  return np.stack(out)
 
 
 def _batches(n: int, batch_size: int):
@@ -79,35 +184,94 @@ def _pad(x: np.ndarray, batch_size: int) -> np.ndarray:
 
 
 class _Stage:
-  """Shared restore/resize/edge plumbing of the Generator and the Detector."""
+  """Restore, device layout, resizing and edges shared by the Generator and the Detector."""
 
   stage = ""
 
-  def __init__(self, workdir, step: int = -1, dtype=None, edge_method: str = "pidinet",
-               batch_size: int = 16):
+  def __init__(self, workdir, *, step: int = -1, dtype=None, edge_method: str | None = None,
+               batch_size: int = 16, mesh: jax.sharding.Mesh | None = None):
     self.workdir = pathlib.Path(workdir)
-    self.config, self.generator, self.params = load_stage(workdir, self.stage, step, dtype)
+    self.config, self.generator, params, self.step = load_stage(workdir, self.stage, step, dtype)
     self.size = self.config.data.image_size
     self.edge_threshold = self.config.edge_threshold
-    self.edge_method = edge_method
+    self.edge_method = self._choose_edge_method(edge_method)
+    if batch_size < 1 or (mesh is not None and batch_size % mesh.size):
+      raise ValueError(f"batch_size must be a positive multiple of the {mesh.size if mesh else 1}"
+                       f" devices, got {batch_size}")
     self.batch_size = batch_size
+    self.mesh = mesh
+    self.params = (params if mesh is None
+                   else jax.device_put(params, sharding.param_sharding(mesh, params)))
+
+  def _choose_edge_method(self, requested: str | None) -> str:
+    trained = training_edge_method(self.config)
+    if requested is None:
+      if trained is None:
+        raise ValueError(f"the run in {self.workdir} was trained on data prepared with both "
+                         f"edge methods; choose one of {edges_lib.EDGE_METHODS} explicitly")
+      return trained
+    if requested not in edges_lib.EDGE_METHODS:
+      raise ValueError(f"unknown edge method {requested!r}; expected one of "
+                       f"{edges_lib.EDGE_METHODS}")
+    if trained is not None and requested != trained:
+      warnings.warn(f"edge method {requested!r} differs from the {trained!r} edges the run in "
+                    f"{self.workdir} was trained on; results will suffer", stacklevel=3)
+    return requested
 
   def edges(self, images: np.ndarray) -> np.ndarray:
     """Edge probabilities [N, S, S] of model-size uint8 images."""
     return edges_lib.compute_edges(images, method=self.edge_method)
 
+  def _device_batch(self, x: np.ndarray):
+    """A padded batch, split over the mesh when there is one."""
+    x = _pad(x, self.batch_size)
+    return x if self.mesh is None else jax.device_put(x, sharding.batch_sharding(self.mesh))
+
+
+# Compiled functions are cached per model, so every Generator/Detector of one model shares them.
+@functools.lru_cache(maxsize=8)
+def _generate_fn(generator, manipulate_config, edge_threshold):
+  """jit(vmap) of one anomaly from its own key: edit the edges in a region, then render."""
+  binarize = lambda e: stages.binarize_edges(e, edge_threshold)
+
+  def one(params, key, edges, image, regions, donor):
+    k_edit, k_noise = jax.random.split(key)
+    new_edges, region_mask, info = manipulate.manipulate_edges(
+        k_edit, binarize(edges)[None], regions[None], binarize(donor)[None],
+        config=manipulate_config)
+    new_edges = binarize(new_edges)
+    out = generator.apply(params, stages.to_signed(new_edges), image[None],
+                          add_noise=True, rngs={"noise": k_noise})
+    return (out["output"][0], out["heatmap"][0, ..., 0], new_edges[0, ..., 0],
+            region_mask[0, ..., 0], info["region_kind"][0], info["edit_op"][0])
+
+  return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0, 0)))
+
+
+@functools.lru_cache(maxsize=8)
+def _localize_fn(generator, edge_threshold):
+  """jit of (params, edges, image) -> (heatmap [B, S, S], repaired texture [B, S, S, 3])."""
+  def run(params, edges, image):
+    out = generator.apply(params, stages.to_signed(
+        stages.binarize_edges(edges, edge_threshold)), image)
+    return out["heatmap"][..., 0], out["texture"]
+
+  return jax.jit(run)
+
 
 @dataclasses.dataclass
 class GenerationResult:
-  images: np.ndarray        # uint8 [M, S, S, 3] anomaly images (M = N * n_variants).
+  """M = N * n_variants anomalies, ordered by input image, then variant."""
+  images: np.ndarray        # uint8 [M, S, S, 3] anomaly images.
   heatmaps: np.ndarray      # float32 [M, S, S] in [0, 1].
   masks: np.ndarray         # bool [M, S, S] (rule in the module docstring).
-  edges: np.ndarray         # float32 [M, S, S]: the edited edge maps.
+  edges: np.ndarray         # float32 [M, S, S]: the edited (binarized) edge maps.
   region_masks: np.ndarray  # bool [M, S, S]: the edited regions.
-  source: np.ndarray        # int [M]: index of the normal image each one came from.
+  source: np.ndarray        # int [M]: index of the input image each one came from.
   variant: np.ndarray       # int [M].
-  region_kind: list         # 'semantic' | 'stochastic' per image.
-  edit_op: list             # 'remove' | 'replace' | 'merge' per image.
+  donor: np.ndarray         # int [M]: index of the input image that lent replace/merge edges.
+  region_kind: list         # 'semantic' | 'stochastic' per anomaly.
+  edit_op: list             # 'remove' | 'replace' | 'merge' per anomaly.
 
 
 class Generator(_Stage):
@@ -115,93 +279,104 @@ class Generator(_Stage):
 
   stage = "flare"
 
-  def __init__(self, *args, manipulate_config: manipulate.ManipulateConfig | None = None,
+  def __init__(self, workdir, *, manipulate_config: manipulate.ManipulateConfig | None = None,
                **kwargs):
-    super().__init__(*args, **kwargs)
-    self.manipulate_config = manipulate_config or stages.manipulate_config(self.config)
-    threshold = self.edge_threshold
+    super().__init__(workdir, **kwargs)
+    self.manipulate_config = manipulate_config or manipulate.ManipulateConfig(
+        **{k: tuple(v) if isinstance(v, list) else v
+           for k, v in self.config.manipulate.to_dict().items()})
+    self._run = _generate_fn(self.generator, self.manipulate_config, self.edge_threshold)
 
-    def run(params, key, edges, image, regions):
-      k_edit, k_noise = jax.random.split(key)
-      edges = stages.binarize_edges(edges, threshold)
-      new_edges, region_mask, info = manipulate.manipulate_edges(
-          k_edit, edges, regions, config=self.manipulate_config)
-      new_edges = stages.binarize_edges(new_edges, threshold)
-      out = self.generator.apply(params, stages.to_signed(new_edges), image,
-                                 add_noise=True, rngs={"noise": k_noise})
-      return out["output"], out["heatmap"], new_edges, region_mask, info
+  def generate(self, images, n_variants: int = 1, seed: int = 0, *, regions=None,
+               image_ids=None, mask_threshold: float = 0.5,
+               max_regions: int | None = None) -> GenerationResult:
+    """`n_variants` anomalies per normal image; same seed, same output (module docstring).
 
-    self._run = jax.jit(run)
-
-  def generate(self, images, n_variants: int = 1, seed: int = 0, regions=None,
-               mask_threshold: float = 0.5, max_regions: int | None = None) -> GenerationResult:
-    """`n_variants` anomalies per normal image; same seed, same output.
-
-    `regions`: optional label maps [N, S, S] (0 = background); by default candidate regions
-    are proposed from each image (`af_jax.regions.propose_regions`).
+    Args:
+      images: uint8 RGB images [H, W, 3] of any size (a list or an array).
+      n_variants: anomalies per image.
+      seed: the seed of every random choice.
+      regions: optional candidate region label maps, one per image (0 = background); by
+        default they are proposed from each image (`af_jax.regions.propose_regions`).
+      image_ids: one integer per image naming it in the random draws (default 0..N-1);
+        callers that split a long list into calls pass the list positions.
+      mask_threshold: heatmap level of the binary masks.
+      max_regions: most candidate regions proposed per image (default: the run's).
     """
     images = resize_images(images, self.size)
     n = len(images)
     if n == 0:
       raise ValueError("generate() got no images")
-    edge_maps = self.edges(images)[..., None]
+    if n_variants < 1:
+      raise ValueError(f"n_variants must be >= 1, got {n_variants}")
+    image_ids = np.arange(n) if image_ids is None else np.asarray(image_ids, np.int64)
+    if image_ids.shape != (n,):
+      raise ValueError(f"image_ids must hold one id per image ({n}), got {image_ids.shape}")
     if regions is None:
       k = max_regions or self.config.max_regions
-      regions = np.stack([regions_lib.propose_regions(im, max_regions=k) for im in images])
-    regions = np.asarray(regions).reshape(n, self.size, self.size, 1).astype(np.int32)
+      regions = [regions_lib.propose_regions(im, max_regions=k) for im in images]
+    if len(regions) != n:
+      raise ValueError(f"got {len(regions)} region maps for {n} images")
+    regions = _resize_labels(regions, self.size)[..., None]
+    edge_maps = self.edges(images)[..., None]
     signed = images.astype(np.float32) / 127.5 - 1.0
 
-    src = np.tile(np.arange(n), n_variants)
-    variant = np.repeat(np.arange(n_variants), n)
+    source = np.repeat(np.arange(n), n_variants)
+    variant = np.tile(np.arange(n_variants), n)
+    draws = [np.random.default_rng([seed, image_ids[i], v]) for i, v in zip(source, variant)]
+    # Donors are drawn by rank of id among the other images, so the call's order is irrelevant.
+    by_id = np.argsort(image_ids, kind="stable")
+    rank = np.argsort(by_id)
+    picks = [rng.integers(max(n - 1, 1)) for rng in draws]
+    donor = np.asarray([by_id[r + (r >= rank[i])] if n > 1 else i for i, r in zip(source, picks)])
+    donor_edges = edge_maps[donor] if n > 1 else edge_maps[donor, ::-1, ::-1]
+    keys = np.asarray(jax.vmap(jax.random.PRNGKey)(
+        np.asarray([rng.integers(2**31) for rng in draws], np.int32)))
     outputs = []
-    for start, stop in _batches(len(src), self.batch_size):
-      idx = src[start:stop]
-      key = jax.random.fold_in(jax.random.PRNGKey(seed), start)
-      out = self._run(self.params, key, _pad(edge_maps[idx], self.batch_size),
-                      _pad(signed[idx], self.batch_size), _pad(regions[idx], self.batch_size))
-      outputs.append(jax.tree.map(lambda x, m=stop - start: np.asarray(x)[:m], out))
-    fake, heat, new_edges, region_mask, info = jax.tree.map(
-        lambda *xs: np.concatenate(xs), *outputs)
-    region_mask = region_mask[..., 0] > 0.5
-    heat = heat[..., 0].astype(np.float32)
+    for start, stop in _batches(len(source), self.batch_size):
+      idx = source[start:stop]
+      out = self._run(self.params, *(self._device_batch(x) for x in (
+          keys[start:stop], edge_maps[idx], signed[idx], regions[idx],
+          donor_edges[start:stop])))
+      outputs.append([np.asarray(x)[:stop - start] for x in out])
+    fake, heat, new_edges, region_mask, kind, op = (np.concatenate(x) for x in zip(*outputs))
+    region_mask = region_mask > 0.5
+    heat = heat.astype(np.float32)
     masks = (heat >= mask_threshold) & region_mask
     empty = ~masks.any(axis=(1, 2))
     masks[empty] = region_mask[empty]
     return GenerationResult(
         images=np.clip(np.rint((fake + 1) * 127.5), 0, 255).astype(np.uint8),
-        heatmaps=heat, masks=masks, edges=new_edges[..., 0].astype(np.float32),
-        region_masks=region_mask, source=src, variant=variant,
-        region_kind=[manipulate.REGION_KINDS[i] for i in info["region_kind"]],
-        edit_op=[manipulate.EDIT_OPS[i] for i in info["edit_op"]])
+        heatmaps=heat, masks=masks, edges=new_edges.astype(np.float32),
+        region_masks=region_mask, source=source, variant=variant, donor=donor,
+        region_kind=[manipulate.REGION_KINDS[i] for i in kind],
+        edit_op=[manipulate.EDIT_OPS[i] for i in op])
 
 
 @dataclasses.dataclass
 class LocalizationResult:
   heatmaps: list            # float32 [H, W] per image, at the image's own size.
   repaired: list            # uint8 [H, W, 3] per image: the repaired normal image.
-  scores: np.ndarray        # float [N]: image-level anomaly score.
+  scores: np.ndarray        # float64 [N]: image-level anomaly score.
 
 
 class Detector(_Stage):
-  """A trained BlazeDetector: images in, anomaly heatmaps, repaired images and scores out."""
+  """A trained BlazeDetector: images in, anomaly heatmaps, repaired images and scores out.
+
+  The image score is the maximum of the model-size heatmap after a Gaussian blur of
+  `smoothing_sigma` pixels, so a single noisy pixel does not make an image NG.
+  """
 
   stage = "blaze"
 
-  def __init__(self, *args, smoothing_sigma: float = 4.0, **kwargs):
-    super().__init__(*args, **kwargs)
+  def __init__(self, workdir, *, smoothing_sigma: float = 4.0, **kwargs):
+    super().__init__(workdir, **kwargs)
     self.smoothing_sigma = smoothing_sigma
-    threshold = self.edge_threshold
-
-    def run(params, edges, image):
-      out = self.generator.apply(params, stages.to_signed(
-          stages.binarize_edges(edges, threshold)), image)
-      return out["heatmap"][..., 0], out["texture"]
-
-    self._run = jax.jit(run)
+    self._run = _localize_fn(self.generator, self.edge_threshold)
     self.thresholds = self._load_thresholds()
 
   def localize(self, images) -> LocalizationResult:
-    """Heatmaps at each image's size, repaired images and max-of-smoothed-heatmap scores."""
+    """Heatmaps and repaired images at each image's own size, and image scores."""
     shapes = [np.asarray(im).shape[:2] for im in images]
     resized = resize_images(images, self.size)
     if len(resized) == 0:
@@ -210,10 +385,10 @@ class Detector(_Stage):
     signed = resized.astype(np.float32) / 127.5 - 1.0
     heat, texture = [], []
     for start, stop in _batches(len(resized), self.batch_size):
-      h, t = self._run(self.params, _pad(edge_maps[start:stop], self.batch_size),
-                       _pad(signed[start:stop], self.batch_size))
-      heat.append(np.asarray(h[:stop - start], np.float32))
-      texture.append(np.asarray(t[:stop - start], np.float32))
+      h, t = self._run(self.params, self._device_batch(edge_maps[start:stop]),
+                       self._device_batch(signed[start:stop]))
+      heat.append(np.asarray(h, np.float32)[:stop - start])
+      texture.append(np.asarray(t, np.float32)[:stop - start])
     heat, texture = np.concatenate(heat), np.concatenate(texture)
     scores = localization.image_scores_from_heatmaps(heat, self.smoothing_sigma)
     heatmaps, repaired = [], []
@@ -230,8 +405,7 @@ class Detector(_Stage):
   def calibrate(self, normal_images, fpr: float = 0.01) -> dict:
     """Pixel and image thresholds at false-positive rate `fpr` on normal images; saved.
 
-    No anomalous image is needed: the pixel threshold is the (1 - fpr) quantile of all
-    heatmap values, the image threshold the (1 - fpr) quantile of the image scores.
+    No anomalous image is needed (module docstring). Returns what was saved.
     """
     if not 0 < fpr < 1:
       raise ValueError(f"fpr must be in (0, 1), got {fpr}")
@@ -239,23 +413,41 @@ class Detector(_Stage):
     pixels = np.concatenate([h.ravel() for h in result.heatmaps])
     self.thresholds = dict(pixel=float(np.quantile(pixels, 1 - fpr)),
                            image=float(np.quantile(result.scores, 1 - fpr)),
-                           fpr=fpr, num_images=len(result.scores))
+                           fpr=fpr, num_images=len(result.scores), step=self.step,
+                           edge_method=self.edge_method)
     path = self.workdir / THRESHOLDS_FILE
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(self.thresholds, indent=2))
     tmp.replace(path)
     return self.thresholds
 
   def _load_thresholds(self) -> dict | None:
     path = self.workdir / THRESHOLDS_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+      return None
+    try:
+      thresholds = json.loads(path.read_text())
+      missing = [k for k in (*THRESHOLD_KINDS, "step", "edge_method") if k not in thresholds]
+    except (json.JSONDecodeError, TypeError) as e:
+      raise ValueError(f"{path} is not a thresholds file: {e}") from e
+    if missing:
+      raise ValueError(f"{path} lacks {missing}; recalibrate")
+    return thresholds
 
   def threshold(self, kind: str, override: float | None = None) -> float:
     """The pixel/image threshold: the override, else the calibrated one, else an error."""
+    if kind not in THRESHOLD_KINDS:
+      raise ValueError(f"threshold kind must be one of {THRESHOLD_KINDS}, got {kind!r}")
     if override is not None:
-      return override
+      return float(override)
+    path = self.workdir / THRESHOLDS_FILE
     if not self.thresholds:
-      raise ValueError(f"no calibrated thresholds in {self.workdir / THRESHOLDS_FILE}: run "
+      raise ValueError(f"no calibrated thresholds in {path}: run "
                        "Detector.calibrate(normal_images) (or `af-jax localize --calibrate DIR`) "
                        "or pass a threshold")
-    return self.thresholds[kind]
+    measured = (self.thresholds["step"], self.thresholds["edge_method"])
+    if measured != (self.step, self.edge_method):
+      raise ValueError(f"thresholds in {path} were calibrated at step {measured[0]} with "
+                       f"{measured[1]} edges, this detector is step {self.step} with "
+                       f"{self.edge_method} edges: recalibrate or pass a threshold")
+    return float(self.thresholds[kind])

@@ -1,0 +1,276 @@
+"""`af-jax generate | localize | evaluate` end to end on tiny trained stages and image files.
+
+The stages come from the session's `runs` fixture (tests/test_infer.py); the image files are
+the tiny synthetic set written out in the MVTec AD layout.
+"""
+
+import csv
+import json
+import pathlib
+
+import cv2
+import numpy as np
+import pytest
+
+from af_jax import cli, commands, edges, input_pipeline, manipulate
+from test_infer import copy_run, runs  # pylint: disable=unused-import (a shared fixture)
+
+
+def _write_rgb(path: pathlib.Path, image: np.ndarray) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+@pytest.fixture(scope="module")
+def mvtec(runs, tmp_path_factory):
+  """One synthetic category as files: train/good, test/<defect>, ground_truth/<defect>."""
+  _, data_dir, names = runs
+  root = tmp_path_factory.mktemp("mvtec") / "circuit"
+  for split in ("train", "test"):
+    for ex in input_pipeline.make_eval_dataset(data_dir, "synthetic", names[0], split=split):
+      path = root / ex["file_name"]  # '<split>/<defect>/NNN.png'
+      _write_rgb(path, np.asarray(ex["image"]))
+      if ex["label"]:
+        mask = root / "ground_truth" / path.parent.name / f"{path.stem}_mask.png"
+        mask.parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(mask), np.asarray(ex["mask"])[..., 0])
+  return root
+
+
+def test_edge_choices_are_the_edge_methods():
+  assert commands.EDGE_CHOICES == ("auto", *edges.EDGE_METHODS)
+
+
+def _run(command, *args, capsys):
+  code = cli.main([command, *map(str, args)])
+  return code, capsys.readouterr().err
+
+
+def _manifest(folder: pathlib.Path) -> list[dict]:
+  return [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+
+
+def _written(folder: pathlib.Path) -> set[str]:
+  return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+
+
+# ------------------------------------------------------------------ generate
+def test_generate_writes_mvtec_masks_heatmaps_and_manifest(runs, mvtec, tmp_path, capsys):
+  flare = runs[0] / "flare"
+  sources = sorted((mvtec / "train" / "good").glob("*.png"))[:3]
+  first_three = mvtec / "train" / "good" / "00[0-2].png"
+  code, err = _run("generate", "--workdir", flare, "--images", first_three, "--num", 2,
+                   "--category", "circuit", "--out", tmp_path / "a", capsys=capsys)
+  assert code == 0, err
+  out = tmp_path / "a" / "circuit"
+  records = _manifest(out)
+  assert len(records) == 6
+  assert _written(out) == {"manifest.jsonl"} | {r[k] for r in records
+                                                for k in ("image", "mask", "heatmap", "edges")}
+  assert [r["source"] for r in records] == [str(s) for s in sources for _ in range(2)]
+  assert [r["variant"] for r in records] == [0, 1] * 3
+  for j, r in enumerate(records):
+    assert r["image"] == f"images/{j:03d}.png" and r["mask"] == f"masks/{j:03d}_mask.png"
+    assert r["seed"] == 0 and r["donor"] != r["source"]
+    assert r["region_kind"] in manipulate.REGION_KINDS and r["edit_op"] in manipulate.EDIT_OPS
+    image = cv2.imread(str(out / r["image"]), cv2.IMREAD_UNCHANGED)
+    mask = cv2.imread(str(out / r["mask"]), cv2.IMREAD_UNCHANGED)
+    heatmap = np.load(out / r["heatmap"])
+    assert image.shape == (32, 32, 3) and mask.shape == heatmap.shape == (32, 32)
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255} and mask.any()
+    assert heatmap.dtype == np.float32
+
+  # The same seed makes the same files, whatever the batch size; existing output is kept.
+  code, _ = _run("generate", "--workdir", flare, "--images", first_three, "--num", 2,
+                 "--category", "circuit", "--out", tmp_path / "b", "--batch_size", 4,
+                 capsys=capsys)
+  assert code == 0
+  for r in records:
+    for key in ("image", "mask", "heatmap", "edges"):
+      assert (out / r[key]).read_bytes() == (tmp_path / "b" / "circuit" / r[key]).read_bytes()
+  code, err = _run("generate", "--workdir", flare, "--images", sources[0], "--category", "circuit",
+                   "--out", tmp_path / "a", capsys=capsys)
+  assert code == 1 and "already holds output" in err and "--overwrite" in err
+  assert len(_manifest(out)) == 6
+  # --overwrite replaces the whole previous output, leaving no stale file.
+  code, err = _run("generate", "--workdir", flare, "--images", sources[0], "--category", "circuit",
+                   "--out", tmp_path / "a", "--overwrite", capsys=capsys)
+  assert code == 0, err
+  assert _written(out) == {"manifest.jsonl", "images/000.png", "masks/000_mask.png",
+                           "heatmaps/000.npy", "edges/000.png"}
+
+
+def test_generate_from_a_prepared_dataset(runs, tmp_path, capsys):
+  root, data_dir, names = runs
+  code, err = _run("generate", "--workdir", root / "flare", "--dataset", f"synthetic/{names[1]}",
+                   "--data_dir", data_dir, "--seed", 5, "--out", tmp_path, capsys=capsys)
+  assert code == 0, err
+  records = _manifest(tmp_path / names[1])
+  assert sorted(r["source"] for r in records) == [f"train/good/{k:03d}.png" for k in range(8)]
+  assert {r["seed"] for r in records} == {5}
+  code, err = _run("generate", "--workdir", root / "flare", "--dataset", "synthetic",
+                   "--data_dir", data_dir, "--out", tmp_path / "x", capsys=capsys)
+  assert code == 1 and "NAME/CATEGORY" in err
+
+
+def test_generate_failing_midway_leaves_files_that_match_the_manifest(runs, mvtec, tmp_path,
+                                                                     capsys, monkeypatch):
+  write_npy, calls = commands.write_npy, []
+
+  def fail_on_third(path, array):
+    calls.append(path)
+    if len(calls) == 3:
+      raise OSError(f"disk full while writing {path}")
+    write_npy(path, array)
+
+  monkeypatch.setattr(commands, "write_npy", fail_on_third)
+  code, err = _run("generate", "--workdir", runs[0] / "flare", "--images", mvtec / "train",
+                   "--num", 2, "--out", tmp_path, capsys=capsys)
+  assert code == 1 and "disk full while writing" in err and "heatmaps/002.npy" in err
+  out = tmp_path / "good"
+  records = _manifest(out)
+  assert len(records) == 2
+  assert _written(out) == {"manifest.jsonl"} | {r[k] for r in records
+                                                for k in ("image", "mask", "heatmap", "edges")}
+  for r in records:
+    assert cv2.imread(str(out / r["image"])).shape == (32, 32, 3)
+    assert np.load(out / r["heatmap"]).shape == (32, 32)
+
+
+def test_generate_bad_input_names_the_files(runs, mvtec, tmp_path, capsys):
+  flare = runs[0] / "flare"
+  broken = tmp_path / "in" / "broken.png"
+  broken.parent.mkdir()
+  broken.write_bytes(b"not a png")
+  _write_rgb(tmp_path / "in" / "fine.png", np.zeros((32, 32, 3), np.uint8))
+  code, err = _run("generate", "--workdir", flare, "--images", tmp_path / "in", "--out",
+                   tmp_path / "out", capsys=capsys)
+  assert code == 1 and str(broken) in err and "fine.png" not in err
+  assert not (tmp_path / "out").exists()
+
+  (tmp_path / "empty").mkdir()
+  code, err = _run("generate", "--workdir", flare, "--images", tmp_path / "empty", "--out",
+                   tmp_path / "out", capsys=capsys)
+  assert code == 1 and "no image files" in err and "empty" in err
+
+  good = mvtec / "train" / "good"
+  code, err = _run("generate", "--workdir", runs[0] / "blaze", "--images", good, "--out",
+                   tmp_path / "out", capsys=capsys)
+  assert code == 1 and "holds a 'blaze' run, expected a 'flare' run" in err
+  code, err = _run("generate", "--workdir", tmp_path / "empty", "--images", good, "--out",
+                   tmp_path / "out", capsys=capsys)
+  assert code == 1 and "not an af_jax training workdir" in err
+  assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ localize
+def test_localize_calibrates_thresholds_writes_results_and_metrics(runs, mvtec, tmp_path,
+                                                                   capsys):
+  blaze = copy_run(runs[0] / "blaze", tmp_path / "blaze")
+  test_images = mvtec / "test"
+  code, err = _run("localize", "--workdir", blaze, "--images", test_images, "--out",
+                   tmp_path / "none", capsys=capsys)
+  assert code == 1 and "no calibrated thresholds" in err
+
+  out = tmp_path / "loc"
+  code, err = _run("localize", "--workdir", blaze, "--images", test_images, "--out", out,
+                   "--calibrate", mvtec / "train" / "good", "--fpr", 0.05,
+                   "--ground_truth", mvtec / "ground_truth", capsys=capsys)
+  assert code == 0, err
+  thresholds = json.loads((blaze / "thresholds.json").read_text())
+  summary = json.loads((out / "summary.json").read_text())
+  assert thresholds["fpr"] == 0.05 and thresholds["num_images"] == 8
+  assert summary["pixel_threshold"] == thresholds["pixel"]
+  assert summary["image_threshold"] == thresholds["image"]
+  assert set(summary["metrics"]) == {"pixel_auroc", "aupro", "image_auroc"}
+  assert all(0 <= v <= 1 for v in summary["metrics"].values())
+
+  files = commands.find_images(str(test_images))
+  with (out / "scores.csv").open() as f:
+    rows = list(csv.DictReader(f))
+  assert [r["file"] for r in rows] == [str(p) for p in files]
+  assert summary["num_images"] == 8 and summary["num_ng"] == sum(r["decision"] == "NG"
+                                                                for r in rows)
+  for i, (row, path) in enumerate(zip(rows, files)):
+    stem = f"{i:03d}_{path.stem}"
+    heatmap = np.load(out / "heatmaps" / f"{stem}.npy")
+    mask = cv2.imread(str(out / "masks" / f"{stem}_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert heatmap.shape == mask.shape == (32, 32)
+    np.testing.assert_array_equal(mask == 255, heatmap >= thresholds["pixel"])
+    assert cv2.imread(str(out / "overlays" / f"{stem}.png")).shape == (32, 32, 3)
+    expected = "NG" if float(row["score"]) >= thresholds["image"] else "OK"
+    assert row["decision"] == expected
+
+  # Overrides win over the calibrated thresholds; images of other sizes keep their size.
+  resized = tmp_path / "resized"
+  resized.mkdir()
+  for path in files[:2]:
+    assert cv2.imwrite(str(resized / path.name), cv2.resize(cv2.imread(str(path)), (40, 24)))
+  code, err = _run("localize", "--workdir", blaze, "--images", resized, "--out", tmp_path / "o",
+                   "--pixel_threshold", 0, "--image_threshold", 2, capsys=capsys)
+  assert code == 0, err
+  for mask_path in (tmp_path / "o" / "masks").glob("*.png"):
+    mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (24, 40) and (mask == 255).all()
+  with (tmp_path / "o" / "scores.csv").open() as f:
+    assert {r["decision"] for r in csv.DictReader(f)} == {"OK"}
+
+
+def test_localize_ground_truth_that_does_not_match_names_the_masks(runs, mvtec, tmp_path,
+                                                                  capsys):
+  gt = tmp_path / "gt"
+  masks = sorted((mvtec / "ground_truth").rglob("*_mask.png"))
+  for k, mask in enumerate(masks[1:]):
+    target = gt / mask.parent.name / mask.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(target), cv2.resize(data, (16, 16)) if k == 0 else data)
+  code, err = _run("localize", "--workdir", runs[0] / "blaze", "--images", mvtec / "test",
+                   "--out", tmp_path / "out", "--pixel_threshold", 0.5, "--image_threshold", 0.5,
+                   "--ground_truth", gt, capsys=capsys)
+  assert code == 1
+  missing = gt / masks[0].parent.name / masks[0].name
+  wrong_size = gt / masks[1].parent.name / masks[1].name
+  assert f"{missing} (missing" in err and f"{wrong_size} is 16x16" in err
+  assert not (tmp_path / "out").exists()
+
+
+def test_localize_real_mvtec_images_with_their_ground_truth(runs, bottle_dir, tmp_path, capsys):
+  """256 px MVTec AD bottles go through the 32 px model and come back at 256 px."""
+  out = tmp_path / "loc"
+  code, err = _run("localize", "--workdir", runs[0] / "blaze", "--images",
+                   bottle_dir / "test" / "*" / "00[01].png", "--out", out,
+                   "--ground_truth", bottle_dir / "ground_truth", "--pixel_threshold", 0.5,
+                   "--image_threshold", 0.5, capsys=capsys)
+  assert code == 0, err
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["num_images"] == 8
+  assert all(0 <= v <= 1 for v in summary["metrics"].values())
+  heatmaps = sorted((out / "heatmaps").glob("*.npy"))
+  assert len(heatmaps) == 8 and all(np.load(h).shape == (256, 256) for h in heatmaps)
+
+
+# ------------------------------------------------------------------ evaluate
+def test_evaluate_writes_json_and_markdown(runs, tmp_path, capsys):
+  root, data_dir, names = runs
+  code, err = _run("evaluate", "--workdir", root / "blaze", "--dataset", "synthetic",
+                   "--categories", ",".join(names[:2]), "--data_dir", data_dir,
+                   "--out", tmp_path, capsys=capsys)
+  assert code == 0, err
+  metrics = json.loads((tmp_path / "metrics.json").read_text())
+  assert list(metrics["per_category"]) == names[:2]
+  for values in [*metrics["per_category"].values(), metrics["mean"]]:
+    assert {"pixel_auroc", "aupro", "image_auroc"} <= set(values)
+    assert all(0 <= values[k] <= 1 for k in ("pixel_auroc", "aupro", "image_auroc"))
+  for name in names[:2]:
+    assert metrics["per_category"][name]["num_images"] == 8
+  np.testing.assert_allclose(
+      metrics["mean"]["aupro"], np.mean([v["aupro"] for v in metrics["per_category"].values()]))
+  table = (tmp_path / "metrics.md").read_text().splitlines()
+  assert table[0].startswith("| category | pixel_auroc (%) | aupro (%) | image_auroc (%)")
+  assert [line.split(" | ")[0] for line in table[2:]] == [f"| {n}" for n in names[:2]] + ["| mean"]
+
+  code, err = _run("evaluate", "--workdir", root / "blaze", "--dataset", "synthetic",
+                   "--categories", "nowhere", "--data_dir", data_dir, "--out", tmp_path / "x",
+                   capsys=capsys)
+  assert code == 1 and "synthetic/nowhere is not prepared" in err

@@ -1,0 +1,286 @@
+"""Inference API: trained tiny stages restored, anomalies generated, anomalies localized.
+
+The `runs` fixture trains Boot -> Flare -> Blaze for two steps each on the tiny synthetic set
+(Canny edges, 32 px) once per test session; tests/test_commands.py reuses it.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+
+from af_jax import checkpoint, edges, infer, input_pipeline, manipulate, stages
+from af_jax.metrics import localization
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# XLA's CPU backend optimizations cost most of a tiny run's time; tiny runs do not need them.
+FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+_TRAIN_CHAIN = """
+  import sys
+  from af_jax import train
+  from tiny_config import tiny_config
+  data_dir, names, root = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
+  teacher = ""
+  for stage in ("boot", "flare", "blaze"):
+    config = tiny_config(stage, data_dir, names, teacher=teacher, steps=2)
+    config.image_every_steps = 0
+    config.model.num_d, config.model.n_layers_d = 1, 1  # Inference reads the generator only.
+    config.augment.local_tps = False
+    train.train(config, f"{root}/{stage}")
+    teacher = f"{root}/{stage}"
+"""
+
+
+def _env(**extra):
+  return dict(os.environ, PYTHONPATH=f"{REPO}:{REPO / 'tests'}", JAX_PLATFORMS="cpu",
+              XLA_FLAGS=FAST_XLA, **extra)
+
+
+@pytest.fixture(scope="session")
+def runs(tiny_synthetic, tmp_path_factory):
+  """(root with boot/flare/blaze workdirs, data_dir, category names); trained once a session."""
+  data_dir, names = tiny_synthetic
+  root = tmp_path_factory.getbasetemp() / "inference_runs"
+  done = root / "trained"
+  if not done.exists():
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(_TRAIN_CHAIN), str(data_dir),
+                           ",".join(names), str(root)], env=_env(), capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    done.touch()
+  return root, data_dir, names
+
+
+def copy_run(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
+  """A private copy of a workdir, for tests that write into it or break it."""
+  shutil.copytree(src, dst, ignore=shutil.ignore_patterns("metrics"))
+  return dst
+
+
+def split_images(data_dir, name, split="train", label=None):
+  return [np.asarray(ex["image"]) for ex in input_pipeline.make_eval_dataset(
+      data_dir, "synthetic", name, split=split) if label is None or ex["label"] == label]
+
+
+@pytest.fixture(scope="module")
+def generator(runs):
+  return infer.Generator(runs[0] / "flare", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def detector(runs):
+  return infer.Detector(runs[0] / "blaze", batch_size=4)
+
+
+# ------------------------------------------------------------------ loading
+def test_edge_method_comes_from_the_training_data(runs, generator, detector):
+  assert generator.edge_method == detector.edge_method == "canny"
+  assert generator.step == detector.step == 2
+  config = checkpoint.load_config(runs[0] / "flare")
+  config.data.sources = [dict(dataset="mvtec_ad", categories=["bottle", "cable-64px"],
+                              per_category=None)]
+  assert infer.training_edge_method(config) == "pidinet"
+  config.data.sources[0]["categories"].append("grid-canny")
+  assert infer.training_edge_method(config) is None
+  blaze = checkpoint.load_config(runs[0] / "blaze")
+  blaze.blaze_reextract_edges = True
+  assert infer.training_edge_method(blaze) == "pidinet"
+
+
+def test_other_edge_method_warns(runs):
+  with pytest.warns(UserWarning, match="'pidinet' differs from the 'canny' edges"):
+    detector = infer.Detector(runs[0] / "blaze", edge_method="pidinet")
+  assert detector.edge_method == "pidinet"
+  with pytest.raises(ValueError, match="unknown edge method 'sobel'"):
+    infer.Detector(runs[0] / "blaze", edge_method="sobel")
+
+
+def test_bad_workdirs_say_what_is_wrong(runs, tmp_path):
+  root = runs[0]
+  with pytest.raises(checkpoint.CheckpointError, match="not an af_jax training workdir"):
+    infer.Generator(tmp_path)
+  with pytest.raises(checkpoint.CheckpointError, match="holds a 'blaze' run, expected a 'flare'"):
+    infer.Generator(root / "blaze")
+  with pytest.raises(checkpoint.CheckpointError, match="holds a 'flare' run, expected a 'blaze'"):
+    infer.Detector(root / "flare")
+  with pytest.raises(checkpoint.CheckpointError, match=r"step 7 is not among .*\[2\]"):
+    infer.Detector(root / "blaze", step=7)
+
+  # Only an interrupted save: nothing complete to restore.
+  interrupted = tmp_path / "interrupted"
+  interrupted.mkdir()
+  shutil.copy(root / "flare" / checkpoint.CONFIG_FILE, interrupted)
+  (interrupted / checkpoint.CHECKPOINT_DIR / "2.orbax-checkpoint-tmp-9" / "generator").mkdir(
+      parents=True)
+  with pytest.raises(checkpoint.CheckpointError, match="no complete checkpoint"):
+    infer.Generator(interrupted)
+
+  # A step that lost its generator parameters.
+  partial = copy_run(root / "flare", tmp_path / "partial")
+  shutil.rmtree(partial / checkpoint.CHECKPOINT_DIR / "2" / "generator")
+  with pytest.raises(checkpoint.CheckpointError, match="2 is incomplete: it has no generator"):
+    infer.Generator(partial)
+
+  # A config that does not describe the checkpoint's model.
+  mismatched = copy_run(root / "flare", tmp_path / "mismatched")
+  config = json.loads((mismatched / checkpoint.CONFIG_FILE).read_text())
+  config["model"]["ngf"] *= 2
+  (mismatched / checkpoint.CONFIG_FILE).write_text(json.dumps(config))
+  with pytest.raises(checkpoint.CheckpointError, match=r"does not match the generator its "
+                     r"config.json describes .*conv_in.*is \(7, 7, 4, 8\), the model needs "
+                     r"\(7, 7, 4, 16\)"):
+    infer.Generator(mismatched)
+
+
+# ------------------------------------------------------------------ generation
+def test_generate_edits_edges_in_the_region_and_masks_follow_the_rule(runs, generator):
+  _, data_dir, names = runs
+  images = split_images(data_dir, names[0])[:3]
+  images[1] = cv2.resize(images[1], (48, 40))  # Any size goes in; outputs are model size.
+  result = generator.generate(images, n_variants=2, seed=3, mask_threshold=0.5)
+
+  m, s = 6, generator.size
+  assert result.images.shape == (m, s, s, 3) and result.images.dtype == np.uint8
+  assert result.heatmaps.shape == result.edges.shape == (m, s, s)
+  assert result.heatmaps.dtype == np.float32
+  assert ((result.heatmaps >= 0) & (result.heatmaps <= 1)).all()
+  np.testing.assert_array_equal(result.source, [0, 0, 1, 1, 2, 2])
+  np.testing.assert_array_equal(result.variant, [0, 1, 0, 1, 0, 1])
+  assert (result.donor != result.source).all()
+  assert set(result.region_kind) <= set(manipulate.REGION_KINDS)
+  assert set(result.edit_op) <= set(manipulate.EDIT_OPS)
+
+  # Outside the edited region the edge map is the image's own (binarized) Canny map.
+  own = stages.binarize_edges(
+      edges.canny_edges(infer.resize_images(images, s)), generator.edge_threshold)[result.source]
+  outside = ~result.region_masks
+  np.testing.assert_array_equal(result.edges[outside], own[outside])
+  assert result.region_masks.any(axis=(1, 2)).all()
+  # Removal inside the region leaves no edge there.
+  for j, op in enumerate(result.edit_op):
+    if op == "remove":
+      assert not result.edges[j][result.region_masks[j]].any()
+
+  # Masks: heatmap >= threshold inside the region, or the region when that is empty.
+  for j in range(m):
+    inside = (result.heatmaps[j] >= 0.5) & result.region_masks[j]
+    expected = inside if inside.any() else result.region_masks[j]
+    np.testing.assert_array_equal(result.masks[j], expected)
+
+
+def test_generate_same_seed_same_output_whatever_the_order(runs, generator):
+  _, data_dir, names = runs
+  images = split_images(data_dir, names[1])[:3]
+  a = generator.generate(images, n_variants=2, seed=0)
+  b = generator.generate(images, n_variants=2, seed=0)
+  np.testing.assert_array_equal(a.images, b.images)
+  np.testing.assert_array_equal(a.masks, b.masks)
+  # Reordered images keep their ids: each anomaly is the same, at the reordered place.
+  c = generator.generate(images[::-1], n_variants=2, seed=0, image_ids=[2, 1, 0])
+  order = [4, 5, 2, 3, 0, 1]
+  np.testing.assert_array_equal(a.images[order], c.images)
+  np.testing.assert_array_equal(a.edges[order], c.edges)
+  assert [a.edit_op[i] for i in order] == c.edit_op
+  d = generator.generate(images, n_variants=2, seed=1)
+  assert not np.array_equal(a.edges, d.edges)
+
+
+def test_generate_rejects_bad_input(generator):
+  with pytest.raises(ValueError, match="got no images"):
+    generator.generate([])
+  with pytest.raises(ValueError, match=r"image 1: expected uint8 \[H, W, 3\]"):
+    generator.generate([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.float32)])
+  with pytest.raises(ValueError, match="got 1 region maps for 2 images"):
+    generator.generate([np.zeros((8, 8, 3), np.uint8)] * 2, regions=[np.zeros((8, 8), int)])
+
+
+# ------------------------------------------------------------------ localization
+def test_localize_any_size_resizes_heatmaps_back(runs, detector):
+  _, data_dir, names = runs
+  test = split_images(data_dir, names[0], split="test")
+  s = detector.size
+  images = [test[0], cv2.resize(test[2], (56, 72)), cv2.resize(test[3], (20, 24))]
+  result = detector.localize(images)
+  at_model_size = detector.localize(infer.resize_images(images, s))
+  for image, heatmap, repaired, model_heat in zip(images, result.heatmaps, result.repaired,
+                                                  at_model_size.heatmaps):
+    h, w = image.shape[:2]
+    assert heatmap.shape == (h, w) and heatmap.dtype == np.float32
+    assert repaired.shape == (h, w, 3) and repaired.dtype == np.uint8
+    assert model_heat.shape == (s, s)
+    np.testing.assert_allclose(heatmap, cv2.resize(model_heat, (w, h)), atol=1e-6)
+  np.testing.assert_allclose(result.scores, at_model_size.scores)
+  np.testing.assert_allclose(result.scores, localization.image_scores_from_heatmaps(
+      np.stack(at_model_size.heatmaps), detector.smoothing_sigma))
+  with pytest.raises(ValueError, match="got no images"):
+    detector.localize([])
+
+
+def test_calibrated_thresholds_are_saved_used_and_overridden(runs, tmp_path):
+  root, data_dir, names = runs
+  workdir = copy_run(root / "blaze", tmp_path / "blaze")
+  detector = infer.Detector(workdir, batch_size=4)
+  with pytest.raises(ValueError, match="no calibrated thresholds"):
+    detector.threshold("pixel")
+  assert detector.threshold("image", override=0.25) == 0.25
+
+  normal = split_images(data_dir, names[2])
+  saved = detector.calibrate(normal, fpr=0.1)
+  assert saved["step"] == 2 and saved["edge_method"] == "canny" and saved["num_images"] == 8
+  heatmaps = np.stack(detector.localize(normal).heatmaps)
+  assert np.isclose(np.mean(heatmaps >= saved["pixel"]), 0.1, atol=0.005)
+
+  reloaded = infer.Detector(workdir, batch_size=4)
+  assert reloaded.threshold("pixel") == saved["pixel"]
+  assert reloaded.threshold("image") == saved["image"]
+  assert reloaded.threshold("pixel", override=0.7) == 0.7
+  with pytest.warns(UserWarning):
+    other_edges = infer.Detector(workdir, edge_method="pidinet")
+  with pytest.raises(ValueError, match="calibrated at step 2 with canny edges.*pidinet"):
+    other_edges.threshold("pixel")
+  with pytest.raises(ValueError, match="fpr must be in"):
+    detector.calibrate(normal, fpr=0)
+
+
+def test_mesh_and_dtype_give_the_single_device_result(runs, tmp_path):
+  """Two CPU devices (a subprocess, since the device count is fixed at start-up)."""
+  root, data_dir, names = runs
+  script = """
+    import sys
+    import jax.numpy as jnp
+    import numpy as np
+    from af_jax import infer, input_pipeline, sharding
+    import jax
+    assert jax.device_count() == 2
+    workdir, data_dir, name = sys.argv[1:]
+    images = [np.asarray(ex["image"]) for ex in input_pipeline.make_eval_dataset(
+        data_dir, "synthetic", name)][:3]
+    single = infer.Detector(workdir, batch_size=2).localize(images)
+    meshed = infer.Detector(workdir, batch_size=2, mesh=sharding.make_mesh()).localize(images)
+    for a, b in zip(single.heatmaps, meshed.heatmaps):
+      np.testing.assert_allclose(a, b, atol=1e-5)
+    half = infer.Detector(workdir, batch_size=2, dtype="bfloat16")
+    assert half.generator.dtype == jnp.bfloat16
+    for a, b in zip(single.heatmaps, half.localize(images).heatmaps):
+      np.testing.assert_allclose(a, b, atol=0.05)
+    try:
+      infer.Detector(workdir, batch_size=3, mesh=sharding.make_mesh())
+    except ValueError as e:
+      assert "multiple of the 2 devices" in str(e), e
+    else:
+      raise AssertionError("batch 3 on 2 devices was accepted")
+  """
+  env = _env()
+  env["XLA_FLAGS"] += " --xla_force_host_platform_device_count=2"
+  proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script), str(root / "blaze"),
+                         str(data_dir), names[0]], env=env, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 0, proc.stderr[-4000:]
