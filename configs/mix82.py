@@ -89,7 +89,7 @@ def get_data_config(**overrides) -> ml_collections.ConfigDict:
   c.shuffle_seed = 0           # With the run's seed, fixes every epoch's subsets and order.
   c.num_workers = 0            # grain worker processes decoding batches; 0 = in-process threads.
   c.read_threads = 8           # Threads decoding batches in each process (PNG decoding releases the GIL).
-  c.prefetch = 4               # Batches buffered ahead, per process and per worker.
+  c.prefetch = 8               # Batches buffered ahead, per process and per worker (>= read_threads).
   unknown = sorted(set(overrides) - set(c.keys()))
   if unknown:
     raise ValueError(f"unknown data config fields {unknown}; known: {sorted(c.keys())}")
