@@ -91,7 +91,7 @@ def restore_generator(workdir, abstract_params=None, step: int = -1):
   """Generator parameters of a run (latest step when step < 0), nothing else.
 
   `abstract_params` (a tree of jax.ShapeDtypeStruct with shardings) places them on devices and
-  checks their shapes; without it they come back as host arrays.
+  checks their shapes; without it they land on this process's first device.
   """
   manager = _manager(workdir, read_only=True)
   steps = manager.all_steps()
@@ -101,11 +101,15 @@ def restore_generator(workdir, abstract_params=None, step: int = -1):
   step = max(steps) if step < 0 else step
   if step not in steps:
     raise CheckpointError(f"step {step} is not among the checkpoints of {workdir}: {sorted(steps)}")
+  # Without target shardings, arrays saved from many devices land on this process's first
+  # device (a run trained on 8 GPUs restores on a laptop).
+  fallback = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   try:
     restored = manager.restore(step, args=ocp.args.Composite(
-        generator=ocp.args.StandardRestore(abstract_params)))
+        generator=ocp.args.StandardRestore(abstract_params, fallback_sharding=fallback)))
   except (ValueError, KeyError) as e:
     raise CheckpointError(f"checkpoint {step} of {workdir} does not match the expected generator "
                           f"(wrong stage or model config?): {e}") from e
-  manager.close()
+  finally:
+    manager.close()
   return restored["generator"], step

@@ -14,10 +14,19 @@ DATA_AXES = ("data", "fsdp")
 
 
 def make_mesh(fsdp: int = 1, devices=None) -> Mesh:
-  """A 2-D mesh (`data`, `fsdp`) over all (or the given) devices."""
-  devices = np.asarray(jax.devices() if devices is None else devices)
-  if devices.size % fsdp:
-    raise ValueError(f"mesh.fsdp={fsdp} does not divide the {devices.size} devices")
+  """A 2-D mesh (`data`, `fsdp`) over all (or the given) devices.
+
+  Devices are laid out process by process, so each process's devices hold one contiguous
+  block of the batch (what `jax.make_array_from_process_local_data` assembles from the
+  processes' local batches) and, when `fsdp` divides the local device count, every fsdp
+  group stays inside one host.
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  if not isinstance(fsdp, int) or fsdp < 1 or len(devices) % fsdp:
+    raise ValueError(f"mesh.fsdp={fsdp!r} must be a positive int dividing the "
+                     f"{len(devices)} devices")
+  # A stable sort: the given (e.g. topology-aware) order within each process is kept.
+  devices = np.asarray(sorted(devices, key=lambda d: d.process_index))
   return Mesh(devices.reshape(devices.size // fsdp, fsdp), DATA_AXES)
 
 
@@ -27,6 +36,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+  """A full copy on every device of the mesh."""
   return NamedSharding(mesh, P())
 
 

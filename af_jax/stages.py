@@ -13,7 +13,9 @@ Edges travel as probabilities in [0, 1] and are binarized at `config.edge_thresh
 paper's edge maps are binary); the network sees them scaled to [-1, 1], like the image.
 Blaze options: `blaze_reextract_edges` feeds PiDiNet edges of the anomaly image instead of the
 edited map (what test time sees); `blaze_normal_fraction` keeps that share of examples unedited,
-fed as the real normal image with an all-zero heatmap target.
+fed as the real normal image with an all-zero heatmap target; `blaze_heatmap_target` is the
+paper's 'flare' (the teacher's heatmap), 'flare_in_region' (that heatmap limited to the edited
+region: drops the diffuse response of a briefly trained teacher) or 'region' (the region mask).
 """
 
 from typing import Any, Callable, NamedTuple
@@ -62,6 +64,9 @@ def decode_batch(batch, edge_threshold):
       edges=binarize_edges(batch["edges"].astype(jnp.float32) / 255.0, edge_threshold),
       regions=batch["regions"].astype(jnp.int32),
   )
+
+
+BLAZE_HEATMAP_TARGETS = ("flare", "flare_in_region", "region")
 
 
 @flax.struct.dataclass
@@ -149,6 +154,10 @@ def make_inputs_fn(config: ml_collections.ConfigDict, teacher: Teacher | None = 
     heatmap = jax.lax.stop_gradient(fake["heatmap"])
     edge_input = (binarize_edges(edge_fn(anomaly), threshold)
                   if config.blaze_reextract_edges else new_edges)
+    if config.blaze_heatmap_target == "flare_in_region":
+      heatmap = heatmap * region_mask
+    elif config.blaze_heatmap_target == "region":
+      heatmap = region_mask
     normal = jax.random.uniform(k_normal, (image.shape[0], 1, 1, 1)) < config.blaze_normal_fraction
     return StageInputs(
         edges=jnp.where(normal, edges, edge_input),
@@ -158,6 +167,9 @@ def make_inputs_fn(config: ml_collections.ConfigDict, teacher: Teacher | None = 
         region_mask=jnp.where(normal, 0.0, region_mask))
 
   stage_fns = dict(boot=boot, flare=flare, blaze=blaze)
+  if config.blaze_heatmap_target not in BLAZE_HEATMAP_TARGETS:
+    raise ValueError(f"config.blaze_heatmap_target must be one of {BLAZE_HEATMAP_TARGETS}, "
+                     f"got {config.blaze_heatmap_target!r}")
   if config.stage != "boot" and teacher is None:
     raise ValueError(f"stage {config.stage!r} needs a teacher (config.teacher_workdir)")
   if config.stage == "blaze" and config.blaze_reextract_edges and edge_fn is None:

@@ -73,7 +73,8 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   # Edge manipulation (af_jax/manipulate.py): Flare and Blaze.
   c.manipulate = _from_dataclass(manipulate.ManipulateConfig())
   c.blaze_reextract_edges = False  # Blaze: PiDiNet edges of the anomaly image instead of the edited ones.
-  c.blaze_normal_fraction = 0.0   # Blaze: share of examples left unedited (heatmap target from Flare).
+  c.blaze_normal_fraction = 0.0   # Blaze: share of examples left unedited (all-zero heatmap target).
+  c.blaze_heatmap_target = "flare"  # Blaze: 'flare' (paper), 'flare_in_region' or 'region'.
 
   # Scale-out: mesh (`data` x `fsdp`); multi-host via jax.distributed flags/env.
   c.mesh = ml_collections.ConfigDict()

@@ -1,9 +1,28 @@
-"""Shared test fixtures: where the real data and weights in ../shared live."""
+"""Shared test fixtures: where the real data and weights in ../shared live, tiny data and runs.
+
+The suite compiles many small XLA programs on a 2-core CPU, so before JAX is imported it turns
+off XLA's costly CPU backend optimizations (tiny programs do not need them) and shares a
+persistent compilation cache between test processes and the subprocesses they start (the
+same tiny training step is compiled once, not once per process). Set XLA_FLAGS or
+JAX_COMPILATION_CACHE_DIR yourself to override either.
+"""
 
 import os
 import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
 
-import pytest
+FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+os.environ.setdefault("XLA_FLAGS", FAST_XLA)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "af_jax_test_xla_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import pytest  # pylint: disable=g-import-not-at-top
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("AF_JAX_SHARED", REPO.parent / "shared"))
@@ -45,3 +64,46 @@ def tiny_synthetic(tmp_path_factory):
   names = synthetic.build(data_dir, size=32, edges="canny", num_train=8, num_test_normal=2,
                           num_test_anomalous=6)
   return data_dir, names
+
+
+def subprocess_env(**extra) -> dict:
+  """Environment for test subprocesses: the repo and tests on the path, CPU, the fast XLA flags."""
+  return dict(os.environ, PYTHONPATH=f"{REPO}:{REPO / 'tests'}", JAX_PLATFORMS="cpu", **extra)
+
+
+_TRAIN_CHAIN = """
+  import sys
+  from af_jax import train
+  from tiny_config import tiny_config
+  data_dir, names, root = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
+  teacher = ""
+  for stage in ("boot", "flare", "blaze"):
+    config = tiny_config(stage, data_dir, names, teacher=teacher, steps=2)
+    config.model.num_d, config.model.n_layers_d = 1, 1
+    train.train(config, f"{root}/{stage}")
+    teacher = f"{root}/{stage}"
+"""
+
+
+@pytest.fixture(scope="session")
+def runs(tiny_synthetic, tmp_path_factory):
+  """(root with boot/flare/blaze workdirs, data_dir, names): trained 2 steps each, once a session.
+
+  Trained in a subprocess so the test process's own JAX state stays untouched.
+  """
+  data_dir, names = tiny_synthetic
+  root = tmp_path_factory.getbasetemp() / "tiny_runs"
+  done = root / "trained"
+  if not done.exists():
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(_TRAIN_CHAIN), str(data_dir),
+                           ",".join(names), str(root)], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    done.touch()
+  return root, data_dir, names
+
+
+def copy_run(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
+  """A private copy of a workdir, for tests that write into it or break it."""
+  shutil.copytree(src, dst, ignore=shutil.ignore_patterns("metrics"))
+  return dst

@@ -1,6 +1,6 @@
 """`af-jax generate | localize | evaluate` end to end on tiny trained stages and image files.
 
-The stages come from the session's `runs` fixture (tests/test_infer.py); the image files are
+The stages come from the session's `runs` fixture (tests/conftest.py); the image files are
 the tiny synthetic set written out in the MVTec AD layout.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from af_jax import cli, commands, edges, input_pipeline, manipulate
-from test_infer import copy_run, runs  # pylint: disable=unused-import (a shared fixture)
+from conftest import copy_run
 
 
 def _write_rgb(path: pathlib.Path, image: np.ndarray) -> None:

@@ -19,50 +19,7 @@ import pytest
 from af_jax import checkpoint, edges, infer, input_pipeline, manipulate, stages
 from af_jax.metrics import localization
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-# XLA's CPU backend optimizations cost most of a tiny run's time; tiny runs do not need them.
-FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-
-_TRAIN_CHAIN = """
-  import sys
-  from af_jax import train
-  from tiny_config import tiny_config
-  data_dir, names, root = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
-  teacher = ""
-  for stage in ("boot", "flare", "blaze"):
-    config = tiny_config(stage, data_dir, names, teacher=teacher, steps=2)
-    config.image_every_steps = 0
-    config.model.num_d, config.model.n_layers_d = 1, 1  # Inference reads the generator only.
-    config.augment.local_tps = False
-    train.train(config, f"{root}/{stage}")
-    teacher = f"{root}/{stage}"
-"""
-
-
-def _env(**extra):
-  return dict(os.environ, PYTHONPATH=f"{REPO}:{REPO / 'tests'}", JAX_PLATFORMS="cpu",
-              XLA_FLAGS=FAST_XLA, **extra)
-
-
-@pytest.fixture(scope="session")
-def runs(tiny_synthetic, tmp_path_factory):
-  """(root with boot/flare/blaze workdirs, data_dir, category names); trained once a session."""
-  data_dir, names = tiny_synthetic
-  root = tmp_path_factory.getbasetemp() / "inference_runs"
-  done = root / "trained"
-  if not done.exists():
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(_TRAIN_CHAIN), str(data_dir),
-                           ",".join(names), str(root)], env=_env(), capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    done.touch()
-  return root, data_dir, names
-
-
-def copy_run(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
-  """A private copy of a workdir, for tests that write into it or break it."""
-  shutil.copytree(src, dst, ignore=shutil.ignore_patterns("metrics"))
-  return dst
+from conftest import copy_run, subprocess_env as _env
 
 
 def split_images(data_dir, name, split="train", label=None):
