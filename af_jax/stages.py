@@ -15,7 +15,10 @@ Blaze options: `blaze_reextract_edges` feeds PiDiNet edges of the anomaly image 
 edited map (what test time sees); `blaze_normal_fraction` keeps that share of examples unedited,
 fed as the real normal image with an all-zero heatmap target; `blaze_heatmap_target` is the
 paper's 'flare' (the teacher's heatmap), 'flare_in_region' (that heatmap limited to the edited
-region: drops the diffuse response of a briefly trained teacher) or 'region' (the region mask).
+region: drops the diffuse response of a briefly trained teacher), 'region' (the region mask) or
+'change_in_region' (the teacher's output pasted into the edited region, as a perfect teacher
+heatmap would fuse it, supervised by how much each pixel changed: |anomaly - normal| /
+`blaze_change_scale`, clipped to 1 — pixel-accurate even when the teacher's heatmap is not).
 """
 
 from typing import Any, Callable, NamedTuple
@@ -66,7 +69,7 @@ def decode_batch(batch, edge_threshold):
   )
 
 
-BLAZE_HEATMAP_TARGETS = ("flare", "flare_in_region", "region")
+BLAZE_HEATMAP_TARGETS = ("flare", "flare_in_region", "region", "change_in_region")
 
 
 @flax.struct.dataclass
@@ -158,6 +161,10 @@ def make_inputs_fn(config: ml_collections.ConfigDict, teacher: Teacher | None = 
       heatmap = heatmap * region_mask
     elif config.blaze_heatmap_target == "region":
       heatmap = region_mask
+    elif config.blaze_heatmap_target == "change_in_region":
+      anomaly = image * (1 - region_mask) + anomaly * region_mask
+      change = jnp.mean(jnp.abs(anomaly - image), axis=-1, keepdims=True)
+      heatmap = jnp.clip(change / config.blaze_change_scale, 0.0, 1.0)
     normal = jax.random.uniform(k_normal, (image.shape[0], 1, 1, 1)) < config.blaze_normal_fraction
     return StageInputs(
         edges=jnp.where(normal, edges, edge_input),

@@ -74,7 +74,9 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   c.manipulate = _from_dataclass(manipulate.ManipulateConfig())
   c.blaze_reextract_edges = False  # Blaze: PiDiNet edges of the anomaly image instead of the edited ones.
   c.blaze_normal_fraction = 0.0   # Blaze: share of examples left unedited (all-zero heatmap target).
-  c.blaze_heatmap_target = "flare"  # Blaze: 'flare' (paper), 'flare_in_region' or 'region'.
+  c.blaze_heatmap_target = "flare"  # Blaze: 'flare' (paper) | 'flare_in_region' | 'region' |
+                                    # 'change_in_region' (see af_jax/stages.py).
+  c.blaze_change_scale = 0.2      # 'change_in_region': a pixel change this large (in [-1, 1]) = 1.
 
   # Scale-out: mesh (`data` x `fsdp`); multi-host via jax.distributed flags/env.
   c.mesh = ml_collections.ConfigDict()

@@ -1,6 +1,8 @@
 """Metric writers: read TensorBoard files back without TF, JSONL round-trip, process 0 only."""
 
 import io
+import time
+import types
 import json
 import sys
 
@@ -126,7 +128,9 @@ def test_default_writer_is_silent_on_other_processes(tmp_path, caplog, monkeypat
 
 def test_progress_line(monkeypatch):
   clock = iter([100.0, 110.0])
-  monkeypatch.setattr(writers.time, "monotonic", lambda: next(clock))
+  # Only the writers module sees the fake clock (JAX itself reads time.monotonic too).
+  monkeypatch.setattr(writers, "time", types.SimpleNamespace(monotonic=lambda: next(clock),
+                                                             time=time.time))
   stream = io.StringIO()
   progress = writers.ProgressLine(1000, metric_names=["loss_g", "loss_d"], stream=stream)
   first = progress.update(100, {"loss_d": 0.5, "loss_g": 1.25, "other": 3.0}, 64.0)
