@@ -230,6 +230,7 @@ def main(argv: list[str]) -> int:
 
   def run(_):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax/grain chatter; ours stays INFO.
     f = flags.FLAGS
     if f.coordinator_address or f.num_processes:
       jax.distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
