@@ -23,6 +23,8 @@ import time
 import cv2
 import numpy as np
 
+from af_jax import image_io
+
 log = logging.getLogger(__name__)
 
 QUICK_STEPS = dict(boot=4, flare=3, blaze=3)
@@ -58,9 +60,7 @@ def _stage_done(workdir: pathlib.Path, num_steps: int) -> bool:
 
 
 def _png_data_uri(image: np.ndarray) -> str:
-  ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-  assert ok
-  return "data:image/png;base64," + base64.b64encode(data.tobytes()).decode()
+  return "data:image/png;base64," + base64.b64encode(image_io.encode_png(image)).decode()
 
 
 def _gray(x) -> np.ndarray:

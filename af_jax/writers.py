@@ -27,9 +27,10 @@ import time
 from typing import Any, TextIO
 
 from absl import logging
-import cv2
 import jax
 import numpy as np
+
+from af_jax import image_io
 from tensorboard.compat.proto import event_pb2
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
@@ -93,16 +94,7 @@ def _image_batch(name: str, images) -> np.ndarray:
   return np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def _png(image: np.ndarray) -> bytes:
-  """PNG bytes of one uint8 [H, W, C] RGB(A) or gray image."""
-  if image.shape[-1] == 3:
-    image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-  elif image.shape[-1] == 4:
-    image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
-  ok, encoded = cv2.imencode(".png", image)
-  if not ok:
-    raise RuntimeError(f"OpenCV could not PNG-encode an image of shape {image.shape}")
-  return encoded.tobytes()
+_png = image_io.encode_png
 
 
 def _flat_hparams(hparams, prefix: str = "") -> dict[str, Any]:

@@ -35,6 +35,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from af_jax import image_io
 from data_builders import config as config_lib
 from data_builders import features
 
@@ -199,14 +200,7 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
   return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)[..., None]
 
 
-def encode_png(array: np.ndarray) -> bytes:
-  """PNG bytes of uint8 [H, W, 3] RGB or [H, W, 1] (what `tfds.features.Image` stores)."""
-  if array.shape[-1] == 3:
-    array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-  ok, encoded = cv2.imencode(".png", array)
-  if not ok:
-    raise ValueError(f"cannot encode an array of shape {array.shape} as PNG")
-  return encoded.tobytes()
+encode_png = image_io.encode_png
 
 
 def read_region_masks(regions_dir: str | pathlib.Path, file_name: str,

@@ -107,3 +107,18 @@ def copy_run(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
   """A private copy of a workdir, for tests that write into it or break it."""
   shutil.copytree(src, dst, ignore=shutil.ignore_patterns("metrics"))
   return dst
+
+
+def bottle_images_and_edges(bottle_dir, names, size: int = 32):
+  """Real bottle images at `size` px in [-1, 1] [N,S,S,3] and their Canny edges in {-1, 1}."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  images, edges = [], []
+  for name in names:
+    bgr = cv2.imread(str(bottle_dir / "train" / "good" / name))
+    small = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
+    edges.append(cv2.Canny(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), 50, 150) / 127.5 - 1.0)
+    images.append(small[..., ::-1] / 127.5 - 1.0)
+  return (jnp.asarray(np.stack(edges)[..., None], jnp.float32),
+          jnp.asarray(np.stack(images), jnp.float32))

@@ -11,6 +11,7 @@ from af_jax.models import flops
 from af_jax.models.discriminator import MultiscaleDiscriminator
 from af_jax.models.generator import Generator, fuse
 from af_jax.models.vgg import VGG19Features
+from conftest import bottle_images_and_edges
 
 TINY = dict(ngf=8, n_downsampling=2, n_blocks=2)
 
@@ -29,14 +30,7 @@ def _random_variables(model, *inputs, scale=0.02, seed=0):
 @pytest.fixture(scope="module")
 def bottle_batch(bottle_dir):
   """Two real bottle images at 32 px in [-1, 1] and their Canny edges in {-1, 1}."""
-  images, edges = [], []
-  for name in ("000.png", "001.png"):
-    bgr = cv2.imread(str(bottle_dir / "train" / "good" / name))
-    small = cv2.resize(bgr, (32, 32), interpolation=cv2.INTER_AREA)
-    edges.append(cv2.Canny(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), 50, 150) / 127.5 - 1.0)
-    images.append(small[..., ::-1] / 127.5 - 1.0)
-  return (jnp.asarray(np.stack(edges)[..., None], jnp.float32),
-          jnp.asarray(np.stack(images), jnp.float32))
+  return bottle_images_and_edges(bottle_dir, ("000.png", "001.png"))
 
 
 def test_paper_config_has_188717380_parameters_and_two_identical_decoders():

@@ -11,6 +11,7 @@ from af_jax import losses
 from af_jax.models.discriminator import MultiscaleDiscriminator
 from af_jax.models.generator import Generator
 from af_jax.models.vgg import VGG19Features
+from conftest import bottle_images_and_edges
 
 
 def _a(values, dtype=jnp.float32):
@@ -33,14 +34,7 @@ def _random_variables(model, *inputs, seed=0):
 @pytest.fixture(scope="module")
 def bottles(bottle_dir):
   """Three real bottle images at 32 px in [-1, 1], and their Canny edges in {-1, 1}."""
-  images, edges = [], []
-  for name in ("000.png", "050.png", "100.png"):
-    bgr = cv2.imread(str(bottle_dir / "train" / "good" / name))
-    small = cv2.resize(bgr, (32, 32), interpolation=cv2.INTER_AREA)
-    edges.append(cv2.Canny(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), 50, 150) / 127.5 - 1.0)
-    images.append(small[..., ::-1] / 127.5 - 1.0)
-  return (jnp.asarray(np.stack(edges)[..., None], jnp.float32),
-          jnp.asarray(np.stack(images), jnp.float32))
+  return bottle_images_and_edges(bottle_dir, ("000.png", "050.png", "100.png"))
 
 
 def test_lsgan_losses_on_hand_made_patch_scores():
