@@ -7,7 +7,8 @@
 Re-running a command on an existing workdir resumes from its latest complete checkpoint,
 with the data iterator where it was, so the run sees exactly the batches it would have seen.
 Multi-host: start one process per host with `--coordinator_address host:port
---num_processes N --process_id i` (or the environment JAX reads on TPU/SLURM).
+--num_processes N --process_id i`, or with `--distributed` alone where JAX finds them in the
+environment (Cloud TPU, SLURM, ...).
 
 The loop below reads top-down: setup, data, models, teacher, state, step, loop.
 """
@@ -190,7 +191,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       writer.write_scalars(step_done, last)
       history.clear()
       tick, tick_step = time.perf_counter(), step_done
-    if step_done % config.progress_every_steps == 0 or step_done == num_steps:
+    if jax.process_index() == 0 and (step_done % config.progress_every_steps == 0
+                                     or step_done == num_steps):
       progress.update(step_done, metrics, images_per_sec=last.get("images_per_sec", 0.0))
 
   for step in range(start + 1, num_steps + 1):
@@ -226,13 +228,14 @@ def main(argv: list[str]) -> int:
   flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
   flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
   flags.DEFINE_integer("process_id", None, "Multi-host: this process's id.")
+  flags.DEFINE_bool("distributed", False, "Multi-host with settings from the environment.")
   flags.mark_flags_as_required(["config", "workdir"])
 
   def run(_):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax/grain chatter; ours stays INFO.
     f = flags.FLAGS
-    if f.coordinator_address or f.num_processes:
+    if f.coordinator_address or f.num_processes or f.distributed:
       jax.distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
     final = train(f.config, f.workdir)
     print(f"done: {f.workdir} " + " ".join(f"{k}={v:.4g}" for k, v in sorted(final.items())))
