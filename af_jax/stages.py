@@ -114,30 +114,29 @@ def make_inputs_fn(config: ml_collections.ConfigDict, teacher: Teacher | None = 
   threshold = config.edge_threshold
   num_labels = config.max_regions + 1
 
-  def augmented(key, data, with_regions):
+  def sample(key, data):
     b, h, w, _ = data["image"].shape
-    t = augment.sample_transform(key, b, h, w, aug_config)
-    edges = binarize_edges(augment.apply_transform(t, data["edges"], kind="edges"), threshold)
-    image = augment.apply_transform(t, data["image"], kind="image")
-    regions = _transform_regions(t, data["regions"], num_labels) if with_regions else None
-    return edges, image, regions
+    return augment.sample_transform(key, b, h, w, aug_config)
+
+  def warp(transform, data):
+    """(edges, image) moved by one transform; edges re-binarized."""
+    edges = augment.apply_transform(transform, data["edges"], kind="edges")
+    return (binarize_edges(edges, threshold),
+            augment.apply_transform(transform, data["image"], kind="image"))
 
   def boot(key, data, teacher_params):
     del teacher_params
     k_a, k_b = jax.random.split(key)
-    b, h, w, _ = data["image"].shape
-    t_a = augment.sample_transform(k_a, b, h, w, aug_config)
-    t_b = augment.sample_transform(k_b, b, h, w, aug_config)
-    edges = binarize_edges(augment.apply_transform(t_a, data["edges"], kind="edges"), threshold)
-    return StageInputs(
-        edges=edges,
-        image=augment.apply_transform(t_b, data["image"], kind="image"),
-        target=augment.apply_transform(t_a, data["image"], kind="image"),
-        heatmap_target=jnp.zeros_like(edges), region_mask=jnp.zeros_like(edges))
+    edges, target = warp(sample(k_a, data), data)
+    reference = augment.apply_transform(sample(k_b, data), data["image"], kind="image")
+    return StageInputs(edges=edges, image=reference, target=target,
+                       heatmap_target=jnp.zeros_like(edges), region_mask=jnp.zeros_like(edges))
 
   def edited(key, data):
     k_aug, k_edit = jax.random.split(key)
-    edges, image, regions = augmented(k_aug, data, with_regions=True)
+    transform = sample(k_aug, data)
+    edges, image = warp(transform, data)
+    regions = _transform_regions(transform, data["regions"], num_labels)
     new_edges, region_mask, _ = manipulate.manipulate_edges(
         k_edit, edges, regions, config=manip_config)
     return edges, image, binarize_edges(new_edges, threshold), region_mask
@@ -155,8 +154,6 @@ def make_inputs_fn(config: ml_collections.ConfigDict, teacher: Teacher | None = 
                                    add_noise=True, rngs={"noise": k_noise})
     anomaly = jax.lax.stop_gradient(fake["output"])
     heatmap = jax.lax.stop_gradient(fake["heatmap"])
-    edge_input = (binarize_edges(edge_fn(anomaly), threshold)
-                  if config.blaze_reextract_edges else new_edges)
     if config.blaze_heatmap_target == "flare_in_region":
       heatmap = heatmap * region_mask
     elif config.blaze_heatmap_target == "region":
@@ -165,6 +162,8 @@ def make_inputs_fn(config: ml_collections.ConfigDict, teacher: Teacher | None = 
       anomaly = image * (1 - region_mask) + anomaly * region_mask
       change = jnp.mean(jnp.abs(anomaly - image), axis=-1, keepdims=True)
       heatmap = jnp.clip(change / config.blaze_change_scale, 0.0, 1.0)
+    edge_input = (binarize_edges(edge_fn(anomaly), threshold)
+                  if config.blaze_reextract_edges else new_edges)
     normal = jax.random.uniform(k_normal, (image.shape[0], 1, 1, 1)) < config.blaze_normal_fraction
     return StageInputs(
         edges=jnp.where(normal, edges, edge_input),
