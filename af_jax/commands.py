@@ -297,7 +297,8 @@ def localize(args) -> dict:
   if gt is not None:
     _check_metric_inputs(files, images)
   normal = read_images(find_images(args.calibrate)) if args.calibrate else None
-  detector = infer.Detector(args.workdir, **_stage_options(args))
+  detector = infer.Detector(args.workdir, smoothing_sigma=args.smoothing_sigma,
+                            **_stage_options(args))
   if normal is not None:
     detector.calibrate(normal, fpr=args.fpr)
   pixel_t = detector.threshold("pixel", args.pixel_threshold)
@@ -352,7 +353,8 @@ def evaluate(args) -> dict:
   categories = [c.strip() for c in args.categories.split(",") if c.strip()]
   if not categories:
     raise ValueError(f"--categories names no category: {args.categories!r}")
-  detector = infer.Detector(args.workdir, **_stage_options(args))
+  detector = infer.Detector(args.workdir, smoothing_sigma=args.smoothing_sigma,
+                            **_stage_options(args))
   per_category = {}
   for category in tqdm.tqdm(categories, desc="evaluate", unit="category"):
     per_category[category] = evaluate_category(detector, args.data_dir, args.dataset, category,
@@ -394,7 +396,10 @@ def _parser(command: str) -> argparse.ArgumentParser:
                    help="heatmap level of the binary masks (inside the edited region)")
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true", help="replace a previous output")
-  elif command == "localize":
+  if command in ("localize", "evaluate"):
+    p.add_argument("--smoothing_sigma", type=float, default=4.0,
+                   help="Gaussian blur of the heatmaps, in model pixels (0: raw heatmaps)")
+  if command == "localize":
     p.add_argument("--images", required=True, help="glob pattern or directory of images")
     p.add_argument("--out", required=True)
     p.add_argument("--ground_truth", help="MVTec-layout ground_truth folder: also compute metrics")

@@ -44,9 +44,9 @@ the mask falls back to the edited region itself.
 Thresholds without anomalous data: `Detector.calibrate(normal_images, fpr)` sets the pixel
 threshold to the (1 - fpr) quantile of all heatmap values of held-out normal images and the
 image threshold to the (1 - fpr) quantile of their image scores, and saves both, with the
-checkpoint step and edge method they were measured with, to `<workdir>/thresholds.json`.
-`threshold(kind, override)` returns the override when given, else the saved value, and
-refuses thresholds measured on another checkpoint step or edge method.
+checkpoint step, edge method and heatmap smoothing they were measured with, to
+`<workdir>/thresholds.json`. `threshold(kind, override)` returns the override when given, else
+the saved value, and refuses thresholds measured with another step, edge method or smoothing.
 """
 
 import dataclasses
@@ -71,6 +71,8 @@ from af_jax.metrics import localization
 
 THRESHOLDS_FILE = "thresholds.json"
 THRESHOLD_KINDS = ("pixel", "image")
+# What a calibrated threshold depends on; a detector differing in any of them recalibrates.
+_MEASURED_WITH = ("step", "edge_method", "smoothing_sigma")
 
 
 class LoadedStage(NamedTuple):
@@ -363,14 +365,19 @@ class LocalizationResult:
 class Detector(_Stage):
   """A trained BlazeDetector: images in, anomaly heatmaps, repaired images and scores out.
 
-  The image score is the maximum of the model-size heatmap after a Gaussian blur of
-  `smoothing_sigma` pixels, so a single noisy pixel does not make an image NG.
+  Heatmaps are the network's heatmap blurred by a Gaussian of `smoothing_sigma` pixels at the
+  model's size (the usual post-processing of anomaly maps: sigma 4, as PatchCore and PaDiM
+  report); it removes the pixel-scale speckle of the decoder, which otherwise ranks isolated
+  normal pixels above the body of a defect. 0 returns the raw heatmap. The image score is the
+  maximum of the (blurred) heatmap, so a single noisy pixel does not make an image NG.
   """
 
   stage = "blaze"
 
   def __init__(self, workdir, *, smoothing_sigma: float = 4.0, **kwargs):
     super().__init__(workdir, **kwargs)
+    if smoothing_sigma < 0:
+      raise ValueError(f"smoothing_sigma must be >= 0, got {smoothing_sigma}")
     self.smoothing_sigma = smoothing_sigma
     self._run = _localize_fn(self.generator, self.edge_threshold)
     self.thresholds = self._load_thresholds()
@@ -389,8 +396,10 @@ class Detector(_Stage):
                        self._device_batch(signed[start:stop]))
       heat.append(np.asarray(h, np.float32)[:stop - start])
       texture.append(np.asarray(t, np.float32)[:stop - start])
-    heat, texture = np.concatenate(heat), np.concatenate(texture)
-    scores = localization.image_scores_from_heatmaps(heat, self.smoothing_sigma)
+    heat = localization.smooth_heatmaps(np.concatenate(heat), self.smoothing_sigma
+                                        ).astype(np.float32)
+    texture = np.concatenate(texture)
+    scores = localization.image_scores_from_heatmaps(heat)
     heatmaps, repaired = [], []
     for (h, w), hm, tx in zip(shapes, heat, texture):
       tx = np.clip(np.rint((tx + 1) * 127.5), 0, 255).astype(np.uint8)
@@ -414,7 +423,7 @@ class Detector(_Stage):
     self.thresholds = dict(pixel=float(np.quantile(pixels, 1 - fpr)),
                            image=float(np.quantile(result.scores, 1 - fpr)),
                            fpr=fpr, num_images=len(result.scores), step=self.step,
-                           edge_method=self.edge_method)
+                           edge_method=self.edge_method, smoothing_sigma=self.smoothing_sigma)
     path = self.workdir / THRESHOLDS_FILE
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(self.thresholds, indent=2))
@@ -427,7 +436,7 @@ class Detector(_Stage):
       return None
     try:
       thresholds = json.loads(path.read_text())
-      missing = [k for k in (*THRESHOLD_KINDS, "step", "edge_method") if k not in thresholds]
+      missing = [k for k in (*THRESHOLD_KINDS, *_MEASURED_WITH) if k not in thresholds]
     except (json.JSONDecodeError, TypeError) as e:
       raise ValueError(f"{path} is not a thresholds file: {e}") from e
     if missing:
@@ -445,9 +454,11 @@ class Detector(_Stage):
       raise ValueError(f"no calibrated thresholds in {path}: run "
                        "Detector.calibrate(normal_images) (or `af-jax localize --calibrate DIR`) "
                        "or pass a threshold")
-    measured = (self.thresholds["step"], self.thresholds["edge_method"])
-    if measured != (self.step, self.edge_method):
+    measured = tuple(self.thresholds[k] for k in _MEASURED_WITH)
+    current = (self.step, self.edge_method, self.smoothing_sigma)
+    if measured != current:
       raise ValueError(f"thresholds in {path} were calibrated at step {measured[0]} with "
-                       f"{measured[1]} edges, this detector is step {self.step} with "
-                       f"{self.edge_method} edges: recalibrate or pass a threshold")
+                       f"{measured[1]} edges and smoothing sigma {measured[2]}, this detector "
+                       f"is step {current[0]} with {current[1]} edges and sigma {current[2]}: "
+                       "recalibrate or pass a threshold")
     return float(self.thresholds[kind])

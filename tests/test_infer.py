@@ -175,8 +175,12 @@ def test_localize_any_size_resizes_heatmaps_back(runs, detector):
     assert model_heat.shape == (s, s)
     np.testing.assert_allclose(heatmap, cv2.resize(model_heat, (w, h)), atol=1e-6)
   np.testing.assert_allclose(result.scores, at_model_size.scores)
-  np.testing.assert_allclose(result.scores, localization.image_scores_from_heatmaps(
-      np.stack(at_model_size.heatmaps), detector.smoothing_sigma))
+  np.testing.assert_allclose(result.scores, np.stack(at_model_size.heatmaps).max(axis=(1, 2)),
+                             rtol=1e-6)
+  raw = infer.Detector(detector.workdir, batch_size=4, smoothing_sigma=0).localize(images[:1])
+  np.testing.assert_allclose(at_model_size.heatmaps[0], localization.smooth_heatmaps(
+      raw.heatmaps[0][None], detector.smoothing_sigma)[0], atol=1e-6)
+  assert raw.heatmaps[0].std() > at_model_size.heatmaps[0].std()  # the blur removes speckle
   with pytest.raises(ValueError, match="got no images"):
     detector.localize([])
 
@@ -203,6 +207,8 @@ def test_calibrated_thresholds_are_saved_used_and_overridden(runs, tmp_path):
     other_edges = infer.Detector(workdir, edge_method="pidinet")
   with pytest.raises(ValueError, match="calibrated at step 2 with canny edges.*pidinet"):
     other_edges.threshold("pixel")
+  with pytest.raises(ValueError, match="smoothing sigma 4.0.*sigma 0"):
+    infer.Detector(workdir, batch_size=4, smoothing_sigma=0).threshold("image")
   with pytest.raises(ValueError, match="fpr must be in"):
     detector.calibrate(normal, fpr=0)
 

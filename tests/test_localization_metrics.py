@@ -169,6 +169,10 @@ def test_bad_inputs_raise_clear_errors():
     localization.pixel_auroc(np.full((2, 4, 4), np.nan), masks)
   with pytest.raises(ValueError, match="fpr_limit"):
     localization.aupro(scores, masks, fpr_limit=0)
+  with pytest.raises(ValueError, match="sigma must be >= 0"):
+    localization.smooth_heatmaps(scores, -1)
+  with pytest.raises(ValueError, match=r"\[N, H, W\], got \(4, 4\)"):
+    localization.image_scores_from_heatmaps(scores[0])
 
 
 def test_evaluation_summary():

@@ -86,28 +86,29 @@ def image_auroc(image_scores, labels) -> float:
   return _auroc(image_scores, labels != 0, "image_auroc")
 
 
+def smooth_heatmaps(heatmaps, sigma: float) -> np.ndarray:
+  """Gaussian blur of standard deviation `sigma` pixels over the spatial axes of [N, H, W]
+  heatmaps (reflected borders), in float64. 0 returns them unblurred."""
+  heatmaps = np.asarray(heatmaps, dtype=np.float64)
+  if heatmaps.ndim != 3:
+    raise ValueError(f"expected heatmaps of shape [N, H, W], got {heatmaps.shape}")
+  if sigma < 0:
+    raise ValueError(f"smoothing sigma must be >= 0, got {sigma}")
+  return ndimage.gaussian_filter(heatmaps, sigma=(0, sigma, sigma)) if sigma > 0 else heatmaps
+
+
 def image_scores_from_heatmaps(heatmaps, smoothing_sigma: float = 0.0) -> np.ndarray:
   """One anomaly score per image: the maximum of its heatmap.
 
   Args:
     heatmaps: float [N, H, W].
-    smoothing_sigma: standard deviation in pixels of a Gaussian blur applied to
-      each heatmap first (spatial axes only, reflected borders); 0 disables it.
-      Blurring makes the maximum less sensitive to single noisy pixels.
+    smoothing_sigma: `smooth_heatmaps` first with this sigma (0: no blur). Blurring makes
+      the maximum less sensitive to single noisy pixels.
 
   Returns:
     float64 [N] image scores.
   """
-  heatmaps = np.asarray(heatmaps, dtype=np.float64)
-  if heatmaps.ndim != 3:
-    raise ValueError(f"image_scores_from_heatmaps: expected heatmaps of shape [N, H, W], "
-                     f"got {heatmaps.shape}")
-  if smoothing_sigma < 0:
-    raise ValueError(f"image_scores_from_heatmaps: smoothing_sigma must be >= 0, got "
-                     f"{smoothing_sigma}")
-  if smoothing_sigma > 0:
-    heatmaps = ndimage.gaussian_filter(heatmaps, sigma=(0, smoothing_sigma, smoothing_sigma))
-  return heatmaps.max(axis=(1, 2))
+  return smooth_heatmaps(heatmaps, smoothing_sigma).max(axis=(1, 2))
 
 
 def _region_weights(masks: np.ndarray) -> tuple[np.ndarray, int]:
