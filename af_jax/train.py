@@ -193,7 +193,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       tick, tick_step = time.perf_counter(), step_done
     if jax.process_index() == 0 and (step_done % config.progress_every_steps == 0
                                      or step_done == num_steps):
-      progress.update(step_done, metrics, images_per_sec=last.get("images_per_sec", 0.0))
+      progress.update(step_done, metrics, images_per_sec=last.get("images_per_sec"))
 
   for step in range(start + 1, num_steps + 1):
     batch = input_pipeline.make_global_batch(next(data_iter), mesh, axis=sharding.DATA_AXES)
