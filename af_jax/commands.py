@@ -396,7 +396,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
                    help="heatmap level of the binary masks (inside the edited region)")
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true", help="replace a previous output")
-  if command in ("localize", "evaluate"):
+  else:
     p.add_argument("--smoothing_sigma", type=float, default=4.0,
                    help="Gaussian blur of the heatmaps, in model pixels (0: raw heatmaps)")
   if command == "localize":
@@ -409,7 +409,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("--pixel_threshold", type=float, help="override the calibrated pixel threshold")
     p.add_argument("--image_threshold", type=float, help="override the calibrated image threshold")
     p.add_argument("--overwrite", action="store_true", help="replace a previous output")
-  else:
+  elif command == "evaluate":
     p.add_argument("--dataset", required=True, help="prepared dataset name, e.g. mvtec_ad")
     p.add_argument("--categories", required=True, help="comma-separated categories")
     p.add_argument("--data_dir", required=True)

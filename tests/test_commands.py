@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from af_jax import cli, commands, edges, input_pipeline, manipulate
+from af_jax import cli, commands, edges, infer, input_pipeline, manipulate
 from conftest import copy_run
 
 
@@ -269,6 +269,16 @@ def test_evaluate_writes_json_and_markdown(runs, tmp_path, capsys):
   table = (tmp_path / "metrics.md").read_text().splitlines()
   assert table[0].startswith("| category | pixel_auroc (%) | aupro (%) | image_auroc (%)")
   assert [line.split(" | ")[0] for line in table[2:]] == [f"| {n}" for n in names[:2]] + ["| mean"]
+
+  code, err = _run("evaluate", "--workdir", root / "blaze", "--dataset", "synthetic",
+                   "--categories", names[0], "--data_dir", data_dir, "--smoothing_sigma", "0",
+                   "--out", tmp_path / "raw", capsys=capsys)
+  assert code == 0, err
+  raw = json.loads((tmp_path / "raw" / "metrics.json").read_text())["per_category"][names[0]]
+  unblurred = infer.Detector(root / "blaze", batch_size=4, smoothing_sigma=0)
+  assert raw == pytest.approx(commands.evaluate_category(unblurred, data_dir, "synthetic",
+                                                         names[0]))
+  assert raw["pixel_auroc"] != metrics["per_category"][names[0]]["pixel_auroc"]
 
   code, err = _run("evaluate", "--workdir", root / "blaze", "--dataset", "synthetic",
                    "--categories", "nowhere", "--data_dir", data_dir, "--out", tmp_path / "x",
