@@ -298,7 +298,7 @@ def localize(args) -> dict:
     _check_metric_inputs(files, images)
   normal = read_images(find_images(args.calibrate)) if args.calibrate else None
   detector = infer.Detector(args.workdir, smoothing_sigma=args.smoothing_sigma,
-                            **_stage_options(args))
+                            flip_tta=args.flip_tta, **_stage_options(args))
   if normal is not None:
     detector.calibrate(normal, fpr=args.fpr)
   pixel_t = detector.threshold("pixel", args.pixel_threshold)
@@ -354,7 +354,7 @@ def evaluate(args) -> dict:
   if not categories:
     raise ValueError(f"--categories names no category: {args.categories!r}")
   detector = infer.Detector(args.workdir, smoothing_sigma=args.smoothing_sigma,
-                            **_stage_options(args))
+                            flip_tta=args.flip_tta, **_stage_options(args))
   per_category = {}
   for category in tqdm.tqdm(categories, desc="evaluate", unit="category"):
     per_category[category] = evaluate_category(detector, args.data_dir, args.dataset, category,
@@ -399,6 +399,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
   else:
     p.add_argument("--smoothing_sigma", type=float, default=4.0,
                    help="Gaussian blur of the heatmaps, in model pixels (0: raw heatmaps)")
+    p.add_argument("--flip_tta", action=argparse.BooleanOptionalAction, default=True,
+                   help="average the heatmaps of the mirrored views the run was trained with")
   if command == "localize":
     p.add_argument("--images", required=True, help="glob pattern or directory of images")
     p.add_argument("--out", required=True)

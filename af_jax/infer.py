@@ -44,9 +44,9 @@ the mask falls back to the edited region itself.
 Thresholds without anomalous data: `Detector.calibrate(normal_images, fpr)` sets the pixel
 threshold to the (1 - fpr) quantile of all heatmap values of held-out normal images and the
 image threshold to the (1 - fpr) quantile of their image scores, and saves both, with the
-checkpoint step, edge method and heatmap smoothing they were measured with, to
-`<workdir>/thresholds.json`. `threshold(kind, override)` returns the override when given, else
-the saved value, and refuses thresholds measured with another step, edge method or smoothing.
+checkpoint step, edge method and heatmap post-processing (smoothing, flip averaging) they were
+measured with, to `<workdir>/thresholds.json`. `threshold(kind, override)` returns the override
+when given, else the saved value, and refuses thresholds measured with other settings.
 """
 
 import dataclasses
@@ -72,7 +72,7 @@ from af_jax.metrics import localization
 THRESHOLDS_FILE = "thresholds.json"
 THRESHOLD_KINDS = ("pixel", "image")
 # What a calibrated threshold depends on; a detector differing in any of them recalibrates.
-_MEASURED_WITH = ("step", "edge_method", "smoothing_sigma")
+_MEASURED_WITH = ("step", "edge_method", "smoothing_sigma", "flip_tta")
 
 
 class LoadedStage(NamedTuple):
@@ -178,6 +178,15 @@ def _resize_labels(labels, size: int) -> np.ndarray:
 def _batches(n: int, batch_size: int):
   for start in range(0, n, batch_size):
     yield start, min(start + batch_size, n)
+
+
+def flip(x: np.ndarray, left_right: bool, top_bottom: bool) -> np.ndarray:
+  """Mirrors a batch [N, H, W, ...] (its own inverse)."""
+  if left_right:
+    x = x[:, :, ::-1]
+  if top_bottom:
+    x = x[:, ::-1]
+  return np.ascontiguousarray(x)
 
 
 def _pad(x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -365,22 +374,52 @@ class LocalizationResult:
 class Detector(_Stage):
   """A trained BlazeDetector: images in, anomaly heatmaps, repaired images and scores out.
 
-  Heatmaps are the network's heatmap blurred by a Gaussian of `smoothing_sigma` pixels at the
-  model's size (the usual post-processing of anomaly maps: sigma 4, as PatchCore and PaDiM
-  report); it removes the pixel-scale speckle of the decoder, which otherwise ranks isolated
-  normal pixels above the body of a defect. 0 returns the raw heatmap. The image score is the
-  maximum of the (blurred) heatmap, so a single noisy pixel does not make an image NG.
+  Heatmaps are the network's heatmap, averaged over flipped views when `flip_tta` is on, then
+  blurred by a Gaussian of `smoothing_sigma` pixels at the model's size.
+
+  * Flip test-time augmentation: the image (with its edge map) is also run mirrored left-right,
+    top-bottom and both, as far as the run's training augmentation drew those flips (so every
+    view is one the network was trained on), and the heatmaps, mirrored back, are averaged.
+    Each view errs differently, so the average ranks defects above normal structure more
+    reliably (on the demo's synthetic test set: +0.03 to +0.04 pixel AUROC) for 4x the
+    network time. The repaired image comes from the unflipped view.
+  * Smoothing: the usual post-processing of anomaly maps (sigma 4, as PatchCore and PaDiM
+    report); it removes the pixel-scale speckle of the decoder, which otherwise ranks isolated
+    normal pixels above the body of a defect. 0 keeps the unblurred heatmap.
+
+  The image score is the maximum of the final heatmap, so a single noisy pixel does not make
+  an image NG. Calibrated thresholds record both settings (module docstring).
   """
 
   stage = "blaze"
 
-  def __init__(self, workdir, *, smoothing_sigma: float = 4.0, **kwargs):
+  def __init__(self, workdir, *, smoothing_sigma: float = 4.0, flip_tta: bool = True,
+               **kwargs):
     super().__init__(workdir, **kwargs)
     if smoothing_sigma < 0:
       raise ValueError(f"smoothing_sigma must be >= 0, got {smoothing_sigma}")
     self.smoothing_sigma = smoothing_sigma
+    self.flip_tta = bool(flip_tta)
     self._run = _localize_fn(self.generator, self.edge_threshold)
     self.thresholds = self._load_thresholds()
+
+  def views(self) -> list[tuple[bool, bool]]:
+    """(left-right, top-bottom) flips of the views averaged; (False, False) is the image."""
+    aug = self.config.augment
+    lr = [False, True] if self.flip_tta and aug.flip_lr_prob > 0 else [False]
+    ud = [False, True] if self.flip_tta and aug.flip_ud_prob > 0 else [False]
+    return [(a, b) for b in ud for a in lr]
+
+  def network_outputs(self, edge_maps: np.ndarray, signed: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """One view: (heatmaps [N, S, S], textures [N, S, S, 3] in [-1, 1]) of model-size inputs."""
+    heat, texture = [], []
+    for start, stop in _batches(len(signed), self.batch_size):
+      h, t = self._run(self.params, self._device_batch(edge_maps[start:stop]),
+                       self._device_batch(signed[start:stop]))
+      heat.append(np.asarray(h, np.float32)[:stop - start])
+      texture.append(np.asarray(t, np.float32)[:stop - start])
+    return np.concatenate(heat), np.concatenate(texture)
 
   def localize(self, images) -> LocalizationResult:
     """Heatmaps and repaired images at each image's own size, and image scores."""
@@ -390,15 +429,15 @@ class Detector(_Stage):
       raise ValueError("localize() got no images")
     edge_maps = self.edges(resized)[..., None]
     signed = resized.astype(np.float32) / 127.5 - 1.0
-    heat, texture = [], []
-    for start, stop in _batches(len(resized), self.batch_size):
-      h, t = self._run(self.params, self._device_batch(edge_maps[start:stop]),
-                       self._device_batch(signed[start:stop]))
-      heat.append(np.asarray(h, np.float32)[:stop - start])
-      texture.append(np.asarray(t, np.float32)[:stop - start])
-    heat = localization.smooth_heatmaps(np.concatenate(heat), self.smoothing_sigma
+    heat = 0.0
+    for lr, ud in self.views():
+      view_heat, view_texture = self.network_outputs(flip(edge_maps, lr, ud),
+                                                     flip(signed, lr, ud))
+      heat = heat + flip(view_heat, lr, ud)
+      if not (lr or ud):
+        texture = view_texture
+    heat = localization.smooth_heatmaps(heat / len(self.views()), self.smoothing_sigma
                                         ).astype(np.float32)
-    texture = np.concatenate(texture)
     scores = localization.image_scores_from_heatmaps(heat)
     heatmaps, repaired = [], []
     for (h, w), hm, tx in zip(shapes, heat, texture):
@@ -423,7 +462,8 @@ class Detector(_Stage):
     self.thresholds = dict(pixel=float(np.quantile(pixels, 1 - fpr)),
                            image=float(np.quantile(result.scores, 1 - fpr)),
                            fpr=fpr, num_images=len(result.scores), step=self.step,
-                           edge_method=self.edge_method, smoothing_sigma=self.smoothing_sigma)
+                           edge_method=self.edge_method, smoothing_sigma=self.smoothing_sigma,
+                           flip_tta=self.flip_tta)
     path = self.workdir / THRESHOLDS_FILE
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(self.thresholds, indent=2))
@@ -454,11 +494,12 @@ class Detector(_Stage):
       raise ValueError(f"no calibrated thresholds in {path}: run "
                        "Detector.calibrate(normal_images) (or `af-jax localize --calibrate DIR`) "
                        "or pass a threshold")
-    measured = tuple(self.thresholds[k] for k in _MEASURED_WITH)
-    current = (self.step, self.edge_method, self.smoothing_sigma)
+    measured = {k: self.thresholds[k] for k in _MEASURED_WITH}
+    current = dict(step=self.step, edge_method=self.edge_method,
+                   smoothing_sigma=self.smoothing_sigma, flip_tta=self.flip_tta)
     if measured != current:
-      raise ValueError(f"thresholds in {path} were calibrated at step {measured[0]} with "
-                       f"{measured[1]} edges and smoothing sigma {measured[2]}, this detector "
-                       f"is step {current[0]} with {current[1]} edges and sigma {current[2]}: "
-                       "recalibrate or pass a threshold")
+      differ = ", ".join(f"{k} {measured[k]!r} (now {current[k]!r})" for k in _MEASURED_WITH
+                         if measured[k] != current[k])
+      raise ValueError(f"thresholds in {path} were calibrated with {differ}: recalibrate or "
+                       "pass a threshold")
     return float(self.thresholds[kind])

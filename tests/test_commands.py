@@ -272,10 +272,10 @@ def test_evaluate_writes_json_and_markdown(runs, tmp_path, capsys):
 
   code, err = _run("evaluate", "--workdir", root / "blaze", "--dataset", "synthetic",
                    "--categories", names[0], "--data_dir", data_dir, "--smoothing_sigma", "0",
-                   "--out", tmp_path / "raw", capsys=capsys)
+                   "--no-flip_tta", "--out", tmp_path / "raw", capsys=capsys)
   assert code == 0, err
   raw = json.loads((tmp_path / "raw" / "metrics.json").read_text())["per_category"][names[0]]
-  unblurred = infer.Detector(root / "blaze", batch_size=4, smoothing_sigma=0)
+  unblurred = infer.Detector(root / "blaze", batch_size=4, smoothing_sigma=0, flip_tta=False)
   assert raw == pytest.approx(commands.evaluate_category(unblurred, data_dir, "synthetic",
                                                          names[0]))
   assert raw["pixel_auroc"] != metrics["per_category"][names[0]]["pixel_auroc"]

@@ -185,6 +185,24 @@ def test_localize_any_size_resizes_heatmaps_back(runs, detector):
     detector.localize([])
 
 
+def test_flip_tta_averages_the_mirrored_views(runs, detector):
+  _, data_dir, names = runs
+  images = infer.resize_images(split_images(data_dir, names[0], split="test")[:3], detector.size)
+  tta = infer.Detector(detector.workdir, batch_size=4, smoothing_sigma=0)
+  plain = infer.Detector(detector.workdir, batch_size=4, smoothing_sigma=0, flip_tta=False)
+  assert tta.views() == [(False, False), (True, False), (False, True), (True, True)]
+  assert plain.views() == [(False, False)]
+  edge_maps = plain.edges(images)[..., None]
+  signed = images.astype(np.float32) / 127.5 - 1
+  views = [infer.flip(plain.network_outputs(infer.flip(edge_maps, lr, ud),
+                                            infer.flip(signed, lr, ud))[0], lr, ud)
+           for lr, ud in tta.views()]
+  averaged = np.stack(tta.localize(images).heatmaps)
+  np.testing.assert_allclose(averaged, np.mean(views, axis=0), atol=1e-6)
+  np.testing.assert_allclose(np.stack(plain.localize(images).heatmaps), views[0], atol=1e-6)
+  assert np.abs(averaged - views[0]).max() > 1e-3  # the mirrored views do change the result
+
+
 def test_calibrated_thresholds_are_saved_used_and_overridden(runs, tmp_path):
   root, data_dir, names = runs
   workdir = copy_run(root / "blaze", tmp_path / "blaze")
@@ -205,9 +223,9 @@ def test_calibrated_thresholds_are_saved_used_and_overridden(runs, tmp_path):
   assert reloaded.threshold("pixel", override=0.7) == 0.7
   with pytest.warns(UserWarning):
     other_edges = infer.Detector(workdir, edge_method="pidinet")
-  with pytest.raises(ValueError, match="calibrated at step 2 with canny edges.*pidinet"):
+  with pytest.raises(ValueError, match=r"calibrated with edge_method 'canny' \(now 'pidinet'\)"):
     other_edges.threshold("pixel")
-  with pytest.raises(ValueError, match="smoothing sigma 4.0.*sigma 0"):
+  with pytest.raises(ValueError, match=r"smoothing_sigma 4.0 \(now 0\)"):
     infer.Detector(workdir, batch_size=4, smoothing_sigma=0).threshold("image")
   with pytest.raises(ValueError, match="fpr must be in"):
     detector.calibrate(normal, fpr=0)
