@@ -16,8 +16,9 @@ Same code and losses as the paper configs, scaled to a few CPU minutes. What dif
   (pix2pix and pix2pixHD themselves train at batch 1).
 * An L1 image term stands in for the VGG loss (no VGG weights can be downloaded at run time).
 * Blaze learns the measured change inside the edited region (`blaze_heatmap_target =
-  'change_in_region'`) instead of Flare's own heatmap: after a few hundred steps that heatmap
-  still covers the whole object, and a detector trained on it marks the object, not the defect.
+  'change_in_region'`) instead of Flare's own heatmap: after the demo's 800 Flare steps that
+  heatmap still covers the whole object, and a detector trained on it marks the object, not
+  the defect.
 """
 
 from configs import common
