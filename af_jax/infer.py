@@ -381,7 +381,7 @@ class Detector(_Stage):
     top-bottom and both, as far as the run's training augmentation drew those flips (so every
     view is one the network was trained on), and the heatmaps, mirrored back, are averaged.
     Each view errs differently, so the average ranks defects above normal structure more
-    reliably (on the demo's synthetic test set: +0.03 to +0.04 pixel AUROC) for 4x the
+    reliably (on the demo's synthetic test set: +0.025 to +0.04 pixel AUROC) for 4x the
     network time. The repaired image comes from the unflipped view.
   * Smoothing: the usual post-processing of anomaly maps (sigma 4, as PatchCore and PaDiM
     report); it removes the pixel-scale speckle of the decoder, which otherwise ranks isolated
