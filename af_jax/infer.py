@@ -429,14 +429,14 @@ class Detector(_Stage):
       raise ValueError("localize() got no images")
     edge_maps = self.edges(resized)[..., None]
     signed = resized.astype(np.float32) / 127.5 - 1.0
-    heat = 0.0
-    for lr, ud in self.views():
+    views, heat = self.views(), 0.0
+    for lr, ud in views:
       view_heat, view_texture = self.network_outputs(flip(edge_maps, lr, ud),
                                                      flip(signed, lr, ud))
       heat = heat + flip(view_heat, lr, ud)
       if not (lr or ud):
         texture = view_texture
-    heat = localization.smooth_heatmaps(heat / len(self.views()), self.smoothing_sigma
+    heat = localization.smooth_heatmaps(heat / len(views), self.smoothing_sigma
                                         ).astype(np.float32)
     scores = localization.image_scores_from_heatmaps(heat)
     heatmaps, repaired = [], []
