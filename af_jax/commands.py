@@ -48,14 +48,14 @@ import cv2
 import numpy as np
 import tqdm
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from af_jax import pixels
+
 GENERATE_DIRS = ("images", "masks", "heatmaps", "edges")
 LOCALIZE_DIRS = ("heatmaps", "masks", "overlays")
 SCORES_CSV, SUMMARY_JSON = "scores.csv", "summary.json"
 MANIFEST = "manifest.jsonl"
 GROUP_SIZE = 16
-# `af_jax.edges.EDGE_METHODS` and auto, spelled out so that `--help` does not import JAX.
-EDGE_CHOICES = ("auto", "pidinet", "canny")
+EDGE_CHOICES = ("auto", *pixels.EDGE_METHODS)
 
 
 # ------------------------------------------------------------------ reading
@@ -63,21 +63,14 @@ def find_images(pattern: str) -> list[pathlib.Path]:
   """Image files matching a glob pattern or inside a directory; error when there are none."""
   path = pathlib.Path(pattern)
   if path.is_dir():
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in pixels.IMAGE_SUFFIXES)
   else:
     files = sorted(pathlib.Path(p) for p in glob.glob(pattern, recursive=True)
-                   if pathlib.Path(p).suffix.lower() in IMAGE_SUFFIXES)
+                   if pathlib.Path(p).suffix.lower() in pixels.IMAGE_SUFFIXES)
   if not files:
-    raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) match {pattern!r}")
+    raise FileNotFoundError(
+        f"no image files ({', '.join(pixels.IMAGE_SUFFIXES)}) match {pattern!r}")
   return files
-
-
-def read_image(path) -> np.ndarray:
-  """uint8 RGB [H, W, 3]; grayscale is converted; unreadable files raise naming the file."""
-  data = cv2.imread(str(path), cv2.IMREAD_COLOR)
-  if data is None:
-    raise ValueError(f"cannot read image {path} (missing, corrupt or not an image)")
-  return cv2.cvtColor(data, cv2.COLOR_BGR2RGB)
 
 
 def read_images(files) -> list[np.ndarray]:
@@ -85,7 +78,7 @@ def read_images(files) -> list[np.ndarray]:
   images, bad = [], []
   for f in files:
     try:
-      images.append(read_image(f))
+      images.append(pixels.read_rgb(f))
     except ValueError:
       bad.append(str(f))
   if bad:
@@ -110,14 +103,16 @@ def ground_truth_masks(files, images, gt_dir) -> list[np.ndarray]:
       masks.append(np.zeros(image.shape[:2], bool))
       continue
     path = pathlib.Path(gt_dir) / f.parent.name / f"{f.stem}_mask.png"
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
-    if mask is None:
+    try:
+      mask = pixels.read_mask(path)
+    except ValueError:
       problems.append(f"{path} (missing or unreadable, for {f})")
-    elif mask.shape != image.shape[:2]:
+      continue
+    if mask.shape != image.shape[:2]:
       problems.append(f"{path} is {mask.shape[1]}x{mask.shape[0]} but {f} is "
                       f"{image.shape[1]}x{image.shape[0]}")
     else:
-      masks.append(mask > 0)
+      masks.append(mask)
   if problems:
     raise ValueError(f"ground truth in {gt_dir} does not match the images: "
                      + _listing(problems))
@@ -186,7 +181,7 @@ def _prepare_output(root: pathlib.Path, dir_names, file_names,
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
   """The image blended with a JET colour map of the [0, 1] heatmap."""
-  colour = cv2.applyColorMap((np.clip(heatmap, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+  colour = cv2.applyColorMap(pixels.unit_to_uint8(heatmap), cv2.COLORMAP_JET)
   colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
   return (image * (1 - alpha) + colour * alpha).astype(np.uint8)
 
@@ -246,7 +241,7 @@ def generate(args) -> pathlib.Path:
         write_all([(write_png, files["image"], result.images[j]),
                    (write_png, files["mask"], result.masks[j].astype(np.uint8) * 255),
                    (write_npy, files["heatmap"], result.heatmaps[j]),
-                   (write_png, files["edges"], (result.edges[j] * 255).astype(np.uint8))])
+                   (write_png, files["edges"], pixels.unit_to_uint8(result.edges[j]))])
         source = start + int(result.source[j])
         record = {k: str(p.relative_to(root)) for k, p in files.items()}
         record.update(source=names[source], source_index=source, seed=args.seed,

@@ -23,7 +23,7 @@ import time
 import cv2
 import numpy as np
 
-from af_jax import image_io
+from af_jax import pixels
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,11 @@ def _stage_done(workdir: pathlib.Path, num_steps: int) -> bool:
 
 
 def _png_data_uri(image: np.ndarray) -> str:
-  return "data:image/png;base64," + base64.b64encode(image_io.encode_png(image)).decode()
+  return "data:image/png;base64," + base64.b64encode(pixels.encode_png(image)).decode()
 
 
 def _gray(x) -> np.ndarray:
-  x = (np.clip(np.asarray(x, np.float32), 0, 1) * 255).astype(np.uint8)
-  return np.repeat(x[..., None], 3, -1)
+  return np.repeat(pixels.unit_to_uint8(x)[..., None], 3, -1)
 
 
 def _grid(rows: list[list[np.ndarray]], scale: int = 2) -> np.ndarray:

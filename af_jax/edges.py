@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from af_jax import pixels
 from af_jax.models import pidinet
 
-EDGE_METHODS = ("pidinet", "canny")
 PIDINET_MIN_SIZE = 128  # Shorter image side PiDiNet works at (see the module docstring).
 
 
@@ -72,7 +72,7 @@ def _signed_images_to_edges(model: pidinet.PiDiNet, params: dict, images: jax.Ar
 
 @jax.jit
 def _uint8_batch_to_edges(edge_fn: Callable, images: jax.Array) -> jax.Array:
-  return edge_fn(images.astype(jnp.float32) / 127.5 - 1)[..., 0]
+  return edge_fn(pixels.uint8_to_signed(images))[..., 0]
 
 
 def pidinet_edges(images: np.ndarray, checkpoint: str | pathlib.Path | None = None,
@@ -110,7 +110,8 @@ def canny_edges(images: np.ndarray, low: float = 100, high: float = 200) -> np.n
   images = _check_rgb_batch(images)
   edges = np.zeros(images.shape[:3], np.float32)
   for index, image in enumerate(images):
-    edges[index] = cv2.Canny(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), low, high) / 255
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    edges[index] = pixels.uint8_to_unit(cv2.Canny(gray, low, high))
   return edges
 
 
@@ -123,7 +124,7 @@ def compute_edges(images: np.ndarray, method: str = "pidinet") -> np.ndarray:
     return pidinet_edges(images)
   if method == "canny":
     return canny_edges(images)
-  raise ValueError(f"unknown edge method {method!r}; expected one of {EDGE_METHODS}")
+  raise ValueError(f"unknown edge method {method!r}; expected one of {pixels.EDGE_METHODS}")
 
 
 def _check_rgb_batch(images: np.ndarray) -> np.ndarray:

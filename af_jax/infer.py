@@ -19,9 +19,9 @@ compile serves every call. Without `mesh` it runs on the default device; with a 
 like in training (replicated, or split over `fsdp`); `batch_size` must be a multiple of the
 mesh size.
 
-Sizes. Images of any size are resized to the model's training size (area interpolation when
-shrinking, bilinear when enlarging); the detector resizes heatmaps and repaired images back to
-each image's own size (bilinear).
+Sizes. Images of any size are resized to the model's training size by the rule the dataset
+builders applied to its training data (`af_jax.pixels.resize_image`); the detector resizes
+heatmaps and repaired images back to each image's own size (bilinear).
 
 Edges. The networks were trained on edge maps of one extractor and must see the same one. By
 default (`edge_method=None`) it is the one the run's training data was prepared with, read from
@@ -56,7 +56,6 @@ import pathlib
 from typing import Any, NamedTuple
 import warnings
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,10 +63,11 @@ import numpy as np
 from af_jax import checkpoint
 from af_jax import edges as edges_lib
 from af_jax import manipulate
+from af_jax import pixels
 from af_jax import regions as regions_lib
 from af_jax import sharding
-from af_jax import stages
 from af_jax.metrics import localization
+from af_jax.models import build
 
 THRESHOLDS_FILE = "thresholds.json"
 THRESHOLD_KINDS = ("pixel", "image")
@@ -88,10 +88,8 @@ def load_stage(workdir, stage: str, step: int = -1, dtype=None) -> LoadedStage:
   if config.stage != stage:
     raise checkpoint.CheckpointError(
         f"{workdir} holds a {config.stage!r} run, expected a {stage!r} run")
-  generator = stages.make_generator(config.model, dtype=jnp.dtype(dtype) if dtype else None)
-  size = config.data.image_size
-  abstract = jax.eval_shape(generator.init, jax.random.PRNGKey(0),
-                            jnp.zeros((1, size, size, 1)), jnp.zeros((1, size, size, 3)))
+  generator = build.generator(config.model, dtype=dtype)
+  abstract = build.abstract_generator_params(generator, config.data.image_size)
   try:
     stored, step = checkpoint.restore_generator(workdir, step=step)
   except checkpoint.CheckpointError as e:
@@ -137,27 +135,9 @@ def training_edge_method(config) -> str | None:
   methods = set()
   for source in config.data.sources:
     for name in source["categories"]:
-      named = set(str(name).split("-")[1:]) & set(edges_lib.EDGE_METHODS)
+      named = set(str(name).split("-")[1:]) & set(pixels.EDGE_METHODS)
       methods |= named or {"pidinet"}
   return methods.pop() if len(methods) == 1 else None
-
-
-def resize_images(images, size: int) -> np.ndarray:
-  """uint8 images (a list of any sizes, or an array) -> uint8 [N, size, size, 3]."""
-  out = []
-  for i, image in enumerate(images):
-    image = np.asarray(image)
-    if image.ndim == 2:
-      image = np.repeat(image[..., None], 3, -1)
-    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-      raise ValueError(f"image {i}: expected uint8 [H, W, 3] (or [H, W]), got "
-                       f"{image.dtype} {image.shape}")
-    if image.shape[:2] != (size, size):
-      shrink = image.shape[0] * image.shape[1] > size * size
-      image = cv2.resize(image, (size, size),
-                         interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    out.append(image)
-  return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 
 def _resize_labels(labels, size: int) -> np.ndarray:
@@ -170,7 +150,7 @@ def _resize_labels(labels, size: int) -> np.ndarray:
       raise ValueError(f"regions {i}: expected an integer label map [H, W], got "
                        f"{label.dtype} {label.shape}")
     if label.shape != (size, size):
-      label = cv2.resize(label.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+      label = pixels.resize_labels(label.astype(np.uint8), size)
     out.append(label.astype(np.int32))
   return np.stack(out)
 
@@ -219,11 +199,11 @@ class _Stage:
     if requested is None:
       if trained is None:
         raise ValueError(f"the run in {self.workdir} was trained on data prepared with both "
-                         f"edge methods; choose one of {edges_lib.EDGE_METHODS} explicitly")
+                         f"edge methods; choose one of {pixels.EDGE_METHODS} explicitly")
       return trained
-    if requested not in edges_lib.EDGE_METHODS:
+    if requested not in pixels.EDGE_METHODS:
       raise ValueError(f"unknown edge method {requested!r}; expected one of "
-                       f"{edges_lib.EDGE_METHODS}")
+                       f"{pixels.EDGE_METHODS}")
     if trained is not None and requested != trained:
       warnings.warn(f"edge method {requested!r} differs from the {trained!r} edges the run in "
                     f"{self.workdir} was trained on; results will suffer", stacklevel=3)
@@ -243,7 +223,7 @@ class _Stage:
 @functools.lru_cache(maxsize=8)
 def _generate_fn(generator, manipulate_config, edge_threshold):
   """jit(vmap) of one anomaly from its own key: edit the edges in a region, then render."""
-  binarize = lambda e: stages.binarize_edges(e, edge_threshold)
+  binarize = lambda e: pixels.binarize_edges(e, edge_threshold)
 
   def one(params, key, edges, image, regions, donor):
     k_edit, k_noise = jax.random.split(key)
@@ -251,7 +231,7 @@ def _generate_fn(generator, manipulate_config, edge_threshold):
         k_edit, binarize(edges)[None], regions[None], binarize(donor)[None],
         config=manipulate_config)
     new_edges = binarize(new_edges)
-    out = generator.apply(params, stages.to_signed(new_edges), image[None],
+    out = generator.apply(params, pixels.unit_to_signed(new_edges), image[None],
                           add_noise=True, rngs={"noise": k_noise})
     return (out["output"][0], out["heatmap"][0, ..., 0], new_edges[0, ..., 0],
             region_mask[0, ..., 0], info["region_kind"][0], info["edit_op"][0])
@@ -260,11 +240,10 @@ def _generate_fn(generator, manipulate_config, edge_threshold):
 
 
 @functools.lru_cache(maxsize=8)
-def _localize_fn(generator, edge_threshold):
-  """jit of (params, edges, image) -> (heatmap [B, S, S], repaired texture [B, S, S, 3])."""
+def _localize_fn(generator):
+  """jit of (params, binary edges, image) -> (heatmap [B, S, S], repaired texture [B, S, S, 3])."""
   def run(params, edges, image):
-    out = generator.apply(params, stages.to_signed(
-        stages.binarize_edges(edges, edge_threshold)), image)
+    out = generator.apply(params, pixels.unit_to_signed(edges), image)
     return out["heatmap"][..., 0], out["texture"]
 
   return jax.jit(run)
@@ -314,7 +293,7 @@ class Generator(_Stage):
       mask_threshold: heatmap level of the binary masks.
       max_regions: most candidate regions proposed per image (default: the run's).
     """
-    images = resize_images(images, self.size)
+    images = pixels.resize_images(images, self.size)
     n = len(images)
     if n == 0:
       raise ValueError("generate() got no images")
@@ -330,7 +309,7 @@ class Generator(_Stage):
       raise ValueError(f"got {len(regions)} region maps for {n} images")
     regions = _resize_labels(regions, self.size)[..., None]
     edge_maps = self.edges(images)[..., None]
-    signed = images.astype(np.float32) / 127.5 - 1.0
+    signed = pixels.uint8_to_signed(images)
 
     source = np.repeat(np.arange(n), n_variants)
     variant = np.tile(np.arange(n_variants), n)
@@ -357,7 +336,7 @@ class Generator(_Stage):
     empty = ~masks.any(axis=(1, 2))
     masks[empty] = region_mask[empty]
     return GenerationResult(
-        images=np.clip(np.rint((fake + 1) * 127.5), 0, 255).astype(np.uint8),
+        images=pixels.signed_to_uint8(fake),
         heatmaps=heat, masks=masks, edges=new_edges.astype(np.float32),
         region_masks=region_mask, source=source, variant=variant, donor=donor,
         region_kind=[manipulate.REGION_KINDS[i] for i in kind],
@@ -400,7 +379,7 @@ class Detector(_Stage):
       raise ValueError(f"smoothing_sigma must be >= 0, got {smoothing_sigma}")
     self.smoothing_sigma = smoothing_sigma
     self.flip_tta = bool(flip_tta)
-    self._run = _localize_fn(self.generator, self.edge_threshold)
+    self._run = _localize_fn(self.generator)
     self.thresholds = self._load_thresholds()
 
   def views(self) -> list[tuple[bool, bool]]:
@@ -410,9 +389,16 @@ class Detector(_Stage):
     ud = [False, True] if self.flip_tta and aug.flip_ud_prob > 0 else [False]
     return [(a, b) for b in ud for a in lr]
 
+  def network_inputs(self, images) -> tuple[np.ndarray, np.ndarray]:
+    """What the network sees of uint8 images of any size: (edges [N, S, S, 1] binarised to
+    {0, 1}, images [N, S, S, 3] in [-1, 1]), as training decodes its prepared batches."""
+    resized = pixels.resize_images(images, self.size)
+    edge_maps = pixels.binarize_edges(self.edges(resized)[..., None], self.edge_threshold)
+    return edge_maps, pixels.uint8_to_signed(resized)
+
   def network_outputs(self, edge_maps: np.ndarray, signed: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """One view: (heatmaps [N, S, S], textures [N, S, S, 3] in [-1, 1]) of model-size inputs."""
+    """One view: (heatmaps [N, S, S], textures [N, S, S, 3] in [-1, 1]) of `network_inputs`."""
     heat, texture = [], []
     for start, stop in _batches(len(signed), self.batch_size):
       h, t = self._run(self.params, self._device_batch(edge_maps[start:stop]),
@@ -424,11 +410,9 @@ class Detector(_Stage):
   def localize(self, images) -> LocalizationResult:
     """Heatmaps and repaired images at each image's own size, and image scores."""
     shapes = [np.asarray(im).shape[:2] for im in images]
-    resized = resize_images(images, self.size)
-    if len(resized) == 0:
+    if not shapes:
       raise ValueError("localize() got no images")
-    edge_maps = self.edges(resized)[..., None]
-    signed = resized.astype(np.float32) / 127.5 - 1.0
+    edge_maps, signed = self.network_inputs(images)
     views, heat = self.views(), 0.0
     for lr, ud in views:
       view_heat, view_texture = self.network_outputs(flip(edge_maps, lr, ud),
@@ -440,13 +424,9 @@ class Detector(_Stage):
                                         ).astype(np.float32)
     scores = localization.image_scores_from_heatmaps(heat)
     heatmaps, repaired = [], []
-    for (h, w), hm, tx in zip(shapes, heat, texture):
-      tx = np.clip(np.rint((tx + 1) * 127.5), 0, 255).astype(np.uint8)
-      if (h, w) != (self.size, self.size):
-        hm = cv2.resize(hm, (w, h), interpolation=cv2.INTER_LINEAR)
-        tx = cv2.resize(tx, (w, h), interpolation=cv2.INTER_LINEAR)
-      heatmaps.append(hm)
-      repaired.append(tx)
+    for shape, hm, tx in zip(shapes, heat, texture):
+      heatmaps.append(pixels.resize_back(hm, shape))
+      repaired.append(pixels.resize_back(pixels.signed_to_uint8(tx), shape))
     return LocalizationResult(heatmaps=heatmaps, repaired=repaired, scores=np.asarray(scores))
 
   # -------------------------------------------------------------- thresholds

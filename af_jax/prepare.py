@@ -23,12 +23,12 @@ import sys
 import tensorflow_datasets as tfds
 import tqdm
 
+from af_jax import pixels
 from data_builders import common
 from data_builders import config as config_lib
 from data_builders import features
 
 DATASETS = ("mvtec_ad", "visa", "mvtec_loco", "madsim", "real_iad", "synthetic")
-EDGE_METHODS = ("pidinet", "canny")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--size", type=int,
                       help=f"side of the stored square images (default: {features.DEFAULT_SIZE}; "
                            "128 for synthetic)")
-  parser.add_argument("--edges", choices=EDGE_METHODS,
+  parser.add_argument("--edges", choices=pixels.EDGE_METHODS,
                       help="edge extractor (default: pidinet)")
   parser.add_argument("--regions_dir", type=pathlib.Path,
                       help="precomputed segmentation masks to use as candidate regions")

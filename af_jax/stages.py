@@ -28,43 +28,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from af_jax import augment, manipulate
-from af_jax.models.discriminator import MultiscaleDiscriminator
+from af_jax import augment, manipulate, pixels
 from af_jax.models.generator import Generator
 
-
-def compute_dtype(model_config) -> jnp.dtype:
-  return jnp.dtype(model_config.compute_dtype)
-
-
-def make_generator(model_config, dtype=None) -> Generator:
-  return Generator(ngf=model_config.ngf, n_downsampling=model_config.n_downsampling,
-                   n_blocks=model_config.n_blocks,
-                   feature_noise_std=model_config.feature_noise_std,
-                   dtype=dtype or compute_dtype(model_config))
-
-
-def make_discriminator(model_config) -> MultiscaleDiscriminator:
-  return MultiscaleDiscriminator(ndf=model_config.ndf, n_layers=model_config.n_layers_d,
-                                 num_scales=model_config.num_d,
-                                 dtype=compute_dtype(model_config))
-
-
-def binarize_edges(edges, threshold):
-  """Edge probabilities -> {0, 1} at `threshold` (None keeps them soft)."""
-  return edges if threshold is None else (edges >= threshold).astype(edges.dtype)
-
-
-def to_signed(x):
-  """[0, 1] -> [-1, 1], the range every network input lives in."""
-  return x * 2.0 - 1.0
-
-
 def decode_batch(batch, edge_threshold):
-  """uint8 batch from the input pipeline -> float arrays on device."""
+  """uint8 batch from the input pipeline -> float arrays on device (`af_jax.pixels` ranges)."""
   return dict(
-      image=batch["image"].astype(jnp.float32) / 127.5 - 1.0,
-      edges=binarize_edges(batch["edges"].astype(jnp.float32) / 255.0, edge_threshold),
+      image=pixels.uint8_to_signed(batch["image"]),
+      edges=pixels.binarize_edges(pixels.uint8_to_unit(batch["edges"]), edge_threshold),
       regions=batch["regions"].astype(jnp.int32),
   )
 
@@ -121,7 +92,7 @@ def make_inputs_fn(config: ml_collections.ConfigDict, teacher: Teacher | None = 
   def warp(transform, data):
     """(edges, image) moved by one transform; edges re-binarized."""
     edges = augment.apply_transform(transform, data["edges"], kind="edges")
-    return (binarize_edges(edges, threshold),
+    return (pixels.binarize_edges(edges, threshold),
             augment.apply_transform(transform, data["image"], kind="image"))
 
   def boot(key, data, teacher_params):
@@ -139,18 +110,18 @@ def make_inputs_fn(config: ml_collections.ConfigDict, teacher: Teacher | None = 
     regions = _transform_regions(transform, data["regions"], num_labels)
     new_edges, region_mask, _ = manipulate.manipulate_edges(
         k_edit, edges, regions, config=manip_config)
-    return edges, image, binarize_edges(new_edges, threshold), region_mask
+    return edges, image, pixels.binarize_edges(new_edges, threshold), region_mask
 
   def flare(key, data, teacher_params):
     _, image, new_edges, region_mask = edited(key, data)
-    target = teacher.generator.apply(teacher_params, to_signed(new_edges), image)["output"]
+    target = teacher.generator.apply(teacher_params, pixels.unit_to_signed(new_edges), image)["output"]
     return StageInputs(edges=new_edges, image=image, target=jax.lax.stop_gradient(target),
                        heatmap_target=region_mask, region_mask=region_mask)
 
   def blaze(key, data, teacher_params):
     k_edit, k_noise, k_normal = jax.random.split(key, 3)
     edges, image, new_edges, region_mask = edited(k_edit, data)
-    fake = teacher.generator.apply(teacher_params, to_signed(new_edges), image,
+    fake = teacher.generator.apply(teacher_params, pixels.unit_to_signed(new_edges), image,
                                    add_noise=True, rngs={"noise": k_noise})
     anomaly = jax.lax.stop_gradient(fake["output"])
     heatmap = jax.lax.stop_gradient(fake["heatmap"])
@@ -162,7 +133,7 @@ def make_inputs_fn(config: ml_collections.ConfigDict, teacher: Teacher | None = 
       anomaly = image * (1 - region_mask) + anomaly * region_mask
       change = jnp.mean(jnp.abs(anomaly - image), axis=-1, keepdims=True)
       heatmap = jnp.clip(change / config.blaze_change_scale, 0.0, 1.0)
-    edge_input = (binarize_edges(edge_fn(anomaly), threshold)
+    edge_input = (pixels.binarize_edges(edge_fn(anomaly), threshold)
                   if config.blaze_reextract_edges else new_edges)
     normal = jax.random.uniform(k_normal, (image.shape[0], 1, 1, 1)) < config.blaze_normal_fraction
     return StageInputs(

@@ -20,16 +20,17 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 from jax.experimental import multihost_utils
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from af_jax import checkpoint
 from af_jax import input_pipeline
+from af_jax import pixels
 from af_jax import sharding
 from af_jax import stages
 from af_jax import train_step as step_lib
 from af_jax import writers
+from af_jax.models import build
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,9 @@ def load_teacher(config, mesh):
     raise checkpoint.CheckpointError(
         f"{config.teacher_workdir} holds a {teacher_config.stage!r} run; the {config.stage} stage "
         f"learns from a {expected!r} run")
-  generator = stages.make_generator(teacher_config.model, dtype=stages.compute_dtype(config.model))
-  size = config.data.image_size
-  abstract = jax.eval_shape(generator.init, jax.random.PRNGKey(0),
-                            jnp.zeros((1, size, size, 1)), jnp.zeros((1, size, size, 3)))
-  abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
-      abstract)
+  generator = build.generator(teacher_config.model, dtype=build.compute_dtype(config.model))
+  abstract = build.abstract_generator_params(generator, config.data.image_size,
+                                             sharding.replicated(mesh))
   params, step = checkpoint.restore_generator(config.teacher_workdir, abstract,
                                               config.teacher_step)
   log.info("teacher: %s run %s at step %d", expected, config.teacher_workdir, step)
@@ -95,14 +92,14 @@ class StageProgram(NamedTuple):
 
 def build_program(config, mesh, num_steps: int, teacher=None) -> StageProgram:
   """Networks, optimizer, stage inputs and the jitted init/step/preview of `config.stage`."""
-  generator = stages.make_generator(config.model)
-  discriminator = stages.make_discriminator(config.model)
+  generator = build.generator(config.model)
+  discriminator = build.discriminator(config.model)
   schedule = step_lib.learning_rate_schedule(config.optim, num_steps)
   tx = step_lib.make_optimizer(config.optim, schedule)
   edge_fn = None
   if config.stage == "blaze" and config.blaze_reextract_edges:
     from af_jax import edges  # pylint: disable=g-import-not-at-top
-    edge_fn = edges.make_edge_fn(dtype=stages.compute_dtype(config.model))
+    edge_fn = edges.make_edge_fn(dtype=build.compute_dtype(config.model))
   inputs_fn = stages.make_inputs_fn(config, teacher, edge_fn)
 
   init_fn = lambda key: step_lib.init_state(key, config, generator, discriminator, tx)
@@ -124,12 +121,11 @@ def image_grid(images: dict, max_rows: int = 4) -> np.ndarray:
   """Columns edges | reference | target | output | heatmap | region mask, one row per example."""
   def rgb(x):
     x = np.asarray(x[:max_rows], np.float32)
-    x = (x + 1) / 2 if x.shape[-1] == 3 else np.repeat(x, 3, -1)
-    return np.clip(x, 0, 1)
+    return (x + 1) / 2 if x.shape[-1] == 3 else np.repeat(x, 3, -1)
   columns = [rgb(images[k])
              for k in ("edges", "reference", "target", "output", "heatmap", "region_mask")]
   rows = np.concatenate(columns, axis=2)
-  return (np.concatenate(list(rows), axis=0) * 255).astype(np.uint8)
+  return pixels.unit_to_uint8(np.concatenate(list(rows), axis=0))
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

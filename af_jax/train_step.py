@@ -14,7 +14,9 @@ import jax.numpy as jnp
 import optax
 
 from af_jax import losses
+from af_jax import pixels
 from af_jax import stages
+from af_jax.models import build
 from af_jax.models.vgg import VGG19Features
 
 
@@ -57,16 +59,14 @@ def init_state(key, config, generator, discriminator, tx) -> TrainState:
   k_g, k_d = jax.random.split(jax.random.wrap_key_data(
       jnp.concatenate([k_init, k_init ^ 0x5BD1E995]).astype(jnp.uint32), impl="rbg"))
   size = config.data.image_size
-  edges = jnp.zeros((1, size, size, 1), jnp.float32)
-  image = jnp.zeros((1, size, size, 3), jnp.float32)
-  g_params = generator.init(k_g, edges, image)
-  d_params = discriminator.init(k_d, jnp.zeros((1, size, size, 7), jnp.float32))
+  g_params = build.init_generator(k_g, generator, size)
+  d_params = build.init_discriminator(k_d, discriminator, size)
   return TrainState(step=jnp.zeros((), jnp.int32), generator=g_params, discriminator=d_params,
                     g_opt=tx.init(g_params), d_opt=tx.init(d_params), rng=k_state)
 
 
 def _discriminator_input(inputs: stages.StageInputs, image):
-  return jnp.concatenate([stages.to_signed(inputs.edges), inputs.image, image], axis=-1)
+  return jnp.concatenate([pixels.unit_to_signed(inputs.edges), inputs.image, image], axis=-1)
 
 
 def make_train_step(config, generator, discriminator, tx, schedule, inputs_fn):
@@ -74,11 +74,11 @@ def make_train_step(config, generator, discriminator, tx, schedule, inputs_fn):
   w = config.loss
   use_heatmap = config.stage != "boot"
   use_vgg = bool(w.vgg_weights) and w.vgg > 0
-  vgg = VGG19Features(dtype=stages.compute_dtype(config.model))
+  vgg = VGG19Features(dtype=build.compute_dtype(config.model))
   noise = config.model.feature_noise_std > 0
 
   def generator_losses(g_params, d_params, inputs, vgg_params, key):
-    out = generator.apply(g_params, stages.to_signed(inputs.edges), inputs.image,
+    out = generator.apply(g_params, pixels.unit_to_signed(inputs.edges), inputs.image,
                           add_noise=noise, rngs={"noise": key})
     fake = out["output"]
     d_fake = discriminator.apply(d_params, _discriminator_input(inputs, fake))
@@ -89,7 +89,7 @@ def make_train_step(config, generator, discriminator, tx, schedule, inputs_fn):
         g_feature_matching=losses.feature_matching_loss(d_fake, d_real, weight=w.feature_matching))
     if use_vgg:
       terms["g_vgg"] = losses.perceptual_loss(vgg_params, fake, inputs.target, weight=w.vgg,
-                                              dtype=stages.compute_dtype(config.model))
+                                              dtype=build.compute_dtype(config.model))
     if use_heatmap:
       terms["g_heatmap"] = losses.heatmap_loss(out["heatmap"], inputs.heatmap_target,
                                                weight=w.heatmap)
@@ -132,7 +132,7 @@ def make_preview_fn(config, generator, inputs_fn):
   def preview(state, batch, teacher_params, key):
     k_inputs, k_noise = jax.random.split(key)
     inputs = inputs_fn(k_inputs, batch, teacher_params)
-    out = generator.apply(state.generator, stages.to_signed(inputs.edges), inputs.image,
+    out = generator.apply(state.generator, pixels.unit_to_signed(inputs.edges), inputs.image,
                           add_noise=noise, rngs={"noise": k_noise})
     return dict(edges=inputs.edges, reference=inputs.image, target=inputs.target,
                 output=out["output"], heatmap=out["heatmap"], region_mask=inputs.region_mask)

@@ -30,7 +30,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from af_jax import image_io
+from af_jax import pixels
 from tensorboard.compat.proto import event_pb2
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
@@ -91,10 +91,10 @@ def _image_batch(name: str, images) -> np.ndarray:
   if not np.issubdtype(images.dtype, np.floating):
     raise ValueError(f"image {name!r}: expected uint8 or float values in [0, 1], got "
                      f"dtype {images.dtype}")
-  return np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8)
+  return pixels.unit_to_uint8(images)
 
 
-_png = image_io.encode_png
+_png = pixels.encode_png
 
 
 def _flat_hparams(hparams, prefix: str = "") -> dict[str, Any]:

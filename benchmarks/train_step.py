@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from af_jax import sharding, stages, train
-from af_jax.models import flops
+from af_jax.models import build, flops
 from configs import common
 
 
@@ -55,10 +55,10 @@ def peak_memory_gib() -> str:
 def teacher_for(config, mesh):
   if config.stage == "boot":
     return None, None
-  generator = stages.make_generator(config.model)
-  size = config.data.image_size
-  params = jax.jit(generator.init, out_shardings=sharding.replicated(mesh))(
-      jax.random.PRNGKey(1), jnp.zeros((1, size, size, 1)), jnp.zeros((1, size, size, 3)))
+  generator = build.generator(config.model)
+  params = jax.jit(build.init_generator, static_argnums=(1, 2),
+                   out_shardings=sharding.replicated(mesh))(
+                       jax.random.PRNGKey(1), generator, config.data.image_size)
   return stages.Teacher(generator, params), params
 
 
@@ -107,10 +107,10 @@ def bench_stage(args, stage, mesh, rng):
 
 def bench_forward(args, mesh, rng):
   config = make_config(args, "blaze")
-  generator = stages.make_generator(config.model)
+  generator = build.generator(config.model)
   size = args.size
-  params = jax.jit(generator.init, out_shardings=sharding.replicated(mesh))(
-      jax.random.PRNGKey(0), jnp.zeros((1, size, size, 1)), jnp.zeros((1, size, size, 3)))
+  params = jax.jit(build.init_generator, static_argnums=(1, 2),
+                   out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0), generator, size)
   batch_sharding = sharding.batch_sharding(mesh)
   edges = jax.device_put(jnp.asarray(rng.random((args.batch, size, size, 1)), jnp.float32),
                          batch_sharding)

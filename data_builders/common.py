@@ -6,10 +6,11 @@ turns records into examples of the schema in `features.py`:
   read (grayscale -> RGB) -> resize to S x S -> edge maps (batched, `af_jax.edges`)
   -> candidate regions (`af_jax.regions`) -> PNG bytes.
 
+Reading and resizing follow `af_jax.pixels`, the rule inference applies too.
+
 Choices (the paper gives none):
-- Images are stretched to S x S, never cropped, so non-square sources (MVTec LOCO, VisA) keep
-  their whole field of view and their masks stay aligned. Area interpolation when shrinking,
-  bilinear when enlarging.
+- Images are stretched to S x S, never cropped (`af_jax.pixels.resize_image`), so non-square
+  sources (MVTec LOCO, VisA) keep their whole field of view and their masks stay aligned.
 - Masks are binarized first (any non-zero pixel is anomalous, as VisA and MVTec LOCO encode
   defect types in the pixel value), then resized nearest-neighbour, so they stay exactly 0/255.
   Several masks for one image (MVTec LOCO) are merged by union.
@@ -30,16 +31,14 @@ import re
 from typing import NamedTuple
 
 from absl import logging
-import cv2
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
-from af_jax import image_io
+from af_jax import pixels
 from data_builders import config as config_lib
 from data_builders import features
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # PiDiNet is jitted and batched: edges are computed for this many images per call.
 EDGE_BATCH = 32
 # Options that change the built data; a config that differs from these needs its own name.
@@ -98,7 +97,7 @@ class BadInputs:
 def image_files(folder: pathlib.Path) -> list[pathlib.Path]:
   """The image files directly inside `folder`, sorted by name."""
   return sorted(p for p in folder.iterdir()
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+                if p.is_file() and p.suffix.lower() in pixels.IMAGE_SUFFIXES)
 
 
 def require_dir(path: pathlib.Path, what: str) -> pathlib.Path:
@@ -167,40 +166,9 @@ def list_mvtec_layout(root: pathlib.Path, category_dir: pathlib.Path,
 # ---------------------------------------------------------------- pixels
 
 
-def read_rgb(path: pathlib.Path) -> np.ndarray:
-  """uint8 [H, W, 3] RGB; grayscale and 16-bit sources are converted. Raises OSError/ValueError."""
-  image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
-  if image is None:
-    raise ValueError("not a readable image")
-  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def read_mask(path: pathlib.Path) -> np.ndarray:
-  """bool [H, W]: True where any colour channel is non-zero. Raises OSError/ValueError."""
-  mask = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
-  if mask is None:
-    raise ValueError("not a readable mask image")
-  if mask.ndim == 3:
-    mask = mask[..., :3].max(axis=-1)
-  return mask > 0
-
-
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-  """`image` stretched to `size` x `size`: area interpolation when shrinking, else bilinear."""
-  height, width = image.shape[:2]
-  if (height, width) == (size, size):
-    return image
-  interpolation = cv2.INTER_AREA if size <= min(height, width) else cv2.INTER_LINEAR
-  return cv2.resize(image, (size, size), interpolation=interpolation)
-
-
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
   """bool [H, W] -> uint8 [size, size, 1] of 0/255, nearest-neighbour."""
-  mask = mask.astype(np.uint8) * 255
-  return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)[..., None]
-
-
-encode_png = image_io.encode_png
+  return pixels.resize_labels(mask.astype(np.uint8) * 255, size)[..., None]
 
 
 def read_region_masks(regions_dir: str | pathlib.Path, file_name: str,
@@ -212,8 +180,7 @@ def read_region_masks(regions_dir: str | pathlib.Path, file_name: str,
   """
   from af_jax import regions as regions_lib  # pylint: disable=g-import-not-at-top
   masks = regions_lib.load_region_masks(regions_dir, file_name, shape)
-  return [cv2.resize(m.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
-          for m in masks]
+  return [pixels.resize_labels(m.astype(np.uint8), size) > 0 for m in masks]
 
 
 def annotate(images: np.ndarray, file_names: Sequence[str], config: config_lib.AfBuilderConfig,
@@ -240,7 +207,7 @@ def annotate(images: np.ndarray, file_names: Sequence[str], config: config_lib.A
     region_masks = [read_region_masks(config.regions_dir, name, image.shape[:2], len(image))
                     if config.regions_dir else None for image, name in zip(images, file_names)]
   probabilities = np.asarray(edges_lib.compute_edges(images, config.edges))
-  edge_maps = np.round(np.clip(probabilities, 0.0, 1.0) * 255).astype(np.uint8)
+  edge_maps = pixels.unit_to_uint8(probabilities)
   region_maps = [regions_lib.propose_regions(image, max_regions=config.max_regions, masks=masks)
                  for image, masks in zip(images, region_masks)]
   return edge_maps[..., None], np.stack(region_maps).astype(np.uint8)[..., None]
@@ -251,10 +218,10 @@ def example_dict(*, image: np.ndarray, edges: np.ndarray, regions: np.ndarray,
                  file_name: str, view: str = "", sample_id: str = "") -> dict:
   """One example of the shared schema (`features.example_features`) from uint8 arrays."""
   return {
-      "image": encode_png(image),
-      "edges": encode_png(edges),
-      "regions": encode_png(regions),
-      "mask": encode_png(mask),
+      "image": pixels.encode_png(image),
+      "edges": pixels.encode_png(edges),
+      "regions": pixels.encode_png(regions),
+      "mask": pixels.encode_png(mask),
       "label": label,
       "defect": defect,
       "category": category,
@@ -433,16 +400,16 @@ class ManualCategoryBuilder(AfBuilder, skip_registration=True):
     """The resized pixels of a record, or None when it is skipped as bad input."""
     size, regions_dir = self.builder_config.size, self.builder_config.regions_dir
     try:
-      image = read_rgb(record.image)
-    except (OSError, ValueError) as e:
-      self.bad_inputs(record.image, f"cannot read the image ({e})")
+      image = pixels.read_rgb(record.image)
+    except ValueError as e:
+      self.bad_inputs(record.image, str(e))
       return None
     union = np.zeros(image.shape[:2], bool)
     for path in record.masks:
       try:
-        mask = read_mask(path)
-      except (OSError, ValueError) as e:
-        self.bad_inputs(path, f"cannot read the mask ({e})")
+        mask = pixels.read_mask(path)
+      except ValueError as e:
+        self.bad_inputs(path, str(e))
         return None
       if mask.shape != union.shape:
         self.bad_inputs(path, f"mask is {mask.shape[1]}x{mask.shape[0]} but its image "
@@ -456,7 +423,7 @@ class ManualCategoryBuilder(AfBuilder, skip_registration=True):
       except (OSError, ValueError) as e:
         self.bad_inputs(record.image, f"no usable region masks ({e})")
         return None
-    return _Pixels(resize_image(image, size), resize_mask(union, size), region_masks)
+    return _Pixels(pixels.resize_image(image, size), resize_mask(union, size), region_masks)
 
 
 class MvtecLayoutBuilder(ManualCategoryBuilder, skip_registration=True):

@@ -9,6 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from af_jax import edges as edges_lib
+from af_jax import pixels
 from data_builders import common
 from data_builders.madsim import Madsim
 from data_builders.mvtec_ad import MvtecAd
@@ -406,7 +407,7 @@ def test_real_iad_anomaly_without_mask_is_reported(tmp_path):
 
 def test_interrupted_build_never_reads_as_complete(tmp_path, monkeypatch):
   root = _mvtec_tree(tmp_path / "mvtec", "cable", "bent_wire")
-  read_rgb, calls = common.read_rgb, []
+  read_rgb, calls = pixels.read_rgb, []
 
   def failing_read(path):
     calls.append(path)
@@ -414,7 +415,7 @@ def test_interrupted_build_never_reads_as_complete(tmp_path, monkeypatch):
       raise KeyboardInterrupt("interrupted mid-build")
     return read_rgb(path)
 
-  monkeypatch.setattr(common, "read_rgb", failing_read)
+  monkeypatch.setattr(pixels, "read_rgb", failing_read)
   with pytest.raises(KeyboardInterrupt):
     _prepare(MvtecAd, root, tmp_path / "tfds", "cable")
   config = common.config_for(MvtecAd, "cable", size=SIZE, edges="canny")

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from af_jax import cli, commands, edges, infer, input_pipeline, manipulate
+from af_jax import cli, commands, infer, input_pipeline, manipulate
 from conftest import copy_run
 
 
@@ -35,10 +35,6 @@ def mvtec(runs, tmp_path_factory):
         mask.parent.mkdir(parents=True, exist_ok=True)
         assert cv2.imwrite(str(mask), np.asarray(ex["mask"])[..., 0])
   return root
-
-
-def test_edge_choices_are_the_edge_methods():
-  assert commands.EDGE_CHOICES == ("auto", *edges.EDGE_METHODS)
 
 
 def _run(command, *args, capsys):

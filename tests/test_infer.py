@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from af_jax import checkpoint, edges, infer, input_pipeline, manipulate, stages
+from af_jax import checkpoint, edges, infer, input_pipeline, manipulate, pixels
 from af_jax.metrics import localization
 
 from conftest import copy_run, subprocess_env as _env
@@ -116,8 +116,8 @@ def test_generate_edits_edges_in_the_region_and_masks_follow_the_rule(runs, gene
   assert set(result.edit_op) <= set(manipulate.EDIT_OPS)
 
   # Outside the edited region the edge map is the image's own (binarized) Canny map.
-  own = stages.binarize_edges(
-      edges.canny_edges(infer.resize_images(images, s)), generator.edge_threshold)[result.source]
+  own = pixels.binarize_edges(
+      edges.canny_edges(pixels.resize_images(images, s)), generator.edge_threshold)[result.source]
   outside = ~result.region_masks
   np.testing.assert_array_equal(result.edges[outside], own[outside])
   assert result.region_masks.any(axis=(1, 2)).all()
@@ -166,7 +166,7 @@ def test_localize_any_size_resizes_heatmaps_back(runs, detector):
   s = detector.size
   images = [test[0], cv2.resize(test[2], (56, 72)), cv2.resize(test[3], (20, 24))]
   result = detector.localize(images)
-  at_model_size = detector.localize(infer.resize_images(images, s))
+  at_model_size = detector.localize(pixels.resize_images(images, s))
   for image, heatmap, repaired, model_heat in zip(images, result.heatmaps, result.repaired,
                                                   at_model_size.heatmaps):
     h, w = image.shape[:2]
@@ -187,13 +187,12 @@ def test_localize_any_size_resizes_heatmaps_back(runs, detector):
 
 def test_flip_tta_averages_the_mirrored_views(runs, detector):
   _, data_dir, names = runs
-  images = infer.resize_images(split_images(data_dir, names[0], split="test")[:3], detector.size)
+  images = pixels.resize_images(split_images(data_dir, names[0], split="test")[:3], detector.size)
   tta = infer.Detector(detector.workdir, batch_size=4, smoothing_sigma=0)
   plain = infer.Detector(detector.workdir, batch_size=4, smoothing_sigma=0, flip_tta=False)
   assert tta.views() == [(False, False), (True, False), (False, True), (True, True)]
   assert plain.views() == [(False, False)]
-  edge_maps = plain.edges(images)[..., None]
-  signed = images.astype(np.float32) / 127.5 - 1
+  edge_maps, signed = plain.network_inputs(images)
   views = [infer.flip(plain.network_outputs(infer.flip(edge_maps, lr, ud),
                                             infer.flip(signed, lr, ud))[0], lr, ud)
            for lr, ud in tta.views()]
