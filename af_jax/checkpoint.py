@@ -19,6 +19,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from af_jax import stage_registry
+
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 
@@ -44,7 +46,9 @@ def load_config(workdir) -> ml_collections.ConfigDict:
   if not path.is_file():
     raise CheckpointError(f"{path} not found: {workdir} is not an af_jax training workdir "
                           "(train one with `af-jax train --workdir ...`)")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  config = ml_collections.ConfigDict(json.loads(path.read_text()))
+  stage_registry.check_config(config, str(path))
+  return config
 
 
 def _manager(workdir, keep: int | None = None, read_only: bool = False):

@@ -91,7 +91,7 @@ def write_report(out: pathlib.Path, sections: list[tuple[str, str, np.ndarray]],
 
 def run_demo(out="demo_out", quick: bool = False) -> dict:
   """Runs every step of the demo into `out`; returns the metrics written to metrics.json."""
-  from af_jax import commands, infer, input_pipeline, train  # pylint: disable=g-import-not-at-top
+  from af_jax import commands, infer, input_pipeline, stage_registry, train  # pylint: disable=g-import-not-at-top
   from af_jax.metrics import localization  # pylint: disable=g-import-not-at-top
   from data_builders import synthetic  # pylint: disable=g-import-not-at-top
   started = time.perf_counter()
@@ -107,10 +107,11 @@ def run_demo(out="demo_out", quick: bool = False) -> dict:
 
   # 2. training ------------------------------------------------------------------------
   teacher = None
-  for i, stage in enumerate(("boot", "flare", "blaze")):
+  for i, stage in enumerate(stage_registry.STAGES):
     workdir = out / "runs" / stage
     config = _stage_config(stage, data_dir, teacher, quick)
-    print(f"[2/5] training {stage} ({i + 1}/3): {config.num_steps} steps -> {workdir}", flush=True)
+    print(f"[2/5] training {stage} ({i + 1}/{len(stage_registry.STAGES)}): {config.num_steps} "
+          f"steps -> {workdir}", flush=True)
     t = time.perf_counter()
     if not _stage_done(workdir, config.num_steps):
       train.train(config, str(workdir))
@@ -120,7 +121,7 @@ def run_demo(out="demo_out", quick: bool = False) -> dict:
   # 3. generation ----------------------------------------------------------------------
   print("[3/5] generating anomalies from normal images", flush=True)
   t = time.perf_counter()
-  generator = infer.Generator(out / "runs" / "flare", batch_size=8)
+  generator = infer.Generator(out / "runs" / infer.Generator.stage, batch_size=8)
   gen_rows = []
   for category in categories:
     normals = [np.asarray(ex["image"]) for ex, _ in zip(
@@ -135,7 +136,7 @@ def run_demo(out="demo_out", quick: bool = False) -> dict:
   # 4. localization + metrics ------------------------------------------------------------
   print("[4/5] localizing the synthetic test set", flush=True)
   t = time.perf_counter()
-  detector = infer.Detector(out / "runs" / "blaze", batch_size=8)
+  detector = infer.Detector(out / "runs" / infer.Detector.stage, batch_size=8)
   per_category, loc_rows = {}, []
   for category in categories:
     per_category[category] = commands.evaluate_category(detector, data_dir, "synthetic", category)

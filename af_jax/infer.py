@@ -27,7 +27,7 @@ Edges. The networks were trained on edge maps of one extractor and must see the 
 default (`edge_method=None`) it is the one the run's training data was prepared with, read from
 the prepared category names (`bottle-64px-canny` is Canny; names without an edge part are
 PiDiNet, the builders' default), or PiDiNet for a Blaze run trained with
-`blaze_reextract_edges`. An explicit method that differs from it is used, with a warning.
+`blaze.reextract_edges`. An explicit method that differs from it is used, with a warning.
 
 Generation is reproducible. Anomaly (i, v), variant v of input image i, draws everything
 (region choice, edit, donor, generator noise) from `(seed, image_ids[i], v)` alone, so the
@@ -66,6 +66,7 @@ from af_jax import manipulate
 from af_jax import pixels
 from af_jax import regions as regions_lib
 from af_jax import sharding
+from af_jax import stage_registry
 from af_jax.metrics import localization
 from af_jax.models import build
 
@@ -130,7 +131,7 @@ def _raise_if_incomplete(folder: pathlib.Path, step: int, error: Exception) -> N
 
 def training_edge_method(config) -> str | None:
   """The edge extractor a run's networks saw (module docstring); None when the data mixes two."""
-  if config.stage == "blaze" and config.get("blaze_reextract_edges"):
+  if stage_registry.reextracts_edges(config):
     return "pidinet"
   methods = set()
   for source in config.data.sources:
@@ -177,7 +178,7 @@ def _pad(x: np.ndarray, batch_size: int) -> np.ndarray:
 class _Stage:
   """Restore, device layout, resizing and edges shared by the Generator and the Detector."""
 
-  stage = ""
+  stage = ""  # The stage whose runs it loads (`stage_registry.serving(role)`).
 
   def __init__(self, workdir, *, step: int = -1, dtype=None, edge_method: str | None = None,
                batch_size: int = 16, mesh: jax.sharding.Mesh | None = None):
@@ -267,7 +268,7 @@ class GenerationResult:
 class Generator(_Stage):
   """A trained FlareGenerator: normal images in, anomalies with heatmaps and masks out."""
 
-  stage = "flare"
+  stage = stage_registry.serving("generate").name
 
   def __init__(self, workdir, *, manipulate_config: manipulate.ManipulateConfig | None = None,
                **kwargs):
@@ -370,7 +371,7 @@ class Detector(_Stage):
   an image NG. Calibrated thresholds record both settings (module docstring).
   """
 
-  stage = "blaze"
+  stage = stage_registry.serving("localize").name
 
   def __init__(self, workdir, *, smoothing_sigma: float = 4.0, flip_tta: bool = True,
                **kwargs):

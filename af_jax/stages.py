@@ -1,4 +1,4 @@
-"""What differs between the three stages: inputs, targets and the frozen teacher.
+"""What each stage feeds the network: inputs, targets, and the frozen teacher's part in them.
 
 | stage | edge input        | image input          | target image           | heatmap target |
 |-------|-------------------|----------------------|------------------------|----------------|
@@ -7,18 +7,21 @@
 | blaze | edit(T(edges))    | Flare(edited, image) | T(image) (the normal)  | Flare heatmap  |
 
 T, T_a, T_b are independent draws of `af_jax.augment` transforms (local TPS only in Boot);
-`edit` is `af_jax.manipulate.manipulate_edges`. Everything runs inside the jitted step.
+`edit` is `af_jax.manipulate.manipulate_edges`. Everything runs inside the jitted step. The
+rest of a stage's record (teacher, losses, config defaults) is in `af_jax.stage_registry`;
+`INPUT_FNS` holds one inputs function per registered stage.
 
 Edges travel as probabilities in [0, 1] and are binarized at `config.edge_threshold` (the
 paper's edge maps are binary); the network sees them scaled to [-1, 1], like the image.
-Blaze options: `blaze_reextract_edges` feeds PiDiNet edges of the anomaly image instead of the
-edited map (what test time sees); `blaze_normal_fraction` keeps that share of examples unedited,
-fed as the real normal image with an all-zero heatmap target; `blaze_heatmap_target` is the
-paper's 'flare' (the teacher's heatmap), 'flare_in_region' (that heatmap limited to the edited
-region: drops the diffuse response of a briefly trained teacher), 'region' (the region mask) or
-'change_in_region' (the teacher's output pasted into the edited region, as a perfect teacher
-heatmap would fuse it, supervised by how much each pixel changed: |anomaly - normal| /
-`blaze_change_scale`, clipped to 1 — pixel-accurate even when the teacher's heatmap is not).
+Blaze options (`config.blaze`): `reextract_edges` feeds PiDiNet edges of the anomaly image
+instead of the edited map (what test time sees); `normal_fraction` keeps that share of examples
+unedited, fed as the real normal image with an all-zero heatmap target; `heatmap_target` names
+one of `BLAZE_HEATMAP_TARGETS`: the paper's 'flare' (the teacher's heatmap), 'flare_in_region'
+(that heatmap limited to the edited region: drops the diffuse response of a briefly trained
+teacher), 'region' (the region mask) or 'change_in_region' (the teacher's output pasted into
+the edited region, as a perfect teacher heatmap would fuse it, supervised by how much each
+pixel changed: |anomaly - normal| / `change_scale`, clipped to 1 — pixel-accurate even when
+the teacher's heatmap is not).
 """
 
 from typing import Any, Callable, NamedTuple
@@ -28,8 +31,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from af_jax import augment, manipulate, pixels
-from af_jax.models.generator import Generator
+from af_jax import augment, manipulate, pixels, stage_registry
+from af_jax.models.generator import Generator, fuse
+
 
 def decode_batch(batch, edge_threshold):
   """uint8 batch from the input pipeline -> float arrays on device (`af_jax.pixels` ranges)."""
@@ -38,9 +42,6 @@ def decode_batch(batch, edge_threshold):
       edges=pixels.binarize_edges(pixels.uint8_to_unit(batch["edges"]), edge_threshold),
       regions=batch["regions"].astype(jnp.int32),
   )
-
-
-BLAZE_HEATMAP_TARGETS = ("flare", "flare_in_region", "region", "change_in_region")
 
 
 @flax.struct.dataclass
@@ -77,83 +78,131 @@ def manipulate_config(config) -> manipulate.ManipulateConfig:
   return _as_dataclass(manipulate.ManipulateConfig, config.manipulate)
 
 
+class _Context(NamedTuple):
+  """What every inputs function needs besides the key, the batch and the teacher's params."""
+  config: ml_collections.ConfigDict
+  augment: augment.AugmentConfig
+  manipulate: manipulate.ManipulateConfig
+  teacher: Teacher | None
+  edge_fn: Callable | None
+
+  @property
+  def threshold(self):
+    return self.config.edge_threshold
+
+
+def _sample(ctx, key, data):
+  b, h, w, _ = data["image"].shape
+  return augment.sample_transform(key, b, h, w, ctx.augment)
+
+
+def _warp(ctx, transform, data):
+  """(edges, image) moved by one transform; edges re-binarized."""
+  edges = augment.apply_transform(transform, data["edges"], kind="edges")
+  return (pixels.binarize_edges(edges, ctx.threshold),
+          augment.apply_transform(transform, data["image"], kind="image"))
+
+
+def _edited(ctx, key, data):
+  """(augmented edges, augmented image, edited edges, edited region mask)."""
+  k_aug, k_edit = jax.random.split(key)
+  transform = _sample(ctx, k_aug, data)
+  edges, image = _warp(ctx, transform, data)
+  regions = _transform_regions(transform, data["regions"], ctx.config.max_regions + 1)
+  new_edges, region_mask, _ = manipulate.manipulate_edges(
+      k_edit, edges, regions, config=ctx.manipulate)
+  return edges, image, pixels.binarize_edges(new_edges, ctx.threshold), region_mask
+
+
+def boot_inputs(ctx, key, data, teacher_params) -> StageInputs:
+  """Two independent augmentations of one image: rebuild the first from its edges + the second."""
+  del teacher_params
+  k_a, k_b = jax.random.split(key)
+  edges, target = _warp(ctx, _sample(ctx, k_a, data), data)
+  reference = augment.apply_transform(_sample(ctx, k_b, data), data["image"], kind="image")
+  return StageInputs(edges=edges, image=reference, target=target,
+                     heatmap_target=jnp.zeros_like(edges), region_mask=jnp.zeros_like(edges))
+
+
+def flare_inputs(ctx, key, data, teacher_params) -> StageInputs:
+  """Edited edges + the image; Boot renders the target, the edited region is the heatmap."""
+  _, image, new_edges, region_mask = _edited(ctx, key, data)
+  target = ctx.teacher.generator.apply(teacher_params, pixels.unit_to_signed(new_edges),
+                                       image)["output"]
+  return StageInputs(edges=new_edges, image=image, target=jax.lax.stop_gradient(target),
+                     heatmap_target=region_mask, region_mask=region_mask)
+
+
+# Blaze heatmap targets: (anomaly, heatmap, region_mask, image, options) -> (anomaly, heatmap).
+def _flare_heatmap(anomaly, heatmap, region_mask, image, options):
+  del region_mask, image, options
+  return anomaly, heatmap
+
+
+def _flare_heatmap_in_region(anomaly, heatmap, region_mask, image, options):
+  del image, options
+  return anomaly, heatmap * region_mask
+
+
+def _region(anomaly, heatmap, region_mask, image, options):
+  del heatmap, image, options
+  return anomaly, region_mask
+
+
+def _change_in_region(anomaly, heatmap, region_mask, image, options):
+  del heatmap
+  anomaly = fuse(image, anomaly, region_mask)  # Flare's output, pasted into the region only.
+  change = jnp.mean(jnp.abs(anomaly - image), axis=-1, keepdims=True)
+  return anomaly, jnp.clip(change / options.change_scale, 0.0, 1.0)
+
+
+BLAZE_HEATMAP_TARGETS = {"flare": _flare_heatmap, "flare_in_region": _flare_heatmap_in_region,
+                         "region": _region, "change_in_region": _change_in_region}
+
+
+def blaze_inputs(ctx, key, data, teacher_params) -> StageInputs:
+  """Flare's anomaly (of edited edges) in, the normal image out; heatmap per `blaze.*`."""
+  options = ctx.config.blaze
+  k_edit, k_noise, k_normal = jax.random.split(key, 3)
+  edges, image, new_edges, region_mask = _edited(ctx, k_edit, data)
+  fake = ctx.teacher.generator.apply(teacher_params, pixels.unit_to_signed(new_edges), image,
+                                     add_noise=True, rngs={"noise": k_noise})
+  anomaly, heatmap = BLAZE_HEATMAP_TARGETS[options.heatmap_target](
+      jax.lax.stop_gradient(fake["output"]), jax.lax.stop_gradient(fake["heatmap"]),
+      region_mask, image, options)
+  edge_input = (pixels.binarize_edges(ctx.edge_fn(anomaly), ctx.threshold)
+                if options.reextract_edges else new_edges)
+  normal = jax.random.uniform(k_normal, (image.shape[0], 1, 1, 1)) < options.normal_fraction
+  return StageInputs(
+      edges=jnp.where(normal, edges, edge_input),
+      image=jnp.where(normal, image, anomaly),
+      target=image,
+      heatmap_target=jnp.where(normal, 0.0, heatmap),
+      region_mask=jnp.where(normal, 0.0, region_mask))
+
+
+# One inputs function per stage of `af_jax.stage_registry.STAGES`.
+INPUT_FNS = {"boot": boot_inputs, "flare": flare_inputs, "blaze": blaze_inputs}
+
+
 def make_inputs_fn(config: ml_collections.ConfigDict, teacher: Teacher | None = None,
                    edge_fn: Callable | None = None):
-  """Returns `inputs_fn(key, batch, teacher_params) -> StageInputs` for `config.stage`."""
-  aug_config = augment_config(config)
-  manip_config = manipulate_config(config)
-  threshold = config.edge_threshold
-  num_labels = config.max_regions + 1
+  """Returns `inputs_fn(key, batch, teacher_params) -> StageInputs` for `config.stage`.
 
-  def sample(key, data):
-    b, h, w, _ = data["image"].shape
-    return augment.sample_transform(key, b, h, w, aug_config)
-
-  def warp(transform, data):
-    """(edges, image) moved by one transform; edges re-binarized."""
-    edges = augment.apply_transform(transform, data["edges"], kind="edges")
-    return (pixels.binarize_edges(edges, threshold),
-            augment.apply_transform(transform, data["image"], kind="image"))
-
-  def boot(key, data, teacher_params):
-    del teacher_params
-    k_a, k_b = jax.random.split(key)
-    edges, target = warp(sample(k_a, data), data)
-    reference = augment.apply_transform(sample(k_b, data), data["image"], kind="image")
-    return StageInputs(edges=edges, image=reference, target=target,
-                       heatmap_target=jnp.zeros_like(edges), region_mask=jnp.zeros_like(edges))
-
-  def edited(key, data):
-    k_aug, k_edit = jax.random.split(key)
-    transform = sample(k_aug, data)
-    edges, image = warp(transform, data)
-    regions = _transform_regions(transform, data["regions"], num_labels)
-    new_edges, region_mask, _ = manipulate.manipulate_edges(
-        k_edit, edges, regions, config=manip_config)
-    return edges, image, pixels.binarize_edges(new_edges, threshold), region_mask
-
-  def flare(key, data, teacher_params):
-    _, image, new_edges, region_mask = edited(key, data)
-    target = teacher.generator.apply(teacher_params, pixels.unit_to_signed(new_edges), image)["output"]
-    return StageInputs(edges=new_edges, image=image, target=jax.lax.stop_gradient(target),
-                       heatmap_target=region_mask, region_mask=region_mask)
-
-  def blaze(key, data, teacher_params):
-    k_edit, k_noise, k_normal = jax.random.split(key, 3)
-    edges, image, new_edges, region_mask = edited(k_edit, data)
-    fake = teacher.generator.apply(teacher_params, pixels.unit_to_signed(new_edges), image,
-                                   add_noise=True, rngs={"noise": k_noise})
-    anomaly = jax.lax.stop_gradient(fake["output"])
-    heatmap = jax.lax.stop_gradient(fake["heatmap"])
-    if config.blaze_heatmap_target == "flare_in_region":
-      heatmap = heatmap * region_mask
-    elif config.blaze_heatmap_target == "region":
-      heatmap = region_mask
-    elif config.blaze_heatmap_target == "change_in_region":
-      anomaly = image * (1 - region_mask) + anomaly * region_mask
-      change = jnp.mean(jnp.abs(anomaly - image), axis=-1, keepdims=True)
-      heatmap = jnp.clip(change / config.blaze_change_scale, 0.0, 1.0)
-    edge_input = (pixels.binarize_edges(edge_fn(anomaly), threshold)
-                  if config.blaze_reextract_edges else new_edges)
-    normal = jax.random.uniform(k_normal, (image.shape[0], 1, 1, 1)) < config.blaze_normal_fraction
-    return StageInputs(
-        edges=jnp.where(normal, edges, edge_input),
-        image=jnp.where(normal, image, anomaly),
-        target=image,
-        heatmap_target=jnp.where(normal, 0.0, heatmap),
-        region_mask=jnp.where(normal, 0.0, region_mask))
-
-  stage_fns = dict(boot=boot, flare=flare, blaze=blaze)
-  if config.blaze_heatmap_target not in BLAZE_HEATMAP_TARGETS:
-    raise ValueError(f"config.blaze_heatmap_target must be one of {BLAZE_HEATMAP_TARGETS}, "
-                     f"got {config.blaze_heatmap_target!r}")
-  if config.stage != "boot" and teacher is None:
-    raise ValueError(f"stage {config.stage!r} needs a teacher (config.teacher_workdir)")
-  if config.stage == "blaze" and config.blaze_reextract_edges and edge_fn is None:
-    raise ValueError("blaze_reextract_edges needs the PiDiNet edge function")
-  stage_fn = stage_fns[config.stage]
+  `batch` is the input pipeline's uint8 batch.
+  """
+  stage = stage_registry.get(config.stage)
+  if config.blaze.heatmap_target not in BLAZE_HEATMAP_TARGETS:
+    raise ValueError(f"config.blaze.heatmap_target must be one of "
+                     f"{tuple(BLAZE_HEATMAP_TARGETS)}, got {config.blaze.heatmap_target!r}")
+  if stage.teacher and teacher is None:
+    raise ValueError(f"stage {stage.name!r} needs a teacher (config.teacher_workdir)")
+  if stage_registry.reextracts_edges(config) and edge_fn is None:
+    raise ValueError("blaze.reextract_edges needs the PiDiNet edge function")
+  ctx = _Context(config, augment_config(config), manipulate_config(config), teacher, edge_fn)
+  stage_fn = INPUT_FNS[stage.name]
 
   def inputs_fn(key, batch, teacher_params):
-    return stage_fn(key, decode_batch(batch, threshold), teacher_params)
+    return stage_fn(ctx, key, decode_batch(batch, ctx.threshold), teacher_params)
 
   return inputs_fn

@@ -27,6 +27,7 @@ from af_jax import checkpoint
 from af_jax import input_pipeline
 from af_jax import pixels
 from af_jax import sharding
+from af_jax import stage_registry
 from af_jax import stages
 from af_jax import train_step as step_lib
 from af_jax import writers
@@ -53,7 +54,7 @@ def total_steps(config, steps_per_epoch: int) -> int:
 
 def load_teacher(config, mesh):
   """The frozen generator of `config.teacher_workdir` (params only), replicated on the mesh."""
-  expected = dict(flare="boot", blaze="flare").get(config.stage)
+  expected = stage_registry.get(config.stage).teacher
   if expected is None:
     return None, None
   if not config.teacher_workdir:
@@ -97,7 +98,7 @@ def build_program(config, mesh, num_steps: int, teacher=None) -> StageProgram:
   schedule = step_lib.learning_rate_schedule(config.optim, num_steps)
   tx = step_lib.make_optimizer(config.optim, schedule)
   edge_fn = None
-  if config.stage == "blaze" and config.blaze_reextract_edges:
+  if stage_registry.reextracts_edges(config):
     from af_jax import edges  # pylint: disable=g-import-not-at-top
     edge_fn = edges.make_edge_fn(dtype=build.compute_dtype(config.model))
   inputs_fn = stages.make_inputs_fn(config, teacher, edge_fn)
@@ -131,6 +132,7 @@ def image_grid(images: dict, max_rows: int = 4) -> np.ndarray:
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) one stage in `workdir`; returns the last logged metrics."""
   # ---------------------------------------------------------------- setup
+  stage_registry.check_config(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   checkpoint.save_config(workdir, config)

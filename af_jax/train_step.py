@@ -15,6 +15,7 @@ import optax
 
 from af_jax import losses
 from af_jax import pixels
+from af_jax import stage_registry
 from af_jax import stages
 from af_jax.models import build
 from af_jax.models.vgg import VGG19Features
@@ -72,7 +73,7 @@ def _discriminator_input(inputs: stages.StageInputs, image):
 def make_train_step(config, generator, discriminator, tx, schedule, inputs_fn):
   """Returns `train_step(state, batch, teacher_params, vgg_params) -> (state, metrics)`."""
   w = config.loss
-  use_heatmap = config.stage != "boot"
+  use_heatmap = stage_registry.get(config.stage).heatmap_loss
   use_vgg = bool(w.vgg_weights) and w.vgg > 0
   vgg = VGG19Features(dtype=build.compute_dtype(config.model))
   noise = config.model.feature_noise_std > 0

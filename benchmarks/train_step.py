@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from af_jax import sharding, stages, train
+from af_jax import sharding, stage_registry, stages, train
 from af_jax.models import build, flops
 from configs import common
 
@@ -29,7 +29,6 @@ def make_config(args, stage):
   c.data.image_size = args.size
   c.batch_size = args.batch
   c.model.compute_dtype = args.dtype
-  c.model.feature_noise_std = 0.1 if stage == "flare" else 0.0
   if args.small:
     c.model.ngf, c.model.n_downsampling, c.model.n_blocks, c.model.ndf = 16, 3, 3, 16
   c.loss.vgg_weights = "random" if args.vgg else ""
@@ -53,7 +52,7 @@ def peak_memory_gib() -> str:
 
 
 def teacher_for(config, mesh):
-  if config.stage == "boot":
+  if stage_registry.get(config.stage).teacher is None:
     return None, None
   generator = build.generator(config.model)
   params = jax.jit(build.init_generator, static_argnums=(1, 2),
@@ -100,13 +99,13 @@ def bench_stage(args, stage, mesh, rng):
   m = config.model
   per_image = flops.train_step_flops(args.size, m.ngf, m.n_downsampling, m.n_blocks, m.ndf,
                                      m.n_layers_d, m.num_d, use_vgg=args.vgg)
-  if stage != "boot":  # The frozen teacher's forward pass.
+  if stage_registry.get(stage).teacher:  # The frozen teacher's forward pass.
     per_image += flops.generator_flops(args.size, m.ngf, m.n_downsampling, m.n_blocks)
   return dict(what=f"train {stage}", seconds=seconds, compile_s=compile_s, flops=per_image)
 
 
 def bench_forward(args, mesh, rng):
-  config = make_config(args, "blaze")
+  config = make_config(args, stage_registry.serving("localize").name)
   generator = build.generator(config.model)
   size = args.size
   params = jax.jit(build.init_generator, static_argnums=(1, 2),
@@ -129,7 +128,7 @@ def bench_forward(args, mesh, rng):
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--stages", default="boot,flare,blaze,forward")
+  p.add_argument("--stages", default=",".join([*stage_registry.STAGES, "forward"]))
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--size", type=int, default=256)
   p.add_argument("--dtype", default="bfloat16")

@@ -1,7 +1,8 @@
 """Every training field, its default (the paper's) and what it means.
 
-Stage configs (`boot.py`, `flare.py`, `blaze.py`) start from `get_config(stage)`
-and change only what differs. Any field can be overridden on the command line:
+Stage configs (`boot.py`, `flare.py`, `blaze.py`) start from `get_config(stage)`, which
+applies the stage's defaults from its record in `af_jax.stage_registry` (local TPS in Boot,
+bottleneck noise in Flare, the paper's epochs), and change only what differs. Any field can be overridden on the command line:
 
   af-jax train --config configs/boot.py --workdir runs/boot --config.batch_size=16
 
@@ -12,10 +13,8 @@ import dataclasses
 
 import ml_collections
 
-from af_jax import augment, manipulate
+from af_jax import augment, manipulate, stage_registry
 from configs import mix82
-
-STAGES = ("boot", "flare", "blaze")
 
 
 def _from_dataclass(instance) -> ml_collections.ConfigDict:
@@ -24,10 +23,9 @@ def _from_dataclass(instance) -> ml_collections.ConfigDict:
 
 
 def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
-  if stage not in STAGES:
-    raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+  record = stage_registry.get(stage)
   c = ml_collections.ConfigDict()
-  c.stage = stage                 # 'boot' | 'flare' | 'blaze'.
+  c.stage = stage                 # A stage of af_jax/stage_registry.py: 'boot' | 'flare' | 'blaze'.
   c.seed = 0                      # Parameter init, augmentation and manipulation randomness.
   c.teacher_workdir = ""          # Flare: a Boot workdir; Blaze: a Flare workdir (params only).
   c.teacher_step = -1             # Teacher checkpoint step; -1 = latest.
@@ -35,7 +33,7 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   # Data: the paper's 82-category mix. `c.data.sources` selects any subset.
   c.data = mix82.get_data_config()
   c.batch_size = 32               # Global batch, split over all devices and hosts.
-  c.num_epochs = 30               # Paper: Boot 30, Flare 5, Blaze 5.
+  c.num_epochs = 30               # Paper: Boot 30, Flare 5, Blaze 5 (the stages' defaults).
   c.num_steps = -1                # > 0 overrides num_epochs (handy for smoke runs).
   c.max_regions = 8               # Candidate region labels 1..K in the data (as built).
   c.edge_threshold = 0.5          # Edge probability >= this becomes an edge (1); None = soft edges.
@@ -45,7 +43,7 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   c.model.ngf = 64                # Generator width of the first layer.
   c.model.n_downsampling = 4      # Stride-2 convs in the encoder (= transposed convs per decoder).
   c.model.n_blocks = 9            # Residual blocks at the bottleneck.
-  c.model.feature_noise_std = 0.0  # Gaussian noise on bottleneck features (Flare: diversity).
+  c.model.feature_noise_std = 0.0  # Gaussian noise on bottleneck features (Flare's default: 0.1).
   c.model.ndf = 64                # Discriminator width.
   c.model.n_layers_d = 3          # Stride-2 layers per discriminator scale.
   c.model.num_d = 2               # Discriminator scales.
@@ -69,14 +67,17 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
 
   # Augmentations (af_jax/augment.py); TPS only in Boot.
   c.augment = _from_dataclass(augment.AugmentConfig())
-  c.augment.local_tps = stage == "boot"
+  c.augment.local_tps = False     # Boot's default: True.
   # Edge manipulation (af_jax/manipulate.py): Flare and Blaze.
   c.manipulate = _from_dataclass(manipulate.ManipulateConfig())
-  c.blaze_reextract_edges = False  # Blaze: PiDiNet edges of the anomaly image instead of the edited ones.
-  c.blaze_normal_fraction = 0.0   # Blaze: share of examples left unedited (all-zero heatmap target).
-  c.blaze_heatmap_target = "flare"  # Blaze: 'flare' (paper) | 'flare_in_region' | 'region' |
-                                    # 'change_in_region' (see af_jax/stages.py).
-  c.blaze_change_scale = 0.2      # 'change_in_region': a pixel change this large (in [-1, 1]) = 1.
+
+  # Blaze options (af_jax/stages.py), used by the blaze stage only.
+  c.blaze = ml_collections.ConfigDict()
+  c.blaze.reextract_edges = False  # PiDiNet edges of the anomaly image instead of the edited ones.
+  c.blaze.normal_fraction = 0.0   # Share of examples left unedited (all-zero heatmap target).
+  c.blaze.heatmap_target = "flare"  # 'flare' (paper) | 'flare_in_region' | 'region' |
+                                    # 'change_in_region' (stages.BLAZE_HEATMAP_TARGETS).
+  c.blaze.change_scale = 0.2      # 'change_in_region': a pixel change this large (in [-1, 1]) = 1.
 
   # Scale-out: mesh (`data` x `fsdp`); multi-host via jax.distributed flags/env.
   c.mesh = ml_collections.ConfigDict()
@@ -88,4 +89,11 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   c.log_every_steps = 50
   c.image_every_steps = 1000      # Image grids to TensorBoard; 0 = never.
   c.progress_every_steps = 10     # Console progress line.
+
+  for field, value in record.config_defaults.items():
+    *groups, name = field.split(".")
+    group = c
+    for g in groups:
+      group = group[g]
+    group[name] = value
   return c

@@ -15,7 +15,7 @@ Same code and losses as the paper configs, scaled to a few CPU minutes. What dif
   few thousand images, 4x more (smaller) updates train these GANs much further than batch 8
   (pix2pix and pix2pixHD themselves train at batch 1).
 * An L1 image term stands in for the VGG loss (no VGG weights can be downloaded at run time).
-* Blaze learns the measured change inside the edited region (`blaze_heatmap_target =
+* Blaze learns the measured change inside the edited region (`blaze.heatmap_target =
   'change_in_region'`) instead of Flare's own heatmap: after the demo's 800 Flare steps that
   heatmap still covers the whole object, and a detector trained on it marks the object, not
   the defect.
@@ -48,9 +48,8 @@ def get_config(stage: str = "boot"):
   c.model.n_downsampling = 2
   c.model.n_blocks = 3
   c.model.ndf = 16
-  c.model.feature_noise_std = 0.1 if stage == "flare" else 0.0
   c.loss.l1 = 10.0
-  c.blaze_heatmap_target = "change_in_region"
+  c.blaze.heatmap_target = "change_in_region"
   c.optim.constant_fraction = 0.5
   c.checkpoint_every_steps = 400
   c.log_every_steps = 100

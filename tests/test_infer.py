@@ -48,7 +48,7 @@ def test_edge_method_comes_from_the_training_data(runs, generator, detector):
   config.data.sources[0]["categories"].append("grid-canny")
   assert infer.training_edge_method(config) is None
   blaze = checkpoint.load_config(runs[0] / "blaze")
-  blaze.blaze_reextract_edges = True
+  blaze.blaze.reextract_edges = True
   assert infer.training_edge_method(blaze) == "pidinet"
 
 

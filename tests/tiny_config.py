@@ -10,7 +10,6 @@ def tiny_config(stage, data_dir, categories, *, teacher="", steps=4, batch_size=
   c.batch_size = batch_size
   c.num_steps = steps
   c.model.ngf, c.model.n_downsampling, c.model.n_blocks, c.model.ndf = 8, 2, 1, 8
-  c.model.feature_noise_std = 0.1 if stage == "flare" else 0.0
   c.loss.l1 = 10.0
   c.teacher_workdir = str(teacher)
   c.checkpoint_every_steps = 2

@@ -1,0 +1,93 @@
+"""The stages of the method, one record each: what every part of af_jax looks a stage up in.
+
+| stage | learns from (teacher) | heatmap loss | config defaults                          | serves   |
+|-------|-----------------------|--------------|------------------------------------------|----------|
+| boot  | -                     | off          | local TPS on, 30 epochs                  | -        |
+| flare | a boot run            | on           | bottleneck noise 0.1 (diversity), 5 ep.  | generate |
+| blaze | a flare run           | on           | 5 epochs                                 | localize |
+
+`configs.common.get_config(stage)` applies a record's `config_defaults`; `train` loads the
+teacher the record names; `train_step` adds the heatmap loss where it is on; `infer` finds the
+stage a role is served by. What a stage feeds the network (its inputs function) is training
+code and lives in `af_jax.stages.INPUT_FNS` under the same name, so this module stays free of
+JAX and inference reads it without importing training. Adding a stage (e.g. the LogicAL
+baseline) is one record here, one inputs function there, a config file and tests.
+
+Blaze's options live in `config.blaze` (one field per option, documented in
+`configs/common.py`); fields that moved are listed in `MOVED_FIELDS`, and a config that still
+uses an old name (in a config file, a `--config.X` override or an old run's config.json) is
+refused with the new name.
+"""
+
+import dataclasses
+from typing import Any, Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One stage of the method.
+
+  Attributes:
+    name: the stage's name, `config.stage`.
+    teacher: the stage whose frozen generator makes this one's inputs/targets; None = none.
+    heatmap_loss: whether the heatmap decoder is supervised (L2 to the inputs' heatmap target).
+    config_defaults: dotted config field -> value, set by `configs.common.get_config(name)`.
+    serves: the inference role of its trained generator ('generate', 'localize') or None.
+  """
+  name: str
+  teacher: str | None
+  heatmap_loss: bool
+  config_defaults: Mapping[str, Any]
+  serves: str | None = None
+
+
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage("boot", teacher=None, heatmap_loss=False,
+          config_defaults={"augment.local_tps": True, "num_epochs": 30}),
+    Stage("flare", teacher="boot", heatmap_loss=True, serves="generate",
+          config_defaults={"model.feature_noise_std": 0.1, "num_epochs": 5}),
+    Stage("blaze", teacher="flare", heatmap_loss=True, serves="localize",
+          config_defaults={"num_epochs": 5}),
+)}
+
+# Old config field -> where it went.
+MOVED_FIELDS = {
+    "blaze_reextract_edges": "blaze.reextract_edges",
+    "blaze_normal_fraction": "blaze.normal_fraction",
+    "blaze_heatmap_target": "blaze.heatmap_target",
+    "blaze_change_scale": "blaze.change_scale",
+}
+
+
+def get(name: str) -> Stage:
+  """The record of stage `name`; a ValueError listing the stages otherwise."""
+  if name not in STAGES:
+    raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}")
+  return STAGES[name]
+
+
+def serving(role: str) -> Stage:
+  """The stage whose trained generator serves `role` ('generate' or 'localize')."""
+  return next(s for s in STAGES.values() if s.serves == role)
+
+
+def moved_field_error(name: str, where: str) -> ValueError | None:
+  """The error for a config field `name` that moved, or None if it did not."""
+  if name not in MOVED_FIELDS:
+    return None
+  return ValueError(f"{where}: config field {name!r} is now {MOVED_FIELDS[name]!r}; "
+                    f"use config.{MOVED_FIELDS[name]} (e.g. --config.{MOVED_FIELDS[name]}=...)")
+
+
+def check_config(config, where: str = "config") -> None:
+  """Raises for an unknown stage or a field that moved (naming the new one)."""
+  for name in config.keys():
+    error = moved_field_error(name, where)
+    if error:
+      raise error
+  get(config.stage)
+
+
+def reextracts_edges(config) -> bool:
+  """Whether the run feeds PiDiNet edges of the anomaly image (Blaze's `reextract_edges`)."""
+  return config.stage == "blaze" and bool(config.blaze.reextract_edges)
