@@ -24,10 +24,9 @@ builders applied to its training data (`af_jax.pixels.resize_image`); the detect
 heatmaps and repaired images back to each image's own size (bilinear).
 
 Edges. The networks were trained on edge maps of one extractor and must see the same one. By
-default (`edge_method=None`) it is the one the run's training data was prepared with, read from
-the prepared category names (`bottle-64px-canny` is Canny; names without an edge part are
-PiDiNet, the builders' default), or PiDiNet for a Blaze run trained with
-`blaze.reextract_edges`. An explicit method that differs from it is used, with a warning.
+default (`edge_method=None`) it is the one the run's training data was prepared with, as the
+run recorded it (`config.data_facts.edge_method`, see `af_jax.data_facts`), or PiDiNet for a
+Blaze run trained with `blaze.reextract_edges`. An explicit method that differs from it is used, with a warning.
 
 Generation is reproducible. Anomaly (i, v), variant v of input image i, draws everything
 (region choice, edit, donor, generator noise) from `(seed, image_ids[i], v)` alone, so the
@@ -129,16 +128,11 @@ def _raise_if_incomplete(folder: pathlib.Path, step: int, error: Exception) -> N
         f"(it holds {sorted(p.name for p in chosen.iterdir())})") from error
 
 
-def training_edge_method(config) -> str | None:
-  """The edge extractor a run's networks saw (module docstring); None when the data mixes two."""
+def training_edge_method(config) -> str:
+  """The edge extractor a run's networks saw (module docstring)."""
   if stage_registry.reextracts_edges(config):
     return "pidinet"
-  methods = set()
-  for source in config.data.sources:
-    for name in source["categories"]:
-      named = set(str(name).split("-")[1:]) & set(pixels.EDGE_METHODS)
-      methods |= named or {"pidinet"}
-  return methods.pop() if len(methods) == 1 else None
+  return config.data_facts.edge_method
 
 
 def _resize_labels(labels, size: int) -> np.ndarray:
@@ -198,14 +192,11 @@ class _Stage:
   def _choose_edge_method(self, requested: str | None) -> str:
     trained = training_edge_method(self.config)
     if requested is None:
-      if trained is None:
-        raise ValueError(f"the run in {self.workdir} was trained on data prepared with both "
-                         f"edge methods; choose one of {pixels.EDGE_METHODS} explicitly")
       return trained
     if requested not in pixels.EDGE_METHODS:
       raise ValueError(f"unknown edge method {requested!r}; expected one of "
                        f"{pixels.EDGE_METHODS}")
-    if trained is not None and requested != trained:
+    if requested != trained:
       warnings.warn(f"edge method {requested!r} differs from the {trained!r} edges the run in "
                     f"{self.workdir} was trained on; results will suffer", stacklevel=3)
     return requested
@@ -304,7 +295,7 @@ class Generator(_Stage):
     if image_ids.shape != (n,):
       raise ValueError(f"image_ids must hold one id per image ({n}), got {image_ids.shape}")
     if regions is None:
-      k = max_regions or self.config.max_regions
+      k = max_regions or self.config.data_facts.max_regions
       regions = [regions_lib.propose_regions(im, max_regions=k) for im in images]
     if len(regions) != n:
       raise ValueError(f"got {len(regions)} region maps for {n} images")

@@ -39,6 +39,8 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from af_jax import data_facts
+
 IMAGE_FEATURES = ("image", "edges", "regions", "mask")
 TEXT_FEATURES = ("defect", "category", "dataset", "file_name", "view", "sample_id")
 SOURCE_KEYS = frozenset({"dataset", "categories", "per_category"})
@@ -113,18 +115,20 @@ def source_names(data_config: ml_collections.ConfigDict) -> list[str]:
 
 
 def _open_mixture(data_config: ml_collections.ConfigDict):
-  """[(data source, examples per epoch)] for every category of the mix, in source-id order."""
+  """([(data source, examples per epoch)] for every category of the mix in source-id order,
+  the data facts they share (`af_jax.data_facts.combine`))."""
   # Training reads no text feature: leave those as raw bytes.
   skip_text = {name: tfds.decode.SkipDecoding() for name in TEXT_FEATURES}
   size = data_config.image_size
-  mixture = []
+  mixture, facts = [], []
   for c in _categories(data_config):
     source = open_split(data_config.data_dir, c.dataset, c.category, data_config.split,
                         decoders=skip_text)
-    shape = tuple(source.dataset_info.features["image"].shape)
-    if shape[:2] != (size, size):
-      raise ValueError(f"{c.dataset}/{c.category} in {data_config.data_dir} holds {shape[0]}x"
-                       f"{shape[1]} images but data.image_size is {size}; prepare it at that "
+    facts.append(data_facts.read(source.dataset_info, f"{c.dataset}/{c.category}"))
+    if facts[-1]["image_size"] != size:
+      stored = facts[-1]["image_size"]
+      raise ValueError(f"{c.dataset}/{c.category} in {data_config.data_dir} holds {stored}x"
+                       f"{stored} images but data.image_size is {size}; prepare it at that "
                        "size or change data.image_size")
     if not len(source):
       raise ValueError(f"{c.dataset}/{c.category} has no {data_config.split!r} examples")
@@ -133,7 +137,12 @@ def _open_mixture(data_config: ml_collections.ConfigDict):
       logging.warning("%s/%s: per_category=%d but only %d %s examples; using all of them",
                       c.dataset, c.category, c.per_category, len(source), data_config.split)
     mixture.append((source, count))
-  return mixture
+  return mixture, data_facts.combine(facts)
+
+
+def read_data_facts(data_config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The facts every category of the mix was prepared with (`af_jax.data_facts`)."""
+  return _open_mixture(data_config)[1]
 
 
 def _global_batches_per_epoch(mixture_size: int, global_batch_size: int,
@@ -150,7 +159,7 @@ def _global_batches_per_epoch(mixture_size: int, global_batch_size: int,
 def steps_per_epoch(data_config: ml_collections.ConfigDict, global_batch_size: int, *,
                     epoch_size: int | None = None) -> int:
   """Global batches per epoch: the mix's size (or `epoch_size`) // `global_batch_size`."""
-  mixture_size = sum(count for _, count in _open_mixture(data_config))
+  mixture_size = sum(count for _, count in _open_mixture(data_config)[0])
   return _global_batches_per_epoch(mixture_size, global_batch_size, epoch_size)
 
 
@@ -159,10 +168,19 @@ def steps_per_epoch(data_config: ml_collections.ConfigDict, global_batch_size: i
 
 @dataclasses.dataclass(frozen=True)
 class _TrainFeatures:
-  """Keeps what training reads from one decoded example and tags it with its source id."""
+  """Keeps what training reads from one decoded example and tags it with its source id.
+
+  Region labels above the data's `max_regions` would silently become background in the
+  stages' one-hot transform, so such an example stops training, naming its category.
+  """
   source: int
+  name: str
+  max_regions: int
 
   def __call__(self, example: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    if example["regions"].max() > self.max_regions:
+      raise ValueError(f"{self.name} holds region label {example['regions'].max()} above its "
+                       f"max_regions {self.max_regions}; re-run `af-jax prepare` for it")
     features = {name: example[name] for name in IMAGE_FEATURES}
     features["label"] = np.int32(example["label"])
     features["source"] = np.int32(self.source)
@@ -200,12 +218,12 @@ def make_train_iterator(data_config: ml_collections.ConfigDict, *, global_batch_
   local_batch_size = global_batch_size // process_count
   _ensure_absl_flags_parsed()
 
-  mixture = _open_mixture(data_config)
+  mixture, facts = _open_mixture(data_config)
   seeds = np.random.SeedSequence([data_config.shuffle_seed, seed]).generate_state(
       len(mixture) + 1)
   parts = [
       grain.MapDataset.source(source).shuffle(seed=int(seeds[i]))[:count]
-      .map(_TrainFeatures(source=i))
+      .map(_TrainFeatures(i, facts["datasets"][i]["name"], facts["max_regions"]))
       for i, (source, count) in enumerate(mixture)]
   mix = grain.MapDataset.concatenate(parts).shuffle(seed=int(seeds[-1]))
   steps = _global_batches_per_epoch(len(mix), global_batch_size, epoch_size)

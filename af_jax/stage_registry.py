@@ -14,9 +14,9 @@ JAX and inference reads it without importing training. Adding a stage (e.g. the 
 baseline) is one record here, one inputs function there, a config file and tests.
 
 Blaze's options live in `config.blaze` (one field per option, documented in
-`configs/common.py`); fields that moved are listed in `MOVED_FIELDS`, and a config that still
-uses an old name (in a config file, a `--config.X` override or an old run's config.json) is
-refused with the new name.
+`configs/common.py`); fields that moved are listed in `MOVED_FIELDS` (`max_regions` became a
+fact of the prepared data), and a config that still uses an old name (in a config file, a
+`--config.X` override or an old run's config.json) is refused with the new name.
 """
 
 import dataclasses
@@ -56,6 +56,7 @@ MOVED_FIELDS = {
     "blaze_normal_fraction": "blaze.normal_fraction",
     "blaze_heatmap_target": "blaze.heatmap_target",
     "blaze_change_scale": "blaze.change_scale",
+    "max_regions": "data_facts.max_regions",  # A fact of the prepared data (af_jax/data_facts.py).
 }
 
 
@@ -75,8 +76,10 @@ def moved_field_error(name: str, where: str) -> ValueError | None:
   """The error for a config field `name` that moved, or None if it did not."""
   if name not in MOVED_FIELDS:
     return None
-  return ValueError(f"{where}: config field {name!r} is now {MOVED_FIELDS[name]!r}; "
-                    f"use config.{MOVED_FIELDS[name]} (e.g. --config.{MOVED_FIELDS[name]}=...)")
+  new = MOVED_FIELDS[name]
+  how = ("training records it from the prepared data" if new.startswith("data_facts.")
+         else f"set --config.{new}=... (or config.{new} in a config file)")
+  return ValueError(f"{where}: config field {name!r} is now {new!r}: {how}")
 
 
 def check_config(config, where: str = "config") -> None:

@@ -108,7 +108,8 @@ def _edited(ctx, key, data):
   k_aug, k_edit = jax.random.split(key)
   transform = _sample(ctx, k_aug, data)
   edges, image = _warp(ctx, transform, data)
-  regions = _transform_regions(transform, data["regions"], ctx.config.max_regions + 1)
+  num_labels = ctx.config.data_facts.max_regions + 1
+  regions = _transform_regions(transform, data["regions"], num_labels)
   new_edges, region_mask, _ = manipulate.manipulate_edges(
       k_edit, edges, regions, config=ctx.manipulate)
   return edges, image, pixels.binarize_edges(new_edges, ctx.threshold), region_mask
@@ -189,7 +190,8 @@ def make_inputs_fn(config: ml_collections.ConfigDict, teacher: Teacher | None = 
                    edge_fn: Callable | None = None):
   """Returns `inputs_fn(key, batch, teacher_params) -> StageInputs` for `config.stage`.
 
-  `batch` is the input pipeline's uint8 batch.
+  `batch` is the input pipeline's uint8 batch; `config.data_facts` (recorded by `train` from
+  the prepared data) gives the number of region labels.
   """
   stage = stage_registry.get(config.stage)
   if config.blaze.heatmap_target not in BLAZE_HEATMAP_TARGETS:

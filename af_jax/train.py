@@ -13,6 +13,7 @@ environment (Cloud TPU, SLURM, ...).
 The loop below reads top-down: setup, data, models, teacher, state, step, loop.
 """
 
+import copy
 import logging
 import pathlib
 import time
@@ -129,10 +130,19 @@ def image_grid(images: dict, max_rows: int = 4) -> np.ndarray:
   return pixels.unit_to_uint8(np.concatenate(list(rows), axis=0))
 
 
+def with_data_facts(config: ml_collections.ConfigDict, facts: dict) -> ml_collections.ConfigDict:
+  """A copy of `config` recording the prepared data's facts as `config.data_facts`."""
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    config.data_facts = ml_collections.ConfigDict(facts)
+  return config
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) one stage in `workdir`; returns the last logged metrics."""
   # ---------------------------------------------------------------- setup
   stage_registry.check_config(config)
+  config = with_data_facts(config, input_pipeline.read_data_facts(config.data))
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   checkpoint.save_config(workdir, config)

@@ -17,11 +17,14 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from af_jax import sharding, stage_registry, stages, train
 from af_jax.models import build, flops
 from configs import common
+
+MAX_REGIONS = 8  # Region labels of the random batches.
 
 
 def make_config(args, stage):
@@ -32,10 +35,13 @@ def make_config(args, stage):
   if args.small:
     c.model.ngf, c.model.n_downsampling, c.model.n_blocks, c.model.ndf = 16, 3, 3, 16
   c.loss.vgg_weights = "random" if args.vgg else ""
+  # No prepared data: the facts of the random batches below.
+  c.data_facts = ml_collections.ConfigDict(dict(edge_method="canny", image_size=args.size,
+                                                max_regions=MAX_REGIONS, datasets=[]))
   return c
 
 
-def random_batch(rng, batch, size, max_regions):
+def random_batch(rng, batch, size, max_regions=MAX_REGIONS):
   return dict(image=rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
               edges=(rng.random((batch, size, size, 1)) > 0.85).astype(np.uint8) * 255,
               regions=rng.integers(0, max_regions + 1, (batch, 1, 1, 1), dtype=np.uint8)
@@ -84,7 +90,7 @@ def bench_stage(args, stage, mesh, rng):
   vgg_params = vgg_params_for(config)
   program = train.build_program(config, mesh, num_steps=1000, teacher=teacher)
   state = program.init(jax.random.PRNGKey(0))
-  batch = jax.device_put(random_batch(rng, args.batch, args.size, config.max_regions),
+  batch = jax.device_put(random_batch(rng, args.batch, args.size),
                          sharding.batch_sharding(mesh))
   box = [state]
 

@@ -35,7 +35,6 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   c.batch_size = 32               # Global batch, split over all devices and hosts.
   c.num_epochs = 30               # Paper: Boot 30, Flare 5, Blaze 5 (the stages' defaults).
   c.num_steps = -1                # > 0 overrides num_epochs (handy for smoke runs).
-  c.max_regions = 8               # Candidate region labels 1..K in the data (as built).
   c.edge_threshold = 0.5          # Edge probability >= this becomes an edge (1); None = soft edges.
 
   # Network (pix2pixHD global generator + 2-scale PatchGAN); see af_jax/models.
@@ -78,6 +77,10 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   c.blaze.heatmap_target = "flare"  # 'flare' (paper) | 'flare_in_region' | 'region' |
                                     # 'change_in_region' (stages.BLAZE_HEATMAP_TARGETS).
   c.blaze.change_scale = 0.2      # 'change_in_region': a pixel change this large (in [-1, 1]) = 1.
+
+  # Filled by training, never set by hand: what the prepared data was built with (edge method,
+  # image size, max_regions, each category's dataset version; af_jax/data_facts.py).
+  c.data_facts = None
 
   # Scale-out: mesh (`data` x `fsdp`); multi-host via jax.distributed flags/env.
   c.mesh = ml_collections.ConfigDict()

@@ -35,6 +35,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from af_jax import data_facts
 from af_jax import pixels
 from data_builders import config as config_lib
 from data_builders import features
@@ -282,6 +283,11 @@ def config_for(builder_cls: type[tfds.core.DatasetBuilder], category: str,
                                     **options)
 
 
+def dataset_metadata(config: config_lib.AfBuilderConfig) -> tfds.core.MetadataDict:
+  """What a built dataset records about itself for the models trained on it (`af_jax.data_facts`)."""
+  return tfds.core.MetadataDict(data_facts.from_builder_config(config))
+
+
 class AfBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base of every af_jax builder: the shared schema, ArrayRecord files, progress, bad input.
 
@@ -326,6 +332,7 @@ class AfBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         builder=self,
         description=self.__doc__,
         features=features.example_features(self.builder_config.size),
+        metadata=dataset_metadata(self.builder_config),
         homepage=self.HOMEPAGE,
         citation=self.CITATION,
     )

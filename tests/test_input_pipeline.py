@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 
 from af_jax import input_pipeline
 from configs import mix82
+from data_builders import common
 from data_builders import config as builder_config
 from data_builders import features
 
@@ -57,7 +58,8 @@ class AfTestMix(tfds.core.GeneratorBasedBuilder):
                      for name in TRAIN_COUNTS]
 
   def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=features.example_features(SIZE))
+    return tfds.core.DatasetInfo(builder=self, features=features.example_features(SIZE),
+                                 metadata=common.dataset_metadata(self.builder_config))
 
   def _split_generators(self, dl_manager):
     root = dl_manager.manual_dir

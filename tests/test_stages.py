@@ -58,6 +58,7 @@ def _config(stage, **blaze):
                         flip_lr_prob=0.0, flip_ud_prob=0.0)  # The identity: pixels stay put.
   config.manipulate.update(semantic_prob=1.0, edit_op_probs=(1.0, 0.0, 0.0))  # Remove edges.
   config.blaze.update(blaze)
+  config.data_facts = dict(edge_method="canny", image_size=SIZE, max_regions=1, datasets=[])
   return config
 
 
