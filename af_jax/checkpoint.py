@@ -2,7 +2,8 @@
 
 A workdir holds:
   config.json                 the full config of the run (the teacher's and inference's source
-                              of truth for model sizes and the stage).
+                              of truth for model sizes, the stage and the data facts); one
+                              that uses a moved field is refused naming the new one.
   checkpoints/<step>/generator  generator parameters only (what teachers and inference read),
   checkpoints/<step>/train      everything else: discriminator, both optimizer states, step, RNG,
   checkpoints/<step>/data       the grain iterator state, one file per process.

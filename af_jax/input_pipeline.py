@@ -17,6 +17,10 @@ reading happens only for the examples a process actually consumes:
   5. Worker processes (`num_workers`) each produce whole batches, in order, so the
      stream does not depend on the number of workers either.
 
+Every category's data facts (edge method, size, max_regions; `af_jax.data_facts`) are read
+when the mix is opened: categories that disagree, or a size other than `image_size`, stop
+there, and `read_data_facts` returns what they share for the run to record.
+
 The iterator is grain's own: `get_state()` / `set_state()` (JSON-serializable dicts) resume
 exactly where a run stopped, and `grain.checkpoint.CheckpointSave/CheckpointRestore` store it
 in an Orbax checkpoint (see `af_jax/checkpoint.py`, item `data`).

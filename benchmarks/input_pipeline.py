@@ -26,7 +26,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from af_jax import input_pipeline
+from af_jax import pixels
 from configs import mix82
+from data_builders import common
 from data_builders import config as builder_config
 from data_builders import features
 
@@ -53,10 +55,6 @@ def _photo_like(rng: np.random.Generator, size: int) -> np.ndarray:
   return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _png(array: np.ndarray) -> bytes:
-  return cv2.imencode(".png", array)[1].tobytes()
-
-
 class AfBenchImages(tfds.core.GeneratorBasedBuilder):
   """One category of --num_images examples: folder images (manual dir) or synthetic ones.
 
@@ -67,7 +65,8 @@ class AfBenchImages(tfds.core.GeneratorBasedBuilder):
 
   def _info(self):
     return tfds.core.DatasetInfo(builder=self,
-                                 features=features.example_features(self.builder_config.size))
+                                 features=features.example_features(self.builder_config.size),
+                                 metadata=common.dataset_metadata(self.builder_config))
 
   def _split_generators(self, dl_manager):
     folder = dl_manager.manual_dir if self.builder_config.name == "folder" else None
@@ -75,17 +74,17 @@ class AfBenchImages(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, folder):
     size, rng = self.builder_config.size, np.random.default_rng(0)
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg")) if folder else []
+    paths = common.image_files(folder) if folder else []
     for i in range(_NUM_IMAGES.value):
       if paths:
-        image = cv2.resize(cv2.imread(str(paths[i % len(paths)]), cv2.IMREAD_COLOR), (size, size),
-                           interpolation=cv2.INTER_AREA)
+        image = pixels.resize_image(pixels.read_rgb(paths[i % len(paths)]), size)
       else:
         image = _photo_like(rng, size)
-      gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+      gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
       yield str(i), dict(
-          image=_png(image), edges=_png(cv2.Canny(gray, 50, 150)),
-          regions=_png((gray // 64).astype(np.uint8)), mask=_png(np.zeros_like(gray)), label=0,
+          image=pixels.encode_png(image), edges=pixels.encode_png(cv2.Canny(gray, 50, 150)),
+          regions=pixels.encode_png((gray // 64).astype(np.uint8)),
+          mask=pixels.encode_png(np.zeros_like(gray)), label=0,
           defect="good", category=self.builder_config.name, dataset=BENCH_DATASET,
           file_name=f"{i}.png", view="", sample_id="")
 
@@ -93,8 +92,8 @@ class AfBenchImages(tfds.core.GeneratorBasedBuilder):
 def _build_temporary_dataset(root: str) -> tuple[str, list[str]]:
   name = "folder" if _IMAGE_DIR.value else "synthetic"
   download_config = tfds.download.DownloadConfig(manual_dir=_IMAGE_DIR.value)
-  builder = AfBenchImages(config=builder_config.AfBuilderConfig(name=name, size=_SIZE.value),
-                          data_dir=root, file_format="array_record")
+  config = builder_config.AfBuilderConfig(name=name, size=_SIZE.value, edges="canny")
+  builder = AfBenchImages(config=config, data_dir=root, file_format="array_record")
   builder.download_and_prepare(download_config=download_config)
   num_bytes = sum(f.stat().st_size for f in pathlib.Path(root).rglob("*.array_record*"))
   print(f"built {_NUM_IMAGES.value} {name} examples at {_SIZE.value} px: "
