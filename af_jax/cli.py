@@ -7,19 +7,22 @@
   af-jax evaluate  pixel AUROC, AUPRO and image AUROC on a prepared test split
   af-jax demo      everything above on the built-in synthetic data, on CPU, in minutes
 
-Each module exposes `main(argv) -> int`; importing is lazy so `af-jax --help` is instant.
+Every verb is one line of `COMMANDS`: the function `module:function` that takes the verb's
+arguments (`argv`), parses them with its own argparse parser (so `af-jax VERB --help` lists the
+verb's flags and exits 0) and returns the exit status. Modules are imported only for the verb
+that runs, so `af-jax --help` is instant.
 """
 
 import importlib
 import sys
 
 COMMANDS = {
-    "prepare": "af_jax.prepare",
-    "train": "af_jax.train",
-    "generate": "af_jax.commands",
-    "localize": "af_jax.commands",
-    "evaluate": "af_jax.commands",
-    "demo": "af_jax.demo",
+    "prepare": "af_jax.prepare:main",
+    "train": "af_jax.train:main",
+    "generate": "af_jax.commands:generate_main",
+    "localize": "af_jax.commands:localize_main",
+    "evaluate": "af_jax.commands:evaluate_main",
+    "demo": "af_jax.demo:main",
 }
 
 
@@ -33,9 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"af-jax: unknown command {name!r}; expected one of {', '.join(COMMANDS)}",
           file=sys.stderr)
     return 2
-  module = importlib.import_module(COMMANDS[name])
-  runner = getattr(module, f"{name}_main", None) or module.main
-  return int(runner(rest) or 0)
+  module, function = COMMANDS[name].split(":")
+  return int(getattr(importlib.import_module(module), function)(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@
       [--calibrate 'val_good/*.png'] [--ground_truth GT]
   af-jax evaluate --workdir runs/blaze --dataset mvtec_ad --categories bottle --data_dir data
 
-Edges: `--edges` defaults to the extractor the run's training data was prepared with (PiDiNet
-unless it was prepared with `--edges canny`); naming another one works but warns.
+Edges: `--edges` defaults to the extractor the run's training data was prepared with (recorded
+in the run's config, `data_facts.edge_method`); naming another one works but warns.
 
 `generate` writes `<out>/<category>/{images,masks,heatmaps,edges}` in the MVTec naming
 (`NNN.png`, binary `NNN_mask.png` with 0/255, float32 heatmaps `NNN.npy`, edited edge maps
@@ -366,8 +366,9 @@ def evaluate(args) -> dict:
   return summary
 
 
-# ------------------------------------------------------------------ argument parsing
+# ------------------------------------------------------------------ command line
 def _parser(command: str) -> argparse.ArgumentParser:
+  """The flags every command shares: which run, which checkpoint, how to compute."""
   p = argparse.ArgumentParser(prog=f"af-jax {command}", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", required=True, help="training run directory of the stage")
@@ -376,68 +377,73 @@ def _parser(command: str) -> argparse.ArgumentParser:
   p.add_argument("--dtype", help="compute dtype, e.g. bfloat16 (default: the run's)")
   p.add_argument("--edges", choices=EDGE_CHOICES, default="auto",
                  help="edge extractor; auto = the one the run's training data was prepared "
-                      "with (pidinet unless prepared with --edges canny)")
-  if command == "generate":
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", help="glob pattern or directory of normal images")
-    src.add_argument("--dataset", help="prepared NAME/CATEGORY (normal images of --split)")
-    p.add_argument("--data_dir", help="with --dataset: where `af-jax prepare` wrote it")
-    p.add_argument("--split", default="train")
-    p.add_argument("--category", help="output sub-folder (default: the images' folder name "
-                                      "or the dataset category)")
-    p.add_argument("--num", type=int, default=1, help="anomalies per normal image")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mask_threshold", type=float, default=0.5,
-                   help="heatmap level of the binary masks (inside the edited region)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--overwrite", action="store_true", help="replace a previous output")
-  else:
-    p.add_argument("--smoothing_sigma", type=float, default=4.0,
-                   help="Gaussian blur of the heatmaps, in model pixels (0: raw heatmaps)")
-    p.add_argument("--flip_tta", action=argparse.BooleanOptionalAction, default=True,
-                   help="average the heatmaps of the mirrored views the run was trained with")
-  if command == "localize":
-    p.add_argument("--images", required=True, help="glob pattern or directory of images")
-    p.add_argument("--out", required=True)
-    p.add_argument("--ground_truth", help="MVTec-layout ground_truth folder: also compute metrics")
-    p.add_argument("--calibrate", help="normal images (glob or directory) to calibrate and "
-                                       "save the thresholds on first")
-    p.add_argument("--fpr", type=float, default=0.01, help="calibration false-positive rate")
-    p.add_argument("--pixel_threshold", type=float, help="override the calibrated pixel threshold")
-    p.add_argument("--image_threshold", type=float, help="override the calibrated image threshold")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous output")
-  elif command == "evaluate":
-    p.add_argument("--dataset", required=True, help="prepared dataset name, e.g. mvtec_ad")
-    p.add_argument("--categories", required=True, help="comma-separated categories")
-    p.add_argument("--data_dir", required=True)
-    p.add_argument("--split", default="test")
-    p.add_argument("--out", help="output folder (default: WORKDIR/eval)")
+                      "with (recorded in the run)")
   return p
 
 
-def _run(command: str, fn, argv) -> int:
+def _heatmap_args(p: argparse.ArgumentParser) -> None:
+  """The detector's heatmap post-processing (localize, evaluate)."""
+  p.add_argument("--smoothing_sigma", type=float, default=4.0,
+                 help="Gaussian blur of the heatmaps, in model pixels (0: raw heatmaps)")
+  p.add_argument("--flip_tta", action=argparse.BooleanOptionalAction, default=True,
+                 help="average the heatmaps of the mirrored views the run was trained with")
+
+
+def _run(command: str, fn, args, show_result: bool = True) -> int:
+  """Runs `fn(args)`; expected failures become one error line and exit status 1."""
   from af_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  parser = _parser(command)
-  args = parser.parse_args(argv)
-  if command == "generate" and args.dataset and not args.data_dir:
-    parser.error("--dataset needs --data_dir")
   try:
     result = fn(args)
   except (OSError, ValueError, KeyError, checkpoint.CheckpointError) as e:
     print(f"af-jax {command}: error: {e}", file=sys.stderr)
     return 1
-  if command != "evaluate":
+  if show_result:
     print(f"af-jax {command}: {result}")
   return 0
 
 
 def generate_main(argv) -> int:
-  return _run("generate", generate, argv)
+  p = _parser("generate")
+  src = p.add_mutually_exclusive_group(required=True)
+  src.add_argument("--images", help="glob pattern or directory of normal images")
+  src.add_argument("--dataset", help="prepared NAME/CATEGORY (normal images of --split)")
+  p.add_argument("--data_dir", help="with --dataset: where `af-jax prepare` wrote it")
+  p.add_argument("--split", default="train")
+  p.add_argument("--category", help="output sub-folder (default: the images' folder name "
+                                    "or the dataset category)")
+  p.add_argument("--num", type=int, default=1, help="anomalies per normal image")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--mask_threshold", type=float, default=0.5,
+                 help="heatmap level of the binary masks (inside the edited region)")
+  p.add_argument("--out", required=True)
+  p.add_argument("--overwrite", action="store_true", help="replace a previous output")
+  args = p.parse_args(argv)
+  if args.dataset and not args.data_dir:
+    p.error("--dataset needs --data_dir")
+  return _run("generate", generate, args)
 
 
 def localize_main(argv) -> int:
-  return _run("localize", localize, argv)
+  p = _parser("localize")
+  _heatmap_args(p)
+  p.add_argument("--images", required=True, help="glob pattern or directory of images")
+  p.add_argument("--out", required=True)
+  p.add_argument("--ground_truth", help="MVTec-layout ground_truth folder: also compute metrics")
+  p.add_argument("--calibrate", help="normal images (glob or directory) to calibrate and "
+                                     "save the thresholds on first")
+  p.add_argument("--fpr", type=float, default=0.01, help="calibration false-positive rate")
+  p.add_argument("--pixel_threshold", type=float, help="override the calibrated pixel threshold")
+  p.add_argument("--image_threshold", type=float, help="override the calibrated image threshold")
+  p.add_argument("--overwrite", action="store_true", help="replace a previous output")
+  return _run("localize", localize, p.parse_args(argv))
 
 
 def evaluate_main(argv) -> int:
-  return _run("evaluate", evaluate, argv)
+  p = _parser("evaluate")
+  _heatmap_args(p)
+  p.add_argument("--dataset", required=True, help="prepared dataset name, e.g. mvtec_ad")
+  p.add_argument("--categories", required=True, help="comma-separated categories")
+  p.add_argument("--data_dir", required=True)
+  p.add_argument("--split", default="test")
+  p.add_argument("--out", help="output folder (default: WORKDIR/eval)")
+  return _run("evaluate", evaluate, p.parse_args(argv), show_result=False)  # It prints a table.

@@ -13,12 +13,14 @@ environment (Cloud TPU, SLURM, ...).
 The loop below reads top-down: setup, data, models, teacher, state, step, loop.
 """
 
+import argparse
 import copy
 import logging
 import pathlib
 import time
 from typing import Any, Callable, NamedTuple
 
+from clu import parameter_overview
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
@@ -176,6 +178,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     state = step_lib.TrainState.from_parts(g, rest)
     log.info("resumed from step %d of %s", start, workdir)
   train_step, preview = program.step, program.preview
+  if jax.process_index() == 0:
+    log.info("parameters:\n%s", parameter_overview.get_parameter_overview(
+        dict(generator=state.generator, discriminator=state.discriminator), include_stats=False))
 
   # ---------------------------------------------------------------- loop
   log.info("stage %s: %d steps (%d per epoch), global batch %d on %d devices",
@@ -225,30 +230,67 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ command line
+CONFIG_OVERRIDE = "--config."
+
+
+def parse_config(spec: str, overrides: list[str]) -> ml_collections.ConfigDict:
+  """The config of `spec` (`FILE` or `FILE:ARG`) with `--config.FIELD=VALUE` overrides applied.
+
+  ml_collections' own flag parser reads the file and applies the overrides (typed like the
+  field they set; unknown fields are refused); it runs on a private flag registry, so nothing
+  else in the process sees absl flags. A moved field is refused naming its new place.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  for arg in overrides:
+    if arg.startswith(CONFIG_OVERRIDE):
+      field = arg[len(CONFIG_OVERRIDE):].split("=")[0].split(".")[0]
+      error = stage_registry.moved_field_error(field, arg)
+      if error:
+        raise error
+    elif arg.startswith("-"):
+      raise ValueError(f"unrecognized argument {arg} (config fields are set with "
+                       f"{CONFIG_OVERRIDE}FIELD=VALUE)")
+  registry = flags.FlagValues()
+  argv = ["af-jax train", f"--config={spec}", *overrides]
+  config_flags.DEFINE_config_file("config", None, "stage config file", flag_values=registry,
+                                  lock_config=True, sys_argv=argv)
+  try:
+    registry(argv)
+  except (flags.Error, AttributeError, KeyError) as e:  # Unknown fields raise the latter two.
+    raise ValueError(f"{spec}: {e}") from None
+  return registry.config
+
+
 def main(argv: list[str]) -> int:
   """`af-jax train --config CONFIG.py --workdir DIR [--config.FIELD=VALUE ...]`."""
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-
-  config_flags.DEFINE_config_file("config", None, "Stage config file (configs/boot.py, ...).",
-                                  lock_config=True)
-  flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, config.json.")
-  flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
-  flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
-  flags.DEFINE_integer("process_id", None, "Multi-host: this process's id.")
-  flags.DEFINE_bool("distributed", False, "Multi-host with settings from the environment.")
-  flags.mark_flags_as_required(["config", "workdir"])
-
-  def run(_):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax/grain chatter; ours stays INFO.
-    f = flags.FLAGS
-    if f.coordinator_address or f.num_processes or f.distributed:
-      jax.distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
-    final = train(f.config, f.workdir)
-    print(f"done: {f.workdir} " + " ".join(f"{k}={v:.4g}" for k, v in sorted(final.items())))
-
-  app.run(run, argv=["af-jax train", *argv])
+  parser = argparse.ArgumentParser(
+      prog="af-jax train", description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      epilog=f"{CONFIG_OVERRIDE}FIELD=VALUE (repeatable) overrides any field of the config, "
+             "e.g. --config.batch_size=16 --config.blaze.heatmap_target=region; "
+             "configs/common.py documents every field.")
+  parser.add_argument("--config", required=True,
+                      help="stage config file, optionally with an argument: configs/boot.py, "
+                           "configs/demo.py:flare")
+  parser.add_argument("--workdir", required=True,
+                      help="run directory: checkpoints, metrics, config.json")
+  parser.add_argument("--coordinator_address", help="multi-host: host:port of process 0")
+  parser.add_argument("--num_processes", type=int, help="multi-host: number of processes")
+  parser.add_argument("--process_id", type=int, help="multi-host: this process's id")
+  parser.add_argument("--distributed", action="store_true",
+                      help="multi-host with settings from the environment (Cloud TPU, SLURM)")
+  args, overrides = parser.parse_known_args(argv)
+  try:
+    config = parse_config(args.config, overrides)
+  except ValueError as e:
+    parser.error(str(e))
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax/grain chatter; ours stays INFO.
+  if args.coordinator_address or args.num_processes or args.distributed:
+    jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+  final = train(config, args.workdir)
+  print(f"done: {args.workdir} " + " ".join(f"{k}={v:.4g}" for k, v in sorted(final.items())))
   return 0
 
 

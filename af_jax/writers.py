@@ -3,10 +3,8 @@
 `clu.metric_writers` imports TensorFlow, which many accelerator images lack, so
 this module offers the same small interface on top of pieces that need no TF:
 
-* `TensorBoardWriter`: real TensorBoard event files, written with the
-  `tensorboard` package's pure-python `EventFileWriter` and protos. Scalars
-  are `simple_value`s, images PNG-encoded `Summary.Image`s, texts and hparams
-  the text and hparams plugins' summaries, so TensorBoard shows them all.
+* `TensorBoardWriter`: TensorBoard event files written by tensorboardX (numpy
+  and protobuf only): scalars, and images as PNGs.
 * `LoggingWriter`: one concise absl log line per write.
 * `JsonlWriter`: one JSON object per write and line, easy to read back from
   scripts and tests (images are recorded by shape only).
@@ -30,12 +28,9 @@ from absl import logging
 import jax
 import numpy as np
 
+import tensorboardX
+
 from af_jax import pixels
-from tensorboard.compat.proto import event_pb2
-from tensorboard.compat.proto import summary_pb2
-from tensorboard.plugins.hparams import summary_v2 as hparams_summary
-from tensorboard.plugins.text import summary_v2 as text_summary
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 Scalar = int | float | np.number | np.ndarray | jax.Array
 
@@ -54,14 +49,6 @@ class MetricWriter(abc.ABC):
     uint8 arrays are taken as is; float arrays must hold values in [0, 1]
     (values outside are clipped).
     """
-
-  @abc.abstractmethod
-  def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
-    """Writes text (markdown in TensorBoard)."""
-
-  @abc.abstractmethod
-  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-    """Writes the run's hyperparameters (a mapping or ConfigDict), flattened with '.'."""
 
   def flush(self) -> None:
     """Makes everything written so far visible to readers."""
@@ -94,31 +81,6 @@ def _image_batch(name: str, images) -> np.ndarray:
   return pixels.unit_to_uint8(images)
 
 
-_png = pixels.encode_png
-
-
-def _flat_hparams(hparams, prefix: str = "") -> dict[str, Any]:
-  """Flattens nested mappings and ConfigDicts ('a.b' keys).
-
-  Keeps bool/int/float/str values (what TensorBoard's hparams accept), turns
-  numpy scalars into Python ones and anything else (None, lists) into str.
-  """
-  if hasattr(hparams, "to_dict"):  # ml_collections.ConfigDict is no Mapping.
-    hparams = hparams.to_dict()
-  flat = {}
-  for key, value in hparams.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, Mapping) or hasattr(value, "to_dict"):
-      flat.update(_flat_hparams(value, f"{name}."))
-    elif isinstance(value, (bool, int, float, str)):
-      flat[name] = value
-    elif isinstance(value, np.generic):
-      flat[name] = value.item()
-    else:
-      flat[name] = str(value)
-  return flat
-
-
 class TensorBoardWriter(MetricWriter):
   """Writes TensorBoard event files into `logdir` (created if missing).
 
@@ -129,36 +91,18 @@ class TensorBoardWriter(MetricWriter):
 
   def __init__(self, logdir: str | os.PathLike):
     os.makedirs(logdir, exist_ok=True)
-    self._writer = EventFileWriter(os.fspath(logdir), flush_secs=30)
-
-  def _write(self, step: int, summary: summary_pb2.Summary) -> None:
-    self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
-                                           summary=summary))
+    self._writer = tensorboardX.SummaryWriter(os.fspath(logdir), flush_secs=30)
 
   def write_scalars(self, step, scalars):
-    summary = summary_pb2.Summary(value=[
-        summary_pb2.Summary.Value(tag=name, simple_value=_scalar(value))
-        for name, value in scalars.items()])
-    self._write(step, summary)
+    for name, value in scalars.items():
+      self._writer.add_scalar(name, _scalar(value), int(step))
 
   def write_images(self, step, images):
-    values = []
     for name, batch in images.items():
       batch = _image_batch(name, batch)
       for index, image in enumerate(batch):
         tag = name if len(batch) == 1 else f"{name}/{index}"
-        height, width, channels = image.shape
-        values.append(summary_pb2.Summary.Value(tag=tag, image=summary_pb2.Summary.Image(
-            height=height, width=width, colorspace=channels,
-            encoded_image_string=_png(image))))
-    self._write(step, summary_pb2.Summary(value=values))
-
-  def write_texts(self, step, texts):
-    for name, text in texts.items():
-      self._write(step, text_summary.text_pb(name, str(text)))
-
-  def write_hparams(self, hparams):
-    self._write(0, hparams_summary.hparams_pb(_flat_hparams(hparams)))
+        self._writer.add_image(tag, image, int(step), dataformats="HWC")
 
   def flush(self):
     self._writer.flush()
@@ -178,21 +122,12 @@ class LoggingWriter(MetricWriter):
     shapes = ", ".join(f"{name}{tuple(np.shape(batch))}" for name, batch in images.items())
     logging.info("[%d] images: %s", step, shapes)
 
-  def write_texts(self, step, texts):
-    for name, text in texts.items():
-      logging.info("[%d] %s: %s", step, name, text)
-
-  def write_hparams(self, hparams):
-    logging.info("hparams: %s", ", ".join(
-        f"{name}={value}" for name, value in _flat_hparams(hparams).items()))
-
 
 class JsonlWriter(MetricWriter):
   """Appends one JSON object per write to `path` (parent folders are created).
 
   Records look like `{"kind": "scalars", "step": 10, "values": {"loss": 0.5}}`;
-  kinds are scalars, images (values: name -> shape), texts and hparams (no
-  step). Each record is flushed at once, so readers always see whole lines.
+  kinds are scalars and images (values: name -> shape). Each record is flushed at once, so readers always see whole lines.
   """
 
   def __init__(self, path: str | os.PathLike):
@@ -211,13 +146,6 @@ class JsonlWriter(MetricWriter):
     self._write({"kind": "images", "step": int(step),
                  "values": {name: list(np.shape(batch)) for name, batch in images.items()}})
 
-  def write_texts(self, step, texts):
-    self._write({"kind": "texts", "step": int(step),
-                 "values": {name: str(text) for name, text in texts.items()}})
-
-  def write_hparams(self, hparams):
-    self._write({"kind": "hparams", "values": _flat_hparams(hparams)})
-
   def close(self):
     self._file.close()
 
@@ -235,14 +163,6 @@ class MultiWriter(MetricWriter):
   def write_images(self, step, images):
     for writer in self._writers:
       writer.write_images(step, images)
-
-  def write_texts(self, step, texts):
-    for writer in self._writers:
-      writer.write_texts(step, texts)
-
-  def write_hparams(self, hparams):
-    for writer in self._writers:
-      writer.write_hparams(hparams)
 
   def flush(self):
     for writer in self._writers:

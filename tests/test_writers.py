@@ -9,11 +9,9 @@ import sys
 import cv2
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
-from tensorboard.plugins.hparams import plugin_data_pb2
 
 from af_jax import writers
 
@@ -30,7 +28,7 @@ def decode_png(encoded: bytes) -> np.ndarray:
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image.ndim == 3 else image
 
 
-def test_tensorboard_scalars_images_texts_hparams_read_back(tmp_path, bottle_dir):
+def test_tensorboard_scalars_and_images_read_back(tmp_path, bottle_dir):
   photo = cv2.cvtColor(cv2.imread(str(bottle_dir / "test" / "broken_large" / "000.png")),
                        cv2.COLOR_BGR2RGB)
   photo = cv2.resize(photo, (40, 32), interpolation=cv2.INTER_AREA)  # H=32, W=40
@@ -40,10 +38,6 @@ def test_tensorboard_scalars_images_texts_hparams_read_back(tmp_path, bottle_dir
   writer.write_images(2, {"photo": photo,
                           "batch": np.stack([photo, photo[::-1]]).astype(np.float32) / 255,
                           "heatmap": np.linspace(0, 1, 32 * 40).reshape(1, 32, 40, 1)})
-  writer.write_texts(3, {"note": "hello **tensorboard**"})
-  config = ml_collections.ConfigDict({"optimizer": {"lr": 2e-4}, "name": "boot",
-                                      "sizes": (256, 256)})
-  writer.write_hparams(config)
   writer.close()
 
   events = read_events(tmp_path)
@@ -56,14 +50,7 @@ def test_tensorboard_scalars_images_texts_hparams_read_back(tmp_path, bottle_dir
   flipped = decode_png(events.Images("batch/1")[0].encoded_image_string)
   np.testing.assert_array_equal(flipped, photo[::-1])  # float [0, 1] -> uint8 exactly
   gray = decode_png(events.Images("heatmap")[0].encoded_image_string)
-  assert gray.shape == (32, 40) and gray[0, 0] == 0 and gray[-1, -1] == 255
-  text = events.Tensors("note")[0]
-  assert text.step == 3 and text.tensor_proto.string_val == [b"hello **tensorboard**"]
-  hparams_content = events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
-  session = plugin_data_pb2.HParamsPluginData.FromString(hparams_content).session_start_info
-  assert session.hparams["optimizer.lr"].number_value == pytest.approx(2e-4)
-  assert session.hparams["name"].string_value == "boot"
-  assert session.hparams["sizes"].string_value == "(256, 256)"
+  assert gray.shape[:2] == (32, 40) and gray[0, 0].max() == 0 and gray[-1, -1].min() == 255
   assert "tensorflow" not in sys.modules
 
 
@@ -83,15 +70,11 @@ def test_jsonl_round_trip(tmp_path):
   writer = writers.JsonlWriter(path)
   writer.write_scalars(5, {"loss": np.float32(1.5), "step_time": 0.1})
   writer.write_images(5, {"samples": np.zeros((2, 8, 8, 3), np.uint8)})
-  writer.write_texts(6, {"note": "ok"})
-  writer.write_hparams({"model": {"width": 64}, "seed": np.int64(3), "mesh": None})
   writer.close()
   records = [json.loads(line) for line in path.read_text().splitlines()]
   assert records == [
       {"kind": "scalars", "step": 5, "values": {"loss": 1.5, "step_time": 0.1}},
       {"kind": "images", "step": 5, "values": {"samples": [2, 8, 8, 3]}},
-      {"kind": "texts", "step": 6, "values": {"note": "ok"}},
-      {"kind": "hparams", "values": {"model.width": 64, "seed": 3, "mesh": "None"}},
   ]
 
 
@@ -120,7 +103,6 @@ def test_default_writer_is_silent_on_other_processes(tmp_path, caplog, monkeypat
   writer = writers.create_default_writer(tmp_path / "logs")
   with caplog.at_level("INFO"):
     writer.write_scalars(1, {"loss": 2.0})
-    writer.write_hparams({"lr": 0.1})
   writer.close()
   assert not (tmp_path / "logs").exists()
   assert "loss" not in caplog.text
