@@ -32,6 +32,7 @@ import pickle
 import sys
 import zipfile
 
+import jax
 import ml_dtypes
 import numpy as np
 import safetensors.numpy
@@ -282,3 +283,37 @@ def load_state_dict(path) -> dict[str, np.ndarray]:
     raise ValueError(f"{path}: unsupported weights format {suffix!r}; expected .npz, "
                      ".safetensors, .pth or .pt")
   return _strip_prefix(state, path)
+
+
+# Flax kernel layout from torch's, by rank: conv OIHW -> HWIO, linear [out, in] -> [in, out].
+_KERNEL_FROM_TORCH = {4: (2, 3, 1, 0), 2: (1, 0)}
+
+
+def to_flax_variables(state: dict[str, np.ndarray], expected, torch_key, source) -> dict:
+  """Fills a Flax variables tree from a torch state dict, checking every key and shape.
+
+  Args:
+    state: torch key -> array.
+    expected: the variables' shapes, e.g. `jax.eval_shape(module.init, ...)`.
+    torch_key: maps a leaf's path (collection first, e.g. ('params', 'conv', 'kernel')) to
+      its state-dict key.
+    source: what `state` came from, for error messages (a path or a description).
+
+  Leaves named 'kernel' are transposed from torch's layout; every other leaf keeps its shape.
+  Entries of `state` that no leaf asks for are ignored. Returns float32 numpy arrays.
+  Raises ValueError naming the missing or mis-shaped key and the expected shape.
+  """
+  def fill(path, leaf):
+    names = tuple(p.key for p in path)
+    key = torch_key(names)
+    order = _KERNEL_FROM_TORCH.get(len(leaf.shape)) if names[-1] == "kernel" else None
+    want = tuple(leaf.shape) if order is None else tuple(leaf.shape[i] for i in np.argsort(order))
+    if key not in state:
+      raise ValueError(f"{source}: missing key {key!r} (expected shape {want})")
+    got = tuple(np.shape(state[key]))
+    if got != want:
+      raise ValueError(f"{source}: key {key!r} has shape {got}, expected {want}")
+    array = np.asarray(state[key], np.float32)
+    return array if order is None else np.ascontiguousarray(array.transpose(order))
+
+  return jax.tree_util.tree_map_with_path(fill, expected)
