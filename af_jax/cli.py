@@ -5,6 +5,8 @@
   af-jax generate  make anomaly images + masks + heatmaps with a trained FlareGenerator
   af-jax localize  heatmaps, masks and OK/NG for your images with a trained BlazeDetector
   af-jax evaluate  pixel AUROC, AUPRO and image AUROC on a prepared test split
+  af-jax evaluate-generation  Inception Score and IC-LPIPS of generated images
+  af-jax convert-weights      a .pth state dict (Inception, VGG16, ...) to .npz
   af-jax demo      everything above on the built-in synthetic data, on CPU, in minutes
 
 Each module exposes `main(argv) -> int`; importing is lazy so `af-jax --help` is instant.
@@ -19,6 +21,8 @@ COMMANDS = {
     "generate": "af_jax.commands",
     "localize": "af_jax.commands",
     "evaluate": "af_jax.commands",
+    "evaluate-generation": "af_jax.generation_eval",
+    "convert-weights": "af_jax.convert_weights",
     "demo": "af_jax.demo",
 }
 

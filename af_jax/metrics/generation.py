@@ -219,10 +219,8 @@ def _lpips_features(variables, images):
 
 
 @jax.jit
-def _nearest(features, heads, real_features, real_self):
-  """Index of the nearest real image, and that distance, for each generated image."""
-  d = lpips_lib.cross_distances(features, real_features, heads, self1=real_self)
-  return jnp.argmin(d, axis=1), jnp.min(d, axis=1)
+def _cross(features, heads, others, others_self):
+  return lpips_lib.cross_distances(features, others, heads, self1=others_self)
 
 
 _pairwise = jax.jit(lambda features, heads: lpips_lib.cross_distances(features, features, heads))
@@ -261,26 +259,35 @@ class ICLPIPS:
   subsets: dict = dataclasses.field(default_factory=dict)  # name -> ICLPIPS of that subset.
 
 
+def lpips_matrix(model: LPIPSModel, a, b, progress: Progress = None) -> np.ndarray:
+  """LPIPS-VGG of every pair [N, M] of two uint8 RGB sets of one image size.
+
+  Each image goes through the network once; `b`'s features stay in memory.
+  """
+  a, b = _as_uint8_images(a, "a"), _as_uint8_images(b, "b")
+  if a.shape[1:] != b.shape[1:]:
+    raise ValueError(f"LPIPS compares images of one size, got {a.shape[1:3]} and "
+                     f"{b.shape[1:3]}: resize one set first")
+  parts = [(stop - start, f) for start, stop, f in _features(model, b, progress)]
+  if not parts or not len(a):
+    return np.zeros((len(a), len(b)), np.float32)
+  others = [jnp.concatenate([f[layer][:n] for n, f in parts]) for layer in range(len(parts[0][1]))]
+  others_self = _self_terms(others, model.heads)
+  rows = [np.asarray(_cross(features, model.heads, others, others_self))[:stop - start]
+          for start, stop, features in _features(model, a, progress)]
+  return np.concatenate(rows)
+
+
 def nearest_real(model: LPIPSModel, generated, real, progress: Progress = None
                  ) -> tuple[np.ndarray, np.ndarray]:
-  """(index of the real image at the lowest LPIPS [N], that LPIPS [N]) per generated image."""
-  generated, real = _as_uint8_images(generated, "generated"), _as_uint8_images(real, "real")
+  """(index of the real image at the lowest LPIPS [N], that LPIPS [N]) per generated image.
+
+  Ties go to the first real image.
+  """
   if not len(real):
     raise ValueError("IC-LPIPS needs at least one real image")
-  if generated.shape[1:] != real.shape[1:]:
-    raise ValueError(f"generated images are {generated.shape[1:3]} but real ones "
-                     f"{real.shape[1:3]}: resize the real images to the generated size first")
-  parts = [(stop - start, features) for start, stop, features in _features(model, real, progress)]
-  real_features = [jnp.concatenate([f[i][:n] for n, f in parts]) for i in range(len(parts[0][1]))]
-  real_self = _self_terms(real_features, model.heads)
-  index, distance = [], []
-  for start, stop, features in _features(model, generated, progress):
-    i, d = _nearest(features, model.heads, real_features, real_self)
-    index.append(np.asarray(i)[:stop - start])
-    distance.append(np.asarray(d)[:stop - start])
-  if not index:
-    return np.zeros(0, np.int64), np.zeros(0, np.float32)
-  return np.concatenate(index).astype(np.int64), np.concatenate(distance)
+  distances = lpips_matrix(model, generated, real, progress)
+  return distances.argmin(axis=1), distances.min(axis=1)
 
 
 def _cluster_members(nearest: np.ndarray, selection: Sequence[int], num_clusters: int,

@@ -212,7 +212,8 @@ _TORCH_LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "r
 
 
 def _torch_key(path: tuple[str, ...]) -> str:
-  """('batch_stats', 'Mixed_5b', 'branch1x1', 'bn', 'mean') -> 'Mixed_5b.branch1x1.bn.running_mean'."""
+  """E.g. ('batch_stats', 'Mixed_5b', 'branch1x1', 'bn', 'mean') ->
+  'Mixed_5b.branch1x1.bn.running_mean'."""
   *modules, leaf = path[1:]
   return ".".join([*modules, _TORCH_LEAF[leaf]])
 
@@ -222,6 +223,12 @@ def abstract_variables() -> dict:
   """Shapes of the module's variables ({'params', 'batch_stats'}); the input size is irrelevant."""
   return jax.eval_shape(InceptionV3Compat().init, jax.random.key(0),
                         jax.ShapeDtypeStruct((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.uint8))
+
+
+def torch_keys() -> list[str]:
+  """The state-dict keys `load_inception_variables` reads."""
+  paths = jax.tree_util.tree_flatten_with_path(abstract_variables())[0]
+  return [_torch_key(tuple(p.key for p in path)) for path, _ in paths]
 
 
 def load_inception_variables(state: dict[str, np.ndarray], source="state dict") -> dict:

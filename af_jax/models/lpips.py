@@ -123,26 +123,29 @@ def abstract_variables() -> dict:
   return jax.eval_shape(LPIPS().init, jax.random.key(0), x, x)
 
 
-def _lpips_key(path: tuple[str, ...]) -> str:
-  """Flax path -> `lpips.LPIPS(net='vgg')` state-dict key."""
+def _torch_key(path: tuple[str, ...], torchvision: bool) -> str:
+  """Flax path -> state-dict key; the backbone in lpips' or torchvision's naming."""
   name = path[1]
   if name in ("shift", "scale"):
     return f"scaling_layer.{name}"
   if name.startswith("lin"):
     return f"{name}.model.1.weight"
   index = int(path[2].split("_")[1])  # ('params', 'net', 'conv_N', leaf)
-  return f"net.slice{_slice_of(index)}.{index}.{'weight' if path[-1] == 'kernel' else 'bias'}"
+  leaf = "weight" if path[-1] == "kernel" else "bias"
+  if torchvision:
+    return f"features.{index}.{leaf}"
+  return f"net.slice{_slice_of(index)}.{index}.{leaf}"
 
 
-def _torchvision_to_lpips_keys(state: dict) -> dict:
-  """Renames torchvision `features.N.*` backbone keys to lpips' `net.sliceK.N.*`."""
-  renamed = {}
-  for key, value in state.items():
-    parts = key.split(".")
-    if parts[0] == "features" and len(parts) == 3 and parts[1].isdigit():
-      key = f"net.slice{_slice_of(int(parts[1]))}.{parts[1]}.{parts[2]}"
-    renamed[key] = value
-  return renamed
+def uses_torchvision_names(state: dict) -> bool:
+  """Whether a state dict names the VGG16 backbone as torchvision does (`features.N.*`)."""
+  return any(key.startswith("features.") for key in state)
+
+
+def torch_keys(torchvision: bool = False) -> list[str]:
+  """The state-dict keys `load_lpips_variables` reads, in the given backbone naming."""
+  paths = jax.tree_util.tree_flatten_with_path(abstract_variables())[0]
+  return [_torch_key(tuple(p.key for p in path), torchvision) for path, _ in paths]
 
 
 def load_lpips_variables(state: dict[str, np.ndarray], heads: dict[str, np.ndarray],
@@ -150,7 +153,10 @@ def load_lpips_variables(state: dict[str, np.ndarray], heads: dict[str, np.ndarr
   """A state dict (lpips or torchvision VGG16 naming) + default heads -> float32 variables.
 
   `heads` supplies `scaling_layer.*` and `lin{0..4}.model.1.weight` wherever `state` lacks
-  them. Raises ValueError naming the missing or mis-shaped key and its expected shape.
+  them. Raises ValueError naming the missing or mis-shaped key (in `state`'s naming) and its
+  expected shape.
   """
-  merged = {**heads, **_torchvision_to_lpips_keys(state)}
-  return torch_weights.to_flax_variables(merged, abstract_variables(), _lpips_key, source)
+  torchvision = uses_torchvision_names(state)
+  return torch_weights.to_flax_variables(
+      {**heads, **state}, abstract_variables(),
+      lambda path: _torch_key(path, torchvision), source)
