@@ -244,3 +244,22 @@ def test_evaluate_generation_end_to_end(ref, inception_state, backbone_state, tm
   assert bottle["region_kind=semantic"]["ic_lpips"] == pytest.approx(bottle["all"]["ic_lpips"])
   table = (out / "metrics.md").read_text()
   assert "| bottle |" in table and "## edit_op=remove" in table
+
+
+def test_evaluate_generation_clusters_around_a_prepared_test_split(tiny_synthetic, backbone_state,
+                                                                  tmp_path, capsys):
+  data_dir, names = tiny_synthetic
+  np.savez(tmp_path / "lpips.npz", **backbone_state)
+  rng = np.random.default_rng(0)
+  _write_generated(tmp_path / "gen", rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8),
+                   ["remove"] * 5)
+  (tmp_path / "gen" / "bottle").rename(tmp_path / "gen" / names[0])
+  code = generation_eval.main([
+      "--generated", str(tmp_path / "gen"), "--real", "synthetic", "--data_dir", str(data_dir),
+      "--metrics", "ic_lpips", "--lpips", str(tmp_path / "lpips.npz"), "--by", "",
+      "--batch_size", str(BATCH)])
+  assert code == 0, capsys.readouterr().err
+  summary = json.loads((tmp_path / "gen" / "eval" / "metrics.json").read_text())
+  result = summary["per_category"][names[0]]
+  assert list(result) == ["all"] and "is_mean" not in result["all"]
+  assert result["all"]["num_real"] == 8 and result["all"]["num_generated"] == 5
