@@ -12,7 +12,8 @@ clusters of fewer than two images count 0, as in DFMGAN). The paper multiplies L
 
 --generated: what `af-jax generate` wrote (`<gen>/<category>/images/NNN.png` with a
   `manifest.jsonl`), one such category folder, or a plain folder of images (one category,
-  named after the folder). Images are taken in name order, which is generation order.
+  named after the folder). Images are taken in the manifest's order (generation order), or
+  else in name order; the IC-LPIPS cap keeps the first ones.
 --real: the cluster centres, the paper's sampled normal and anomalous test images. Either a
   folder (per category: `<real>/<category>/test`, as in the MVTec layout, else
   `<real>/<category>`, else `<real>` itself; images found recursively), or a prepared data set
@@ -73,20 +74,28 @@ def generated_categories(root, only: list[str] | None = None) -> dict[str, pathl
 
 
 def generated_set(folder: pathlib.Path) -> tuple[list[pathlib.Path], list[dict | None]]:
-  """The category's image files in name order, and each one's manifest record (or None)."""
+  """The category's image files in generation order, and each one's manifest record (or None).
+
+  With a manifest, its order and its images; otherwise every image in name order.
+  """
   from af_jax import commands  # pylint: disable=g-import-not-at-top
-  images_dir = folder / "images" if (folder / "images").is_dir() else folder
-  files = commands.find_images(str(images_dir))
-  records = {}
-  if (folder / MANIFEST).is_file():
-    for n, line in enumerate((folder / MANIFEST).read_text().splitlines(), 1):
-      if line.strip():
-        try:
-          record = json.loads(line)
-          records[(folder / record["image"]).resolve()] = record
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-          raise ValueError(f"{folder / MANIFEST} line {n} is not a generate record: {e}") from e
-  return files, [records.get(f.resolve()) for f in files]
+  manifest = folder / MANIFEST
+  if not manifest.is_file():
+    images_dir = folder / "images" if (folder / "images").is_dir() else folder
+    files = commands.find_images(str(images_dir))
+    return files, [None] * len(files)
+  files, records = [], []
+  for n, line in enumerate(manifest.read_text().splitlines(), 1):
+    if line.strip():
+      try:
+        record = json.loads(line)
+        files.append(folder / record["image"])
+      except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{manifest} line {n} is not a generate record: {e}") from e
+      records.append(record)
+  if not files:
+    raise ValueError(f"{manifest} lists no image")
+  return files, records
 
 
 def subsets_of(records: list[dict | None], fields: list[str]) -> dict[str, list[int]]:

@@ -29,9 +29,10 @@ diversity metric). `ICLPIPS.populated` also reports the mean over clusters of at
 members only (DFMGAN's second, "rz" number, up to clusters of identical images).
 
 Cost. Every image goes through each network once, except that IC-LPIPS runs the generated
-images through VGG16 twice (assignment, then the pairs inside each cluster), keeping only the
-real set's features and one cluster's in memory (about 34 MB per image at 256 px). Distances
-between sets come from matrix products (`af_jax.models.lpips.cross_distances`).
+images through VGG16 twice (assignment, then the pairs inside each cluster). It keeps the real
+set's features and one cluster's in memory, about 34 MB per image at 256 px; a cluster holds
+at most `max_per_cluster` images per scored subset. Distances between sets come from matrix
+products (`af_jax.models.lpips.cross_distances`).
 """
 
 import dataclasses
@@ -54,7 +55,7 @@ IS_SHUFFLE_SEED = 2020        # torch-fidelity's default `rng_seed`, used to shu
 MAX_PER_CLUSTER = 50          # DFMGAN / AnomalyDiffusion.
 DEFAULT_BATCH_SIZE = 16
 
-Progress = Callable[[int], Any] | None  # Called with the number of images each batch finished.
+ProgressFn = Callable[[int], Any] | None  # Called with the images each batch finished.
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -131,7 +132,7 @@ def _batches(images: np.ndarray, batch_size: int):
     yield start, min(start + batch_size, len(images)), batch
 
 
-def _report(progress: Progress, count: int) -> None:
+def _report(progress: ProgressFn, count: int) -> None:
   if progress is not None:
     progress(count)
 
@@ -142,7 +143,7 @@ def _inception_apply(variables, images):
   return inception_lib.InceptionV3Compat().apply(variables, images)
 
 
-def inception_features(model: InceptionModel, images, progress: Progress = None
+def inception_features(model: InceptionModel, images, progress: ProgressFn = None
                        ) -> dict[str, np.ndarray]:
   """{'pool': [N, 2048], 'logits_unbiased': [N, 1008]} (float32) of uint8 RGB images.
 
@@ -227,7 +228,7 @@ _pairwise = jax.jit(lambda features, heads: lpips_lib.cross_distances(features, 
 _self_terms = jax.jit(lpips_lib.self_terms)
 
 
-def lpips(model: LPIPSModel, a, b, progress: Progress = None) -> np.ndarray:
+def lpips(model: LPIPSModel, a, b, progress: ProgressFn = None) -> np.ndarray:
   """LPIPS-VGG [N] between two uint8 RGB batches [N, H, W, 3] of equal shape."""
   a, b = _as_uint8_images(a, "a"), _as_uint8_images(b, "b")
   if a.shape != b.shape:
@@ -240,7 +241,7 @@ def lpips(model: LPIPSModel, a, b, progress: Progress = None) -> np.ndarray:
   return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def _features(model: LPIPSModel, images: np.ndarray, progress: Progress = None):
+def _features(model: LPIPSModel, images: np.ndarray, progress: ProgressFn = None):
   """Per batch: (start, stop, the batch's five feature maps, padded rows included)."""
   for start, stop, batch in _batches(images, model.batch_size):
     features = _lpips_features(model.variables, batch)
@@ -259,7 +260,7 @@ class ICLPIPS:
   subsets: dict = dataclasses.field(default_factory=dict)  # name -> ICLPIPS of that subset.
 
 
-def lpips_matrix(model: LPIPSModel, a, b, progress: Progress = None) -> np.ndarray:
+def lpips_matrix(model: LPIPSModel, a, b, progress: ProgressFn = None) -> np.ndarray:
   """LPIPS-VGG of every pair [N, M] of two uint8 RGB sets of one image size.
 
   Each image goes through the network once; `b`'s features stay in memory.
@@ -268,9 +269,9 @@ def lpips_matrix(model: LPIPSModel, a, b, progress: Progress = None) -> np.ndarr
   if a.shape[1:] != b.shape[1:]:
     raise ValueError(f"LPIPS compares images of one size, got {a.shape[1:3]} and "
                      f"{b.shape[1:3]}: resize one set first")
-  parts = [(stop - start, f) for start, stop, f in _features(model, b, progress)]
-  if not parts or not len(a):
+  if not len(a) or not len(b):
     return np.zeros((len(a), len(b)), np.float32)
+  parts = [(stop - start, f) for start, stop, f in _features(model, b, progress)]
   others = [jnp.concatenate([f[layer][:n] for n, f in parts]) for layer in range(len(parts[0][1]))]
   others_self = _self_terms(others, model.heads)
   rows = [np.asarray(_cross(features, model.heads, others, others_self))[:stop - start]
@@ -278,7 +279,7 @@ def lpips_matrix(model: LPIPSModel, a, b, progress: Progress = None) -> np.ndarr
   return np.concatenate(rows)
 
 
-def nearest_real(model: LPIPSModel, generated, real, progress: Progress = None
+def nearest_real(model: LPIPSModel, generated, real, progress: ProgressFn = None
                  ) -> tuple[np.ndarray, np.ndarray]:
   """(index of the real image at the lowest LPIPS [N], that LPIPS [N]) per generated image.
 
@@ -307,7 +308,7 @@ def _bucket(n: int) -> int:
 
 
 def _within_cluster_distances(model: LPIPSModel, generated: np.ndarray,
-                              clusters: list[list[int]], progress: Progress = None
+                              clusters: list[list[int]], progress: ProgressFn = None
                               ) -> list[np.ndarray | None]:
   """LPIPS matrix among the members of each cluster of >= 2 members (None for the others).
 
@@ -356,7 +357,7 @@ def _summarize(members: list[list[int]], union: list[list[int]],
 
 def ic_lpips(model: LPIPSModel, generated, real, *, max_per_cluster: int = MAX_PER_CLUSTER,
              subsets: Mapping[str, Sequence[int]] | None = None,
-             progress: Progress = None) -> ICLPIPS:
+             progress: ProgressFn = None) -> ICLPIPS:
   """IC-LPIPS of generated images clustered around real ones (module docstring).
 
   Args:
@@ -398,7 +399,7 @@ def generation_metrics(generated, real=None, *, inception: InceptionModel | None
                        lpips_model: LPIPSModel | None = None,
                        subsets: Mapping[str, Sequence[int]] | None = None,
                        splits: int = IS_SPLITS, max_per_cluster: int = MAX_PER_CLUSTER,
-                       progress: Progress = None) -> dict[str, dict]:
+                       progress: ProgressFn = None) -> dict[str, dict]:
   """IS and IC-LPIPS of a generated set and of each subset, as flat metric dicts.
 
   Returns {'all': metrics, <subset name>: metrics, ...}; each holds `num_generated`, and

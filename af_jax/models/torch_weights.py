@@ -22,6 +22,9 @@ the array is viewed, and storage sizes against the file size before anything is 
 The state dict may be the top-level object or sit under a 'state_dict' or 'model' key (training
 checkpoints such as PiDiNet's `{'epoch', 'state_dict'}`). A leading 'module.' (left by
 `DataParallel`) is stripped from every key.
+
+`to_flax_variables(state, expected, torch_key, source)` then fills a Flax variables tree from a
+state dict, transposing kernels and naming any missing or mis-shaped key.
 """
 
 import collections
