@@ -112,8 +112,10 @@ def _generation_quality(generator, data_dir, categories, inception, lpips) -> di
     real = infer.resize_images([np.asarray(ex["image"]) for ex in
                                 input_pipeline.make_eval_dataset(data_dir, "synthetic", category)],
                                images.shape[1])
-    per_category[category] = generation.generation_metrics(
+    values = generation.generation_metrics(
         images, real, inception=inception, lpips_model=lpips, splits=1)["all"]
+    # An undefined mean (no cluster of two) is left out: metrics.json stays strict JSON.
+    per_category[category] = {k: v for k, v in values.items() if v == v}
   return per_category
 
 
