@@ -203,7 +203,7 @@ def evaluate(args) -> dict:
                       if name != "all"},
       settings=dict(generated=str(args.generated), real=args.real, metrics=metrics,
                     inception=args.inception, lpips=args.lpips,
-                    lpips_heads="lpips 0.1.4 (shipped)", is_splits=args.splits,
+                    lpips_heads="the --lpips file's, else lpips 0.1.4's (shipped)", is_splits=args.splits,
                     max_per_cluster=args.max_per_cluster, num_real=args.num_real,
                     seed=args.seed, split=args.split))
   table = _tables(summary)
@@ -219,6 +219,7 @@ def evaluate(args) -> dict:
 def _tables(summary: dict) -> str:
   """Markdown: one table over categories (all images), one per subset name."""
   from af_jax.metrics.localization import evaluation_summary  # pylint: disable=g-import-not-at-top
+
   def columns(result: dict) -> dict:
     return {k: result[k] for k in TABLE_COLUMNS if k in result}
 
