@@ -5,6 +5,8 @@
   af-jax generate  make anomaly images + masks + heatmaps with a trained FlareGenerator
   af-jax localize  heatmaps, masks and OK/NG for your images with a trained BlazeDetector
   af-jax evaluate  pixel AUROC, AUPRO and image AUROC on a prepared test split
+  af-jax evaluate-generation  Inception Score and IC-LPIPS of generated images
+  af-jax convert-weights      a .pth state dict (Inception, VGG16, ...) to .npz
   af-jax demo      everything above on the built-in synthetic data, on CPU, in minutes
 
 Every verb is one line of `COMMANDS`: the function `module:function` that takes the verb's
@@ -22,6 +24,8 @@ COMMANDS = {
     "generate": "af_jax.commands:generate_main",
     "localize": "af_jax.commands:localize_main",
     "evaluate": "af_jax.commands:evaluate_main",
+    "evaluate-generation": "af_jax.generation_eval:main",
+    "convert-weights": "af_jax.convert_weights:main",
     "demo": "af_jax.demo:main",
 }
 

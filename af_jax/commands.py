@@ -6,6 +6,9 @@
       [--calibrate 'val_good/*.png'] [--ground_truth GT]
   af-jax evaluate --workdir runs/blaze --dataset mvtec_ad --categories bottle --data_dir data
 
+`generate` takes a Flare run, or a Boot run to render the same edits with the BootGenerator
+(how the paper compares the two; score either with `af-jax evaluate-generation`).
+
 Edges: `--edges` defaults to the extractor the run's training data was prepared with (recorded
 in the run's config, `data_facts.edge_method`); naming another one works but warns.
 

@@ -8,6 +8,12 @@
 4. localizes the synthetic test set and scores it (pixel AUROC, AUPRO, image AUROC);
 5. writes `report.html` (image grids and the metric table) and `metrics.json`.
 
+With `--inception FILE --lpips FILE` (the weights of `af-jax evaluate-generation`), step 3 also
+scores the generated anomalies: IS and IC-LPIPS per category, `QUALITY_NORMALS` normal images
+x `QUALITY_VARIANTS` anomalies each, clustered around the category's test images. Sets this
+small cannot fill the paper's 10 splits, so IS uses one split. Without the files it says in
+one line that it skipped them.
+
 Re-running resumes: a built data set and finished stages are reused. `--quick` trains a few
 steps on a smaller data set (a smoke test of the whole chain, not a model worth using).
 """
@@ -28,6 +34,7 @@ from af_jax import pixels
 log = logging.getLogger(__name__)
 
 QUICK_STEPS = dict(boot=4, flare=3, blaze=3)
+QUALITY_NORMALS, QUALITY_VARIANTS = 8, 2
 QUICK_DATA = dict(num_train=8, num_test_normal=2, num_test_anomalous=4)
 
 
@@ -89,8 +96,33 @@ def write_report(out: pathlib.Path, sections: list[tuple[str, str, np.ndarray]],
   return path
 
 
-def run_demo(out="demo_out", quick: bool = False) -> dict:
-  """Runs every step of the demo into `out`; returns the metrics written to metrics.json."""
+def _generation_quality(generator, data_dir, categories, inception, lpips) -> dict:
+  """IS and IC-LPIPS of each category's generated anomalies (module docstring)."""
+  from af_jax import infer, input_pipeline  # pylint: disable=g-import-not-at-top
+  from af_jax.metrics import generation  # pylint: disable=g-import-not-at-top
+  inception = generation.load_inception(inception) if inception else None
+  lpips = generation.load_lpips(lpips) if lpips else None
+  per_category = {}
+  for category in categories:
+    normals = [np.asarray(ex["image"]) for ex, _ in zip(
+        input_pipeline.make_eval_dataset(data_dir, "synthetic", category, split="train"),
+        range(QUALITY_NORMALS))]
+    images = generator.generate(normals, n_variants=QUALITY_VARIANTS, seed=1).images
+    real = pixels.resize_images([np.asarray(ex["image"]) for ex in
+                                input_pipeline.make_eval_dataset(data_dir, "synthetic", category)],
+                               images.shape[1])
+    values = generation.generation_metrics(
+        images, real, inception=inception, lpips_model=lpips, splits=1)["all"]
+    # An undefined mean (no cluster of two) is left out: metrics.json stays strict JSON.
+    per_category[category] = {k: v for k, v in values.items() if v == v}
+  return per_category
+
+
+def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None) -> dict:
+  """Runs every step of the demo into `out`; returns the metrics written to metrics.json.
+
+  `inception` / `lpips`: weight files of the generation metrics (module docstring).
+  """
   from af_jax import commands, infer, input_pipeline, stage_registry, train  # pylint: disable=g-import-not-at-top
   from af_jax.metrics import localization  # pylint: disable=g-import-not-at-top
   from data_builders import synthetic  # pylint: disable=g-import-not-at-top
@@ -121,7 +153,7 @@ def run_demo(out="demo_out", quick: bool = False) -> dict:
   # 3. generation ----------------------------------------------------------------------
   print("[3/5] generating anomalies from normal images", flush=True)
   t = time.perf_counter()
-  generator = infer.Generator(out / "runs" / infer.Generator.stage, batch_size=8)
+  generator = infer.Generator(out / "runs" / stage_registry.serving("generate").name, batch_size=8)
   gen_rows = []
   for category in categories:
     normals = [np.asarray(ex["image"]) for ex, _ in zip(
@@ -131,12 +163,21 @@ def run_demo(out="demo_out", quick: bool = False) -> dict:
       src = normals[result.source[j]]
       gen_rows.append([src, _gray(result.edges[j]), result.images[j],
                        _gray(result.heatmaps[j]), _gray(result.masks[j])])
+  quality = None
+  if inception or lpips:
+    quality = _generation_quality(generator, data_dir, categories, inception, lpips)
+    for category, values in quality.items():
+      print(f"      {category}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+  missing = [flag for flag, path in (("--inception", inception), ("--lpips", lpips)) if not path]
+  if missing:
+    print(f"      generation metrics {'partly ' if len(missing) == 1 else ''}skipped: pass "
+          f"{' and '.join(missing)} weight files to report IS and IC-LPIPS", flush=True)
   timings["generate_s"] = time.perf_counter() - t
 
   # 4. localization + metrics ------------------------------------------------------------
   print("[4/5] localizing the synthetic test set", flush=True)
   t = time.perf_counter()
-  detector = infer.Detector(out / "runs" / infer.Detector.stage, batch_size=8)
+  detector = infer.Detector(out / "runs" / stage_registry.serving("localize").name, batch_size=8)
   per_category, loc_rows = {}, []
   for category in categories:
     per_category[category] = commands.evaluate_category(detector, data_dir, "synthetic", category)
@@ -153,6 +194,8 @@ def run_demo(out="demo_out", quick: bool = False) -> dict:
   # 5. report --------------------------------------------------------------------------
   timings["total_s"] = time.perf_counter() - started
   metrics = dict(summary, timings=timings, quick=quick)
+  if quality is not None:
+    metrics["generation"] = quality
   (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
   report = write_report(out, [
       ("Generated anomalies (FlareGenerator)",
@@ -170,7 +213,9 @@ def main(argv) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", default="demo_out", help="output folder")
   parser.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
+  parser.add_argument("--inception", help="torch-fidelity Inception weights: also report IS")
+  parser.add_argument("--lpips", help="torchvision VGG16 weights: also report IC-LPIPS")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.WARNING)
-  run_demo(args.out, quick=args.quick)
+  run_demo(args.out, quick=args.quick, inception=args.inception, lpips=args.lpips)
   return 0

@@ -82,12 +82,17 @@ class LoadedStage(NamedTuple):
   step: int        # The checkpoint step they come from.
 
 
-def load_stage(workdir, stage: str, step: int = -1, dtype=None) -> LoadedStage:
-  """The generator of a `stage` run at `step` (latest when < 0); errors say what is wrong."""
+def load_stage(workdir, stage: str | tuple[str, ...], step: int = -1, dtype=None) -> LoadedStage:
+  """The generator of a `stage` run (or one of several) at `step` (latest when < 0).
+
+  Errors say what is wrong.
+  """
   config = checkpoint.load_config(workdir)
-  if config.stage != stage:
+  allowed = (stage,) if isinstance(stage, str) else tuple(stage)
+  if config.stage not in allowed:
+    others = "".join(f" (or a {s!r} run)" for s in allowed[1:])
     raise checkpoint.CheckpointError(
-        f"{workdir} holds a {config.stage!r} run, expected a {stage!r} run")
+        f"{workdir} holds a {config.stage!r} run, expected a {allowed[0]!r} run{others}")
   generator = build.generator(config.model, dtype=dtype)
   abstract = build.abstract_generator_params(generator, config.data.image_size)
   try:
@@ -172,7 +177,7 @@ def _pad(x: np.ndarray, batch_size: int) -> np.ndarray:
 class _Stage:
   """Restore, device layout, resizing and edges shared by the Generator and the Detector."""
 
-  stage = ""  # The stage whose runs it loads (`stage_registry.serving(role)`).
+  stage: str | tuple[str, ...] = ""  # The run stage(s) it loads (`load_stage`).
 
   def __init__(self, workdir, *, step: int = -1, dtype=None, edge_method: str | None = None,
                batch_size: int = 16, mesh: jax.sharding.Mesh | None = None):
@@ -257,9 +262,16 @@ class GenerationResult:
 
 
 class Generator(_Stage):
-  """A trained FlareGenerator: normal images in, anomalies with heatmaps and masks out."""
+  """A trained FlareGenerator: normal images in, anomalies with heatmaps and masks out.
 
-  stage = stage_registry.serving("generate").name
+  A BootGenerator run works too: it renders the same edited edge maps, as it does when it
+  teaches Flare, which is how the paper compares the two generators (Table 2's BootG).
+  Its heatmaps were not trained to mark the edits (paper Fig. 8), so its masks are rougher.
+  """
+
+  # The generating stage, or the stage that teaches it (stage_registry).
+  stage = (stage_registry.serving("generate").name,
+           stage_registry.get(stage_registry.serving("generate").name).teacher)
 
   def __init__(self, workdir, *, manipulate_config: manipulate.ManipulateConfig | None = None,
                **kwargs):

@@ -29,6 +29,7 @@ SHARED = pathlib.Path(os.environ.get("AF_JAX_SHARED", REPO.parent / "shared"))
 BOTTLE = SHARED / "data" / "mvtec_ad" / "bottle"
 PIDINET_PTH = SHARED / "pretrained" / "pidinet" / "table5_pidinet.pth"
 PIDINET_NPZ = SHARED / "pretrained" / "pidinet" / "table5_pidinet.npz"
+GENMETRICS_REF = SHARED / "fixtures" / "genmetrics_ref.npz"
 
 
 def _require(path: pathlib.Path) -> pathlib.Path:
@@ -54,6 +55,12 @@ def pidinet_npz() -> pathlib.Path:
 def pidinet_pth() -> pathlib.Path:
   """The official table5_pidinet torch checkpoint."""
   return _require(PIDINET_PTH)
+
+
+@pytest.fixture(scope="session")
+def genmetrics_ref() -> pathlib.Path:
+  """Reference outputs of torch-fidelity's Inception and lpips' LPIPS-VGG (fixtures/README.md)."""
+  return _require(GENMETRICS_REF)
 
 
 @pytest.fixture(scope="session")

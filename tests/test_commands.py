@@ -96,6 +96,18 @@ def test_generate_writes_mvtec_masks_heatmaps_and_manifest(runs, mvtec, tmp_path
                            "heatmaps/000.npy", "edges/000.png"}
 
 
+def test_generate_with_a_boot_run_renders_the_same_edits(runs, mvtec, tmp_path, capsys):
+  images = mvtec / "train" / "good" / "00[0-1].png"
+  for stage in ("boot", "flare"):
+    code, err = _run("generate", "--workdir", runs[0] / stage, "--images", images,
+                     "--category", "circuit", "--out", tmp_path / stage, capsys=capsys)
+    assert code == 0, err
+  boot, flare = (_manifest(tmp_path / stage / "circuit") for stage in ("boot", "flare"))
+  drop = ("image", "mask", "heatmap")  # The renderings differ; the edits are the same.
+  assert [{k: v for k, v in r.items() if k not in drop} for r in boot] == [
+      {k: v for k, v in r.items() if k not in drop} for r in flare]
+
+
 def test_generate_from_a_prepared_dataset(runs, tmp_path, capsys):
   root, data_dir, names = runs
   code, err = _run("generate", "--workdir", root / "flare", "--dataset", f"synthetic/{names[1]}",

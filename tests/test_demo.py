@@ -31,7 +31,7 @@ def test_quick_demo_runs_every_step(tmp_path, capsys):
   assert cli.main(["demo", "--quick", "--out", str(tmp_path)]) == 0
   printed = capsys.readouterr().out
   for step in ("[1/5]", "[2/5] training boot", "[2/5] training blaze", "[3/5]", "[4/5]",
-               "[5/5]", "report:"):
+               "[5/5]", "report:", "generation metrics skipped: pass --inception and --lpips"):
     assert step in printed
   _check_outputs(tmp_path, json.loads((tmp_path / "metrics.json").read_text()))
 

@@ -1,8 +1,10 @@
-"""State-dict loading without torch (.npz, .safetensors, zip .pth) and the VGG19 weight import.
+"""State-dict loading without torch (.npz, .safetensors, .pth) and the VGG19 weight import.
 
 torch is not installed, so the .pth files here are written from scratch: a zip archive with
 `archive/data.pkl` (a protocol-2 pickle emitted opcode by opcode, naming the same globals and
-persistent ids as `torch.save`) and the raw little-endian storages under `archive/data/<key>`.
+persistent ids as `torch.save`) and the raw little-endian storages under `archive/data/<key>`,
+or the legacy (before PyTorch 1.6) byte stream: header pickles, the same kind of object pickle
+with 6-field persistent ids, the storage key list, then each storage's count and elements.
 """
 
 import os
@@ -47,9 +49,18 @@ def _tuple(*items: bytes) -> bytes:
 _EMPTY_ORDERED_DICT = _global("collections", "OrderedDict") + b")R"
 
 
-def _tensor(storage_key: str, numel: int, offset: int, size, stride) -> bytes:
-  storage = _tuple(_str("storage"), _global("torch", "FloatStorage"), _str(storage_key),
-                   _str("cpu"), _int(numel)) + b"Q"
+def _tensor(storage_key: str, numel: int, offset: int, size, stride, legacy_view=False) -> bytes:
+  """A `_rebuild_tensor_v2` call; `legacy_view` adds the legacy format's 6th id field.
+
+  `legacy_view` is False (zip format: 5 fields), None (legacy, whole storage) or a
+  (view key, offset, size) triple (legacy, a view into the storage).
+  """
+  fields = [_str("storage"), _global("torch", "FloatStorage"), _str(storage_key), _str("cpu"),
+            _int(numel)]
+  if legacy_view is not False:
+    fields.append(b"N" if legacy_view is None else _tuple(
+        _str(legacy_view[0]), _int(legacy_view[1]), _int(legacy_view[2])))
+  storage = _tuple(*fields) + b"Q"
   args = _tuple(storage, _int(offset), _tuple(*map(_int, size)), _tuple(*map(_int, stride)),
                 b"\x89", _EMPTY_ORDERED_DICT)
   return _global("torch._utils", "_rebuild_tensor_v2") + args + b"R"
@@ -80,6 +91,29 @@ def _write_archive(path, pickled: bytes, storages: dict[str, bytes]) -> None:
     for key, data in storages.items():
       archive.writestr(f"archive/data/{key}", data)
     archive.writestr("archive/version", "3\n")
+
+
+def write_torch_legacy(path, state: dict[str, np.ndarray]) -> None:
+  """Writes an OrderedDict of float32 tensors the way `torch.save` did before PyTorch 1.6."""
+  items, storages = b"", {}
+  for i, (key, array) in enumerate(state.items()):
+    array = np.ascontiguousarray(array, np.float32)
+    storages[str(i)] = array
+    strides = [s // 4 for s in array.strides]
+    items += _str(key) + _tensor(str(i), array.size, 0, array.shape, strides, legacy_view=None)
+  body = b"\x80\x02" + _EMPTY_ORDERED_DICT + b"(" + items + b"u."
+  _write_legacy(path, body, storages)
+
+
+def _write_legacy(path, body: bytes, storages: dict[str, np.ndarray]) -> None:
+  header = b"".join(pickle.dumps(x, protocol=2) for x in (
+      torch_weights.LEGACY_MAGIC_NUMBER, torch_weights.LEGACY_PROTOCOL_VERSION,
+      {"protocol_version": 1001, "little_endian": True,
+       "type_sizes": {"short": 2, "int": 4, "long": 4}}))
+  data = b"".join(struct.pack("<q", a.size) + a.astype("<f4").tobytes()
+                  for a in storages.values())
+  with open(path, "wb") as f:
+    f.write(header + body + pickle.dumps(list(storages), protocol=2) + data)
 
 
 # --- fixtures ----------------------------------------------------------------------------------
@@ -136,6 +170,40 @@ def test_written_pth_round_trips_with_strides_shared_storage_and_prefix(tmp_path
   np.testing.assert_array_equal(state["c"], [[storage[10], storage[15]],
                                              [storage[11], storage[16]]])
   assert state["empty"].shape == (0, 4)
+
+
+def test_legacy_pth_round_trips_with_views_and_shared_storage(tmp_path, vgg_state):
+  write_torch_legacy(tmp_path / "vgg19.pth", vgg_state)
+  state = torch_weights.load_state_dict(tmp_path / "vgg19.pth")
+  assert sorted(state) == sorted(vgg_state)
+  for key, want in vgg_state.items():
+    np.testing.assert_array_equal(state[key], want, err_msg=key)
+  storage = np.arange(12, dtype=np.float32)
+  items = (_str("whole") + _tensor("0", 12, 2, (2, 3), (3, 1), legacy_view=None)
+           + _str("view") + _tensor("0", 12, 1, (2,), (2,), legacy_view=("v", 4, 6)))
+  _write_legacy(tmp_path / "views.pt", b"\x80\x02" + _EMPTY_ORDERED_DICT + b"(" + items + b"u.",
+                {"0": storage})
+  state = torch_weights.load_state_dict(tmp_path / "views.pt")
+  np.testing.assert_array_equal(state["whole"], storage[2:8].reshape(2, 3))
+  np.testing.assert_array_equal(state["view"], storage[4:10][1::2][:2])
+
+
+def test_legacy_pth_with_bad_sizes_or_code_is_refused(tmp_path):
+  one = _str("w") + _tensor("0", 4, 0, (4,), (1,), legacy_view=None)
+  body = b"\x80\x02" + _EMPTY_ORDERED_DICT + b"(" + one + b"u."
+  _write_legacy(tmp_path / "short.pth", body, {"0": np.zeros(3, np.float32)})
+  with pytest.raises(pickle.UnpicklingError, match="storage 0 is truncated"):
+    torch_weights.load_state_dict(tmp_path / "short.pth")
+  huge = _str("w") + _tensor("0", 2**31 - 1, 0, (4,), (1,), legacy_view=None)
+  _write_legacy(tmp_path / "huge.pth", b"\x80\x02" + _EMPTY_ORDERED_DICT + b"(" + huge + b"u.",
+                {"0": np.zeros(4, np.float32)})
+  with pytest.raises(pickle.UnpicklingError, match="more than the file holds"):
+    torch_weights.load_state_dict(tmp_path / "huge.pth")
+  marker = tmp_path / "was_executed"
+  _write_legacy(tmp_path / "evil.pth", pickle.dumps({"w": _RunsCode(marker)}, protocol=2), {})
+  with pytest.raises(torch_weights.UnsafeCheckpointError, match=r"(posix|os)\.system"):
+    torch_weights.load_state_dict(tmp_path / "evil.pth")
+  assert not marker.exists()
 
 
 def test_npz_and_safetensors_keys_lose_the_data_parallel_prefix(tmp_path):
