@@ -193,15 +193,15 @@ class Checkpointer:
         + ". Move those step folders aside (or use a new workdir) to train from scratch")
 
   def _move_aside(self, corrupt: dict[int, str], resumed: int) -> None:
+    """Process 0 moves the corrupt steps (only it knows them); then every process rescans."""
     if jax.process_index() == 0:
       for step, why in sorted(corrupt.items()):
         where = checkpoint_check.move_aside(self._step_dir(step))
         log.warning("checkpoint %d of %s is corrupt: %s; moved it to %s and resumed from "
                     "step %d", step, self.workdir, why, where, resumed)
-    if corrupt:
-      if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("af_jax corrupt checkpoints moved aside")
-      self._manager.reload()  # Forget the moved steps.
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("af_jax corrupt checkpoints moved aside")
+    self._manager.reload()  # Forget the moved steps.
 
   def close(self) -> None:
     self._manager.close()
@@ -210,13 +210,12 @@ class Checkpointer:
 def _intact_steps(folder: pathlib.Path, steps, but: int) -> list[int]:
   """The steps other than `but` whose generator item passes the manifest check."""
   intact = []
-  for step in sorted(steps):
+  for step in sorted(set(steps) - {but}):
     try:
-      if step != but:
-        checkpoint_check.verify(folder / str(step), ("generator",))
-        intact.append(step)
+      checkpoint_check.verify(folder / str(step), ("generator",))
     except checkpoint_check.CorruptStepError:
-      pass
+      continue
+    intact.append(step)
   return intact
 
 
