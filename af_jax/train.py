@@ -159,6 +159,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 
 def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
+  """`train` once the workdir is locked: the loop reads top-down from here."""
   # ---------------------------------------------------------------- setup
   config = with_data_facts(config, input_pipeline.read_data_facts(config.data))
   checkpoint.save_config(workdir, config)

@@ -7,6 +7,7 @@ same tiny training step is compiled once, not once per process). Set XLA_FLAGS o
 JAX_COMPILATION_CACHE_DIR yourself to override either.
 """
 
+import logging
 import os
 import pathlib
 import shutil
@@ -101,6 +102,17 @@ def runs(tiny_synthetic, tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-4000:]
     done.touch()
   return root, data_dir, names
+
+
+@pytest.fixture
+def restore_logging():
+  """For tests running `af-jax train` in-process, whose main configures logging globally."""
+  root, absl = logging.getLogger(), logging.getLogger("absl")
+  root_level, root_handlers, absl_level = root.level, list(root.handlers), absl.level
+  yield
+  root.setLevel(root_level)
+  root.handlers[:] = root_handlers
+  absl.setLevel(absl_level)
 
 
 @pytest.fixture

@@ -44,7 +44,8 @@ def test_overwritten_bytes_name_the_dataset_split_file_and_rebuild_command(runs,
   assert last.startswith("af-jax evaluate: error: dataset") and str(test_shard) in last
 
 
-def test_a_truncated_shard_stops_training_in_one_line(broken_data, tmp_path, capsys):
+def test_a_truncated_shard_stops_training_in_one_line(broken_data, tmp_path, capsys,
+                                                       restore_logging):
   data_dir, name, _, train_shard = broken_data
   os.truncate(train_shard, train_shard.stat().st_size // 3)
   config = tiny_config("boot", data_dir, [name])

@@ -27,7 +27,7 @@ def get_config():
 
 
 def test_a_second_trainer_is_refused_and_a_killed_one_leaves_no_lock(tiny_synthetic, tmp_path,
-                                                                     capsys):
+                                                                     capsys, restore_logging):
   data_dir, names = tiny_synthetic
   workdir = tmp_path / "run"
   workdir.mkdir()
