@@ -19,16 +19,19 @@ index, variant, donor image, region kind, edit op). Anomalies are made from grou
 `GROUP_SIZE` consecutive images (donor edges come from the same group), so the output depends
 on the seed and the images only, not on `--batch_size`. Every file is written under a
 temporary name and renamed; an anomaly whose files cannot all be written leaves none of them,
-and its manifest line is appended only once they all exist: a run that fails mid-way leaves
-complete files that match the manifest. Existing outputs are never replaced unless
-`--overwrite` is given, which first removes the category's previous output.
+and its manifest line is appended only once they all exist, whole or not at all: a run that
+fails mid-way (a full disk included) leaves complete files that match the manifest. Existing
+outputs are never replaced unless `--overwrite` is given, which first removes the category's
+previous output.
 
 `localize` writes `<out>/{heatmaps,masks,overlays}` (`NNN_<stem>.npy`, `NNN_<stem>_mask.png`,
 `NNN_<stem>.png`), `scores.csv` (file, score, OK/NG) and `summary.json`; with
 `--ground_truth` (MVTec layout: `<gt>/<defect>/<stem>_mask.png` for `.../<defect>/<stem>.png`,
 images under `good/` have empty masks) the summary also holds pixel AUROC, AUPRO (FPR 0.3)
-and image AUROC. Masks and OK/NG use the detector's calibrated thresholds (`--calibrate`
-measures them on normal images first); `--pixel_threshold` / `--image_threshold` override.
+and image AUROC. Like the manifest, `scores.csv` lists an image only once its files are
+written; `summary.json` is written last, so a `localize` output without it did not finish.
+Masks and OK/NG use the detector's calibrated thresholds (`--calibrate` measures them on
+normal images first); `--pixel_threshold` / `--image_threshold` override.
 
 `evaluate` writes `metrics.json` and `metrics.md` (per category and mean pixel AUROC, AUPRO at
 FPR 0.3, image AUROC) to `--out` (default `<workdir>/eval`).
@@ -40,7 +43,9 @@ with an error naming the files.
 
 import argparse
 import csv
+import errno
 import glob
+import io
 import json
 import os
 import pathlib
@@ -56,6 +61,7 @@ from af_jax import pixels
 GENERATE_DIRS = ("images", "masks", "heatmaps", "edges")
 LOCALIZE_DIRS = ("heatmaps", "masks", "overlays")
 SCORES_CSV, SUMMARY_JSON = "scores.csv", "summary.json"
+SCORES_FIELDS = ("file", "score", "decision")
 MANIFEST = "manifest.jsonl"
 GROUP_SIZE = 16
 EDGE_CHOICES = ("auto", *pixels.EDGE_METHODS)
@@ -123,6 +129,8 @@ def ground_truth_masks(files, images, gt_dir) -> list[np.ndarray]:
 
 
 # ------------------------------------------------------------------ writing
+# Files are written by Python (not by OpenCV), so a full disk or a failing write is an
+# OSError naming the file, which the commands report in one line.
 def _atomic_write(path: pathlib.Path, write) -> None:
   tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
   try:
@@ -134,13 +142,39 @@ def _atomic_write(path: pathlib.Path, write) -> None:
 
 def write_png(path: pathlib.Path, image: np.ndarray) -> None:
   """An RGB or grayscale uint8 PNG, atomically."""
-  if image.ndim == 3:
-    image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+  _atomic_write(path, lambda tmp: tmp.write_bytes(pixels.encode_png(image)))
 
-  def save(tmp):
-    if not cv2.imwrite(str(tmp), image):
-      raise OSError(f"cannot write {path}")
-  _atomic_write(path, save)
+
+def write_text(path: pathlib.Path, text: str) -> None:
+  """A text file, atomically: readers see the old file or the whole new one."""
+  _atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def append_line(path: pathlib.Path, line: str) -> None:
+  """Appends `line` and a newline, whole or not at all.
+
+  A failed write (a full disk) is cut back off the file, so a listing such as the manifest
+  never holds a partial line.
+  """
+  data = (line + "\n").encode()
+  fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+  try:
+    size = os.lseek(fd, 0, os.SEEK_END)
+    try:
+      written = os.write(fd, data)
+      if written != len(data):
+        raise OSError(errno.ENOSPC, f"only {written} of {len(data)} bytes written", str(path))
+    except OSError:
+      os.ftruncate(fd, size)
+      raise
+  finally:
+    os.close(fd)
+
+
+def _csv_line(values) -> str:
+  buffer = io.StringIO()
+  csv.writer(buffer, lineterminator="").writerow(values)
+  return buffer.getvalue()
 
 
 def write_npy(path: pathlib.Path, array: np.ndarray) -> None:
@@ -152,7 +186,10 @@ def write_npy(path: pathlib.Path, array: np.ndarray) -> None:
 
 
 def write_all(writes: list[tuple]) -> None:
-  """Runs `(writer, path, data)` writes; on any failure removes those done, then re-raises."""
+  """Runs `(writer, path, data)` writes; on any failure removes those done, then re-raises.
+
+  The line listing them (`append_line`) goes last, so it is there only when they all are.
+  """
   done = []
   try:
     for writer, path, data in writes:
@@ -227,8 +264,7 @@ def generate(args) -> pathlib.Path:
   root = pathlib.Path(args.out) / category
   dirs = _prepare_output(root, GENERATE_DIRS, [MANIFEST], args.overwrite)
   index = 0
-  with (root / MANIFEST).open("a") as manifest, tqdm.tqdm(
-      total=len(images) * args.num, desc=f"generate {category}", unit="img") as bar:
+  with tqdm.tqdm(total=len(images) * args.num, desc=f"generate {category}", unit="img") as bar:
     for start in range(0, len(images), GROUP_SIZE):
       stop = min(start + GROUP_SIZE, len(images))
       result = generator.generate(
@@ -241,18 +277,17 @@ def generate(args) -> pathlib.Path:
                      mask=dirs["masks"] / f"{stem}_mask.png",
                      heatmap=dirs["heatmaps"] / f"{stem}.npy",
                      edges=dirs["edges"] / f"{stem}.png")
-        write_all([(write_png, files["image"], result.images[j]),
-                   (write_png, files["mask"], result.masks[j].astype(np.uint8) * 255),
-                   (write_npy, files["heatmap"], result.heatmaps[j]),
-                   (write_png, files["edges"], pixels.unit_to_uint8(result.edges[j]))])
         source = start + int(result.source[j])
         record = {k: str(p.relative_to(root)) for k, p in files.items()}
         record.update(source=names[source], source_index=source, seed=args.seed,
                       variant=int(result.variant[j]),
                       donor=names[start + int(result.donor[j])],
                       region_kind=result.region_kind[j], edit_op=result.edit_op[j])
-        manifest.write(json.dumps(record) + "\n")
-        manifest.flush()
+        write_all([(write_png, files["image"], result.images[j]),
+                   (write_png, files["mask"], result.masks[j].astype(np.uint8) * 255),
+                   (write_npy, files["heatmap"], result.heatmaps[j]),
+                   (write_png, files["edges"], pixels.unit_to_uint8(result.edges[j])),
+                   (append_line, root / MANIFEST, json.dumps(record))])
         index += 1
         bar.update(1)
   return root
@@ -304,29 +339,26 @@ def localize(args) -> dict:
   out = pathlib.Path(args.out)
   dirs = _prepare_output(out, LOCALIZE_DIRS, [SCORES_CSV, SUMMARY_JSON], args.overwrite)
   heatmaps, rows = [], []
-  with (out / SCORES_CSV).open("w", newline="") as fh:
-    writer = csv.DictWriter(fh, fieldnames=["file", "score", "decision"])
-    writer.writeheader()
-    for start in tqdm.trange(0, len(images), args.batch_size, desc="localize", unit="batch"):
-      result = detector.localize(images[start:start + args.batch_size])
-      for i, hm, score in zip(range(start, len(images)), result.heatmaps, result.scores):
-        stem = f"{i:03d}_{files[i].stem}"
-        write_all([(write_npy, dirs["heatmaps"] / f"{stem}.npy", hm.astype(np.float32)),
-                   (write_png, dirs["masks"] / f"{stem}_mask.png",
-                    (hm >= pixel_t).astype(np.uint8) * 255),
-                   (write_png, dirs["overlays"] / f"{stem}.png", overlay(images[i], hm))])
-        rows.append(dict(file=str(files[i]), score=float(score),
-                         decision="NG" if score >= image_t else "OK"))
-        writer.writerow(rows[-1])
-        fh.flush()
-        if gt is not None:
-          heatmaps.append(hm)
+  append_line(out / SCORES_CSV, _csv_line(SCORES_FIELDS))
+  for start in tqdm.trange(0, len(images), args.batch_size, desc="localize", unit="batch"):
+    result = detector.localize(images[start:start + args.batch_size])
+    for i, hm, score in zip(range(start, len(images)), result.heatmaps, result.scores):
+      stem = f"{i:03d}_{files[i].stem}"
+      rows.append(dict(file=str(files[i]), score=float(score),
+                       decision="NG" if score >= image_t else "OK"))
+      write_all([(write_npy, dirs["heatmaps"] / f"{stem}.npy", hm.astype(np.float32)),
+                 (write_png, dirs["masks"] / f"{stem}_mask.png",
+                  (hm >= pixel_t).astype(np.uint8) * 255),
+                 (write_png, dirs["overlays"] / f"{stem}.png", overlay(images[i], hm)),
+                 (append_line, out / SCORES_CSV, _csv_line(rows[-1][k] for k in SCORES_FIELDS))])
+      if gt is not None:
+        heatmaps.append(hm)
   summary = dict(num_images=len(rows), num_ng=sum(r["decision"] == "NG" for r in rows),
                  pixel_threshold=pixel_t, image_threshold=image_t, step=detector.step,
                  edge_method=detector.edge_method)
   if gt is not None:
     summary["metrics"] = _metrics(heatmaps, gt, [r["score"] for r in rows], _image_labels(files))
-  (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=2))
+  write_text(out / SUMMARY_JSON, json.dumps(summary, indent=2))  # Last: the run completed.
   return summary
 
 
@@ -362,8 +394,8 @@ def evaluate(args) -> dict:
                  step=detector.step, edge_method=detector.edge_method)
   out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "eval")
   out.mkdir(parents=True, exist_ok=True)
-  (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-  (out / "metrics.md").write_text(table + "\n")
+  write_text(out / "metrics.json", json.dumps(summary, indent=2))
+  write_text(out / "metrics.md", table + "\n")
   print(table)
   print(f"written: {out / 'metrics.json'}, {out / 'metrics.md'}")
   return summary

@@ -9,9 +9,11 @@
 
 Loading. Both restore the generator parameters only, from the latest (or a given) checkpoint
 step, into the model described by the run's `config.json`; a workdir that is not a run, has no
-complete checkpoint, holds another stage, or whose checkpoint does not fit its config raises
-`checkpoint.CheckpointError` saying which. Layers compute in `dtype` (default: the run's
-`model.compute_dtype`; bfloat16 suits accelerators); parameters stay float32.
+complete checkpoint, holds another stage, or whose checkpoint is corrupt (its files differ
+from when they were saved; the error lists the intact steps to pass as `step`) or does not
+fit its config raises `checkpoint.CheckpointError` saying which. Layers compute in `dtype`
+(default: the run's `model.compute_dtype`; bfloat16 suits accelerators); parameters stay
+float32.
 
 Devices. One jitted function per stage runs fixed-size batches (short ones are padded), so one
 compile serves every call. Without `mesh` it runs on the default device; with a (single-host)
@@ -95,11 +97,7 @@ def load_stage(workdir, stage: str | tuple[str, ...], step: int = -1, dtype=None
         f"{workdir} holds a {config.stage!r} run, expected a {allowed[0]!r} run{others}")
   generator = build.generator(config.model, dtype=dtype)
   abstract = build.abstract_generator_params(generator, config.data.image_size)
-  try:
-    stored, step = checkpoint.restore_generator(workdir, step=step)
-  except checkpoint.CheckpointError as e:
-    _raise_if_incomplete(pathlib.Path(workdir) / checkpoint.CHECKPOINT_DIR, step, e)
-    raise
+  stored, step = checkpoint.restore_generator(workdir, step=step)
   # Compared here rather than by Orbax, whose failed restores leave reads pending.
   _check_shapes(stored, abstract, f"checkpoint {step} of {workdir}")
   params = jax.tree.map(lambda x, a: jnp.asarray(x, a.dtype), stored, abstract)
@@ -121,16 +119,6 @@ def _check_shapes(stored, expected, where: str) -> None:
         f"{where} does not match the generator its config.json describes (wrong stage or "
         f"model config?): {'; '.join(problems[:3])}"
         + (f" and {len(problems) - 3} more" if len(problems) > 3 else ""))
-
-
-def _raise_if_incomplete(folder: pathlib.Path, step: int, error: Exception) -> None:
-  """Says so when the step folder that failed to restore lacks its generator item."""
-  steps = [int(p.name) for p in folder.glob("*") if p.name.isdigit()]
-  chosen = folder / str(step if step >= 0 else max(steps, default=-1))
-  if chosen.is_dir() and not (chosen / "generator").is_dir():
-    raise checkpoint.CheckpointError(
-        f"checkpoint {chosen} is incomplete: it has no generator parameters "
-        f"(it holds {sorted(p.name for p in chosen.iterdir())})") from error
 
 
 def training_edge_method(config) -> str:

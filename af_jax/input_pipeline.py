@@ -62,12 +62,67 @@ def _ensure_absl_flags_parsed() -> None:
 # ----------------------------------------------------------------------------- sources
 
 
+class DatasetError(ValueError):
+  """A prepared dataset's file cannot be read (corrupt, truncated, missing); says how to rebuild."""
+
+
+def rebuild_command(root, dataset: str, config_name: str, dataset_info=None) -> str:
+  """The `af-jax prepare` command that rebuilds one prepared category in place.
+
+  Config names are the category, then '-'-joined options (`data_builders.common.config_for`),
+  and no category name holds a '-'. The size and edges come from the data facts the build
+  recorded, when it did.
+  """
+  options = ""
+  metadata = dict(getattr(dataset_info, "metadata", None) or {})
+  if {"image_size", "edge_method"} <= metadata.keys():
+    options = f" --size {metadata['image_size']} --edges {metadata['edge_method']}"
+  manual_dir = "" if dataset == "synthetic" else " --manual_dir <your download>"
+  return (f"af-jax prepare --dataset {dataset} --categories {config_name.split('-')[0]} "
+          f"--data_dir {root}{options}{manual_dir} --overwrite")
+
+
+class _CheckedSource:
+  """A TFDS data source whose read errors say which dataset, split and file broke, and how to
+  rebuild it (ArrayRecord reports a corrupt or truncated file as a bare RuntimeError such as
+  'Corrupted Riegeli/records file: chunk data hash mismatch', naming neither)."""
+
+  def __init__(self, source, root, dataset: str, config_name: str, split: str):
+    self._source = source
+    self._where = (root, dataset, config_name, split)
+
+  @property
+  def dataset_info(self):
+    return self._source.dataset_info
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index):
+    try:
+      return self._source[index]
+    except (RuntimeError, OSError, ValueError) as e:
+      raise self._error(index, e) from e
+
+  def _error(self, index: int, error: Exception) -> DatasetError:
+    root, dataset, config_name, split = self._where
+    info = self._source.dataset_info.splits[split]
+    ends = np.cumsum(info.shard_lengths)
+    shard = min(int(np.searchsorted(ends, index, side="right")), len(ends) - 1)
+    return DatasetError(
+        f"dataset {dataset}/{config_name}, split {split!r}: file {info.filepaths[shard]} is "
+        f"corrupt or truncated (reading example {index}: {str(error).splitlines()[0]}). Rebuild "
+        f"it with `{rebuild_command(root, dataset, config_name, self._source.dataset_info)}`")
+
+
 def open_split(data_dir: str, dataset: str, category: str, split: str, *,
                decoders: Mapping[str, Any] | None = None):
   """The TFDS data source of one split of `<dataset>/<category>` in `data_dir`.
 
   Raises FileNotFoundError naming the expected folder and the command that builds it when
   the category is not prepared, and KeyError listing the splits when `split` is absent.
+  Reading a corrupt or truncated file raises DatasetError naming the dataset, split and file
+  and the command that rebuilds the category.
   """
   root = epath.Path(data_dir).expanduser()
   folder = root / dataset / category
@@ -77,12 +132,17 @@ def open_split(data_dir: str, dataset: str, category: str, split: str, *,
         f"dataset {dataset}/{category} is not prepared: no {folder}/<version>/dataset_info.json. "
         f"Build it with `af-jax prepare --dataset {dataset} --categories {category} "
         f"--data_dir {root}{manual_dir}` (see `af-jax prepare --help`).")
-  splits = tfds.data_source(f"{dataset}/{category}", data_dir=str(root), download=False,
-                            decoders=decoders)
+  try:
+    splits = tfds.data_source(f"{dataset}/{category}", data_dir=str(root), download=False,
+                              decoders=decoders)
+  except (RuntimeError, OSError, ValueError) as e:  # Its dataset_info.json or features.json.
+    raise DatasetError(
+        f"dataset {dataset}/{category} in {root} cannot be opened ({str(e).splitlines()[0]}). "
+        f"Rebuild it with `{rebuild_command(root, dataset, category)}`") from e
   if split not in splits:
     raise KeyError(f"{dataset}/{category} in {root} has no split {split!r}; "
                    f"it has {sorted(splits)}")
-  return splits[split]
+  return _CheckedSource(splits[split], root, dataset, category, split)
 
 
 @dataclasses.dataclass(frozen=True)

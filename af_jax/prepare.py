@@ -9,16 +9,23 @@ default). With the default options (256 px, or 128 px for synthetic; PiDiNet edg
 unsupervised regions) the config is named after the category and read with
 `tfds.data_source('mvtec_ad/bottle', data_dir=...)`; other options give another name (e.g.
 'bottle-64px-canny'), printed at the end. A category that is already built is reused, not
-rebuilt. `--dataset synthetic` needs no manual folder.
+rebuilt, unless `--overwrite` is given (e.g. for a corrupt build, which training and
+evaluation report with this command): it is then built anew in a temporary folder inside
+`--data_dir` and swapped in by renames once complete, so the old build stays readable until
+the new one is whole, and a failed rebuild leaves the old one as it was. `--dataset
+synthetic` needs no manual folder.
 
 Exit status: 0 when built, 1 when the download is unusable (the message names the path),
 2 for usage errors.
 """
 
 import argparse
+import functools
 import importlib
 import pathlib
+import shutil
 import sys
+import tempfile
 
 import tensorflow_datasets as tfds
 import tqdm
@@ -52,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="precomputed segmentation masks to use as candidate regions")
   parser.add_argument("--skip_bad", action="store_true",
                       help="skip unreadable images and unpaired masks instead of stopping")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="rebuild categories already built (e.g. a corrupt one); the old "
+                           "build stays readable until the new one is complete")
   return parser
 
 
@@ -113,10 +123,13 @@ def main(argv: list[str] | None = None) -> int:
   with tqdm.tqdm(total=0, unit="img", desc=f"prepare {args.dataset}") as bar:
     for category in categories:
       config = config_for(args.dataset, cls, category, **options)
-      builder = cls(config=config, data_dir=str(args.data_dir), skip_bad=args.skip_bad,
-                    progress=bar)
+      make = functools.partial(cls, config=config, skip_bad=args.skip_bad, progress=bar)
       try:
-        builder.download_and_prepare(download_config=download_config)
+        builder = make(data_dir=str(args.data_dir))
+        if args.overwrite and pathlib.Path(builder.data_dir).exists():
+          builder = _rebuild(make, args.data_dir, download_config)
+        else:
+          builder.download_and_prepare(download_config=download_config)
       except (common.LayoutError, common.BadInputError) as e:
         bar.close()
         print(f"af-jax prepare: error: {e}", file=sys.stderr)
@@ -125,6 +138,32 @@ def main(argv: list[str] | None = None) -> int:
       skipped += builder.skipped
   _print_summary(args, built, skipped)
   return 0
+
+
+def _rebuild(make, data_dir: pathlib.Path, download_config) -> common.AfBuilder:
+  """Builds a category anew beside its old build, then swaps it in (module docstring).
+
+  The temporary folder lies inside `data_dir`, so the swap is two renames on one file system:
+  the old build is renamed into it, the new one into its place (readers see the old build
+  until the first rename and the whole new one after the second, microseconds apart); the
+  old build is deleted last, with the temporary folder. A failed build deletes only that.
+  """
+  staging = pathlib.Path(tempfile.mkdtemp(prefix=".prepare-overwrite-", dir=data_dir))
+  try:
+    fresh = make(data_dir=str(staging))
+    fresh.download_and_prepare(download_config=download_config)
+    target = data_dir / pathlib.Path(fresh.data_dir).relative_to(staging)
+    target.rename(staging / "old")
+    try:
+      pathlib.Path(fresh.data_dir).rename(target)
+    except OSError:
+      (staging / "old").rename(target)  # Never leave the category without a build.
+      raise
+  finally:
+    shutil.rmtree(staging)
+  builder = make(data_dir=str(data_dir))  # Reads the swapped-in build's info.
+  builder.skipped.extend(fresh.skipped)
+  return builder
 
 
 def _print_summary(args: argparse.Namespace, built: list[common.AfBuilder],

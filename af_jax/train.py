@@ -6,6 +6,9 @@
 
 Re-running a command on an existing workdir resumes from its latest complete checkpoint,
 with the data iterator where it was, so the run sees exactly the batches it would have seen.
+A corrupt newest checkpoint costs one warning: training resumes from the newest intact one
+and moves the corrupt one aside (`af_jax/checkpoint.py`). One trainer per workdir: a second
+one started on it is refused (`af_jax/run_lock.py`).
 Multi-host: start one process per host with `--coordinator_address host:port
 --num_processes N --process_id i`, or with `--distributed` alone where JAX finds them in the
 environment (Cloud TPU, SLURM, ...).
@@ -17,6 +20,7 @@ import argparse
 import copy
 import logging
 import pathlib
+import sys
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -29,6 +33,7 @@ import numpy as np
 from af_jax import checkpoint
 from af_jax import input_pipeline
 from af_jax import pixels
+from af_jax import run_lock
 from af_jax import sharding
 from af_jax import stage_registry
 from af_jax import stages
@@ -71,7 +76,7 @@ def load_teacher(config, mesh):
   abstract = build.abstract_generator_params(generator, config.data.image_size,
                                              sharding.replicated(mesh))
   params, step = checkpoint.restore_generator(config.teacher_workdir, abstract,
-                                              config.teacher_step)
+                                              config.teacher_step, "--config.teacher_step=N")
   log.info("teacher: %s run %s at step %d", expected, config.teacher_workdir, step)
   return stages.Teacher(generator, params), params
 
@@ -141,12 +146,22 @@ def with_data_facts(config: ml_collections.ConfigDict, facts: dict) -> ml_collec
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains (or resumes) one stage in `workdir`; returns the last logged metrics."""
-  # ---------------------------------------------------------------- setup
+  """Trains (or resumes) one stage in `workdir`; returns the last logged metrics.
+
+  Holds the workdir's lock throughout: a second trainer on it is refused
+  (`run_lock.RunLockedError`) before it reads or writes anything there.
+  """
   stage_registry.check_config(config)
-  config = with_data_facts(config, input_pipeline.read_data_facts(config.data))
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  with run_lock.RunLock(workdir, jax.process_index()):
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
+  """`train` once the workdir is locked: the loop reads top-down from here."""
+  # ---------------------------------------------------------------- setup
+  config = with_data_facts(config, input_pipeline.read_data_facts(config.data))
   checkpoint.save_config(workdir, config)
   mesh = sharding.make_mesh(config.mesh.fsdp)
   writer = writers.create_default_writer(str(workdir / "metrics"))
@@ -167,14 +182,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   # ---------------------------------------------------------------- state (init or resume)
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
-  start = ckpt.latest_step()
-  if start is None:
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          program.abstract_state, program.state_sharding)
+  restored = ckpt.restore_latest(abstract.generator, abstract.train_part(), data_iter)
+  if restored is None:
     state = program.init(jax.random.PRNGKey(config.seed))
     start = 0
   else:
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            program.abstract_state, program.state_sharding)
-    g, rest = ckpt.restore(start, abstract.generator, abstract.train_part(), data_iter)
+    start, g, rest = restored
     state = step_lib.TrainState.from_parts(g, rest)
     log.info("resumed from step %d of %s", start, workdir)
   train_step, preview = program.step, program.preview
@@ -231,6 +246,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ command line
 CONFIG_OVERRIDE = "--config."
+# Failures the user can act on (their messages say how): one line and exit status 1, no
+# traceback. Disk and dataset faults are OSErrors and ValueErrors (input_pipeline.DatasetError).
+EXPECTED_ERRORS = (OSError, ValueError, checkpoint.CheckpointError, run_lock.RunLockedError,
+                   NonFiniteLossError)
 
 
 def parse_config(spec: str, overrides: list[str]) -> ml_collections.ConfigDict:
@@ -289,11 +308,14 @@ def main(argv: list[str]) -> int:
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax/grain chatter; ours stays INFO.
   if args.coordinator_address or args.num_processes or args.distributed:
     jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
-  final = train(config, args.workdir)
+  try:
+    final = train(config, args.workdir)
+  except EXPECTED_ERRORS as e:
+    print(f"af-jax train: error: {e}", file=sys.stderr)
+    return 1
   print(f"done: {args.workdir} " + " ".join(f"{k}={v:.4g}" for k, v in sorted(final.items())))
   return 0
 
 
 if __name__ == "__main__":
-  import sys  # pylint: disable=g-import-not-at-top
   sys.exit(main(sys.argv[1:]))

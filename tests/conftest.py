@@ -7,6 +7,7 @@ same tiny training step is compiled once, not once per process). Set XLA_FLAGS o
 JAX_COMPILATION_CACHE_DIR yourself to override either.
 """
 
+import logging
 import os
 import pathlib
 import shutil
@@ -108,6 +109,55 @@ def runs(tiny_synthetic, tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-4000:]
     done.touch()
   return root, data_dir, names
+
+
+@pytest.fixture
+def restore_logging():
+  """For tests running `af-jax train` in-process, whose main configures logging globally."""
+  root, absl = logging.getLogger(), logging.getLogger("absl")
+  root_level, root_handlers, absl_level = root.level, list(root.handlers), absl.level
+  yield
+  root.setLevel(root_level)
+  root.handlers[:] = root_handlers
+  absl.setLevel(absl_level)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """`make(size_bytes)` -> a folder on a real file system of that size (a tmpfs mount).
+
+  Disk-full behaviour is tested against the kernel's own ENOSPC, not a simulated one; mounting
+  needs root (or CAP_SYS_ADMIN), so tests using it skip where that is not allowed.
+  """
+  mounts = []
+
+  def make(size_bytes: int) -> pathlib.Path:
+    folder = tmp_path / f"disk{len(mounts)}"
+    folder.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs",
+                           str(folder)], capture_output=True, text=True, check=False)
+    if proc.returncode:
+      pytest.skip(f"cannot mount a small tmpfs to fill up (needs root): {proc.stderr.strip()}")
+    mounts.append(folder)
+    return folder
+
+  yield make
+  for folder in mounts:
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def corrupt_bytes(path: pathlib.Path, offset: int = 1000, count: int = 2048) -> None:
+  """Overwrites `count` bytes of a file in place (inverted, so they surely differ)."""
+  with path.open("r+b") as f:
+    f.seek(min(offset, max(path.stat().st_size - count, 0)))
+    where = f.tell()
+    data = f.read(count)
+    f.seek(where)
+    f.write(bytes(255 - b for b in data))
+
+
+def largest_file(folder: pathlib.Path) -> pathlib.Path:
+  return max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
 
 
 def copy_run(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:

@@ -145,6 +145,36 @@ def test_generate_failing_midway_leaves_files_that_match_the_manifest(runs, mvte
     assert np.load(out / r["heatmap"]).shape == (32, 32)
 
 
+def test_a_full_disk_stops_generate_and_localize_with_only_complete_listed_outputs(
+    runs, mvtec, small_disk, capsys):
+  """On a real 48 KB file system: ENOSPC part-way, one error line, nothing partial listed."""
+  gen = small_disk(48 * 1024)
+  code, err = _run("generate", "--workdir", runs[0] / "flare", "--images", mvtec / "train",
+                   "--num", 2, "--out", gen, capsys=capsys)
+  assert code == 1 and "Traceback" not in err, err
+  assert err.strip().splitlines()[-1].startswith("af-jax generate: error: [Errno 28] No space")
+  records = _manifest(gen / "good")  # Every line whole JSON...
+  assert 0 < len(records) < 16
+  assert _written(gen / "good") == {"manifest.jsonl"} | {  # ...and only listed, whole files.
+      r[k] for r in records for k in ("image", "mask", "heatmap", "edges")}
+  for r in records:
+    assert np.load(gen / "good" / r["heatmap"]).shape == (32, 32)
+
+  loc = small_disk(48 * 1024)
+  code, err = _run("localize", "--workdir", runs[0] / "blaze", "--images", mvtec / "test",
+                   "--pixel_threshold", 0.5, "--image_threshold", 0.5, "--out", loc,
+                   capsys=capsys)
+  assert code == 1 and "Traceback" not in err, err
+  assert err.strip().splitlines()[-1].startswith("af-jax localize: error: [Errno 28] No space")
+  with (loc / commands.SCORES_CSV).open() as f:
+    rows = list(csv.DictReader(f))
+  assert 0 < len(rows) < 8 and not (loc / commands.SUMMARY_JSON).exists()
+  stems = [f"{i:03d}_{pathlib.Path(row['file']).stem}" for i, row in enumerate(rows)]
+  assert _written(loc) == {commands.SCORES_CSV} | {
+      f for s in stems for f in (f"heatmaps/{s}.npy", f"masks/{s}_mask.png",
+                                 f"overlays/{s}.png")}
+
+
 def test_generate_bad_input_names_the_files(runs, mvtec, tmp_path, capsys):
   flare = runs[0] / "flare"
   broken = tmp_path / "in" / "broken.png"

@@ -79,7 +79,7 @@ def test_bad_workdirs_say_what_is_wrong(runs, tmp_path):
   # A step that lost its generator parameters.
   partial = copy_run(root / "flare", tmp_path / "partial")
   shutil.rmtree(partial / checkpoint.CHECKPOINT_DIR / "2" / "generator")
-  with pytest.raises(checkpoint.CheckpointError, match="2 is incomplete: it has no generator"):
+  with pytest.raises(checkpoint.CheckpointError, match="step 2 of .* is corrupt: its generator item folder is missing"):
     infer.Generator(partial)
 
   # A config that does not describe the checkpoint's model.

@@ -1,13 +1,15 @@
-"""`af-jax prepare` end to end: fake MVTec AD trees, the synthetic set, and usage errors."""
+"""`af-jax prepare` end to end: fake MVTec AD trees, the synthetic set, usage errors, rebuilds."""
 
+import os
 import pathlib
+import re
 
 import cv2
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from af_jax import prepare
+from af_jax import input_pipeline, prepare
 
 
 def _mvtec_tree(root: pathlib.Path, categories=("cable", "screw")) -> pathlib.Path:
@@ -95,3 +97,28 @@ def test_manual_dir_without_any_category_shows_the_expected_layout(tmp_path, cap
          tmp_path / "out")
   err = capsys.readouterr().err
   assert "no mvtec_ad category found" in err and "<category>/train/good/000.png" in err
+
+
+def test_overwrite_rebuilds_a_corrupt_category_in_place_atomically(tmp_path, capsys):
+  root = _mvtec_tree(tmp_path / "mvtec", ("cable",))
+  out = tmp_path / "out"
+  assert _run("--dataset", "mvtec_ad", "--manual_dir", root, "--data_dir", out) == 0
+  (shard,) = (out / "mvtec_ad" / "cable-32px-canny" / "1.0.0").glob("*-test.array_record-*")
+  os.truncate(shard, 100)  # A copy cut short.
+  with pytest.raises(input_pipeline.DatasetError) as error:
+    list(input_pipeline.make_eval_dataset(str(out), "mvtec_ad", "cable-32px-canny"))
+  command = re.search(r"`af-jax prepare (.*)`", str(error.value)).group(1)
+  argv = command.replace("<your download>", str(root)).split()
+  assert "--overwrite" in argv
+
+  # A rebuild that fails part-way (a bad image) leaves the old build exactly as it was.
+  bad = root / "cable" / "test" / "good" / "000.png"
+  image = bad.read_bytes()
+  bad.write_bytes(b"not a png")
+  assert prepare.main(argv) == 1
+  assert shard.stat().st_size == 100 and not list(out.glob(".prepare-overwrite-*"))
+  bad.write_bytes(image)
+  assert prepare.main(argv) == 0
+  assert "mvtec_ad/cable-32px-canny" in capsys.readouterr().out
+  assert len(list(input_pipeline.make_eval_dataset(str(out), "mvtec_ad", "cable-32px-canny"))) == 2
+  assert not list(out.glob(".prepare-overwrite-*"))

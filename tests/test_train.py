@@ -1,4 +1,5 @@
-"""Training: the three stages chain, resume is exact after SIGKILL, failures stop cleanly.
+"""Training: the three stages chain, resume is exact after SIGKILL or from the newest intact
+checkpoint, failures stop cleanly.
 
 (Sharded and multi-process equivalence: tests/test_scale_out.py.)
 """
@@ -13,8 +14,8 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from af_jax import checkpoint, losses, train
-from conftest import subprocess_env
+from af_jax import checkpoint, checkpoint_check, losses, train
+from conftest import copy_run, corrupt_bytes, largest_file, subprocess_env
 from tiny_config import tiny_config
 
 
@@ -92,6 +93,21 @@ def test_resume_after_sigkill_is_exact(tiny_synthetic, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert checkpoint.Checkpointer(resumed).latest_step() == 4
   for x, y in zip(_leaves(straight), _leaves(resumed)):
+    np.testing.assert_array_equal(x, y)
+
+  # Bytes of the newest checkpoint overwritten on disk: the same command resumes from step 2
+  # instead (one warning; step 4 moved aside, not deleted) and, from step 2's data iterator
+  # state, ends bitwise where the straight run did.
+  corrupted = copy_run(straight, tmp_path / "corrupted")
+  corrupt_bytes(largest_file(corrupted / checkpoint.CHECKPOINT_DIR / "4" / "train"))
+  proc = run(corrupted, -1)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  (warning,) = [line for line in proc.stderr.splitlines() if "is corrupt" in line]
+  assert f"checkpoint 4 of {corrupted} is corrupt: train/" in warning
+  assert "SHA-256 mismatch" in warning and "resumed from step 2" in warning
+  assert (corrupted / checkpoint_check.CORRUPT_DIR / "4" / "train").is_dir()
+  assert checkpoint.Checkpointer(corrupted).latest_step() == 4
+  for x, y in zip(_leaves(straight), _leaves(corrupted)):
     np.testing.assert_array_equal(x, y)
 
 
