@@ -63,6 +63,8 @@ LOCALIZE_DIRS = ("heatmaps", "masks", "overlays")
 SCORES_CSV, SUMMARY_JSON = "scores.csv", "summary.json"
 SCORES_FIELDS = ("file", "score", "decision")
 MANIFEST = "manifest.jsonl"
+LOCALITY_JSON = "locality.json"
+BASELINE_TITLE = "Per-pixel Gaussian baseline (no learning; af_jax/baseline.py):"
 GROUP_SIZE = 16
 EDGE_CHOICES = ("auto", *pixels.EDGE_METHODS)
 
@@ -257,13 +259,14 @@ def _source_images(args):
 def generate(args) -> pathlib.Path:
   """Writes the anomalies of every source image (module docstring); returns the output folder."""
   from af_jax import infer  # pylint: disable=g-import-not-at-top
+  from af_jax.metrics import locality  # pylint: disable=g-import-not-at-top
   if args.num < 1:
     raise ValueError(f"--num must be >= 1, got {args.num}")
   category, names, images, regions = _source_images(args)
   generator = infer.Generator(args.workdir, **_stage_options(args))
   root = pathlib.Path(args.out) / category
-  dirs = _prepare_output(root, GENERATE_DIRS, [MANIFEST], args.overwrite)
-  index = 0
+  dirs = _prepare_output(root, GENERATE_DIRS, [MANIFEST, LOCALITY_JSON], args.overwrite)
+  index, figures = 0, []
   with tqdm.tqdm(total=len(images) * args.num, desc=f"generate {category}", unit="img") as bar:
     for start in range(0, len(images), GROUP_SIZE):
       stop = min(start + GROUP_SIZE, len(images))
@@ -290,7 +293,21 @@ def generate(args) -> pathlib.Path:
                    (append_line, root / MANIFEST, json.dumps(record))])
         index += 1
         bar.update(1)
+      sources = pixels.resize_images(images[start:stop], generator.size)[result.source]
+      figures.append(locality.per_anomaly(sources, result.images, result.masks, result.heatmaps,
+                                          result.region_masks))
+  summary = locality.summarize({k: np.concatenate([f[k] for f in figures])
+                                for k in locality.FIGURES})
+  write_text(root / LOCALITY_JSON, json.dumps(summary, indent=2))
+  print(f"{category}: {locality_line(summary)}")
   return root
+
+
+def locality_line(figures: dict) -> str:
+  """The locality figures (af_jax/metrics/locality.py) in words."""
+  return (f"{100 * figures['change_inside']:.0f}% of the change inside the masks, heatmap IoU "
+          f"with the edited region {figures['heatmap_iou']:.2f}, mean change outside "
+          f"{100 * figures['change_outside']:.2f}% of the range")
 
 
 # ------------------------------------------------------------------ localize
@@ -376,6 +393,21 @@ def evaluate_category(detector, data_dir, dataset, category, split="test") -> di
   return dict(_metrics(result.heatmaps, masks, result.scores, labels), num_images=len(images))
 
 
+def evaluate_baseline_category(data_dir, dataset, category, split="test") -> dict:
+  """`evaluate_category` of the per-pixel Gaussian baseline fitted on the category's train split."""
+  from af_jax import baseline, input_pipeline  # pylint: disable=g-import-not-at-top
+  normal = [np.asarray(ex["image"]) for ex in
+            input_pipeline.make_eval_dataset(data_dir, dataset, category, split="train")]
+  examples = list(input_pipeline.make_eval_dataset(data_dir, dataset, category, split=split))
+  if not examples:
+    raise ValueError(f"{dataset}/{category} in {data_dir} has no {split!r} examples")
+  result = baseline.PixelGaussianBaseline().fit(np.stack(normal)).localize(
+      np.stack([np.asarray(ex["image"]) for ex in examples]))
+  masks = [np.asarray(ex["mask"])[..., 0] > 0 for ex in examples]
+  labels = [int(ex["label"]) for ex in examples]
+  return dict(_metrics(result.heatmaps, masks, result.scores, labels), num_images=len(examples))
+
+
 def evaluate(args) -> dict:
   """metrics.json and metrics.md over `--categories`; returns the summary."""
   from af_jax import infer  # pylint: disable=g-import-not-at-top
@@ -385,13 +417,19 @@ def evaluate(args) -> dict:
     raise ValueError(f"--categories names no category: {args.categories!r}")
   detector = infer.Detector(args.workdir, smoothing_sigma=args.smoothing_sigma,
                             flip_tta=args.flip_tta, **_stage_options(args))
-  per_category = {}
+  per_category, floor = {}, {}
   for category in tqdm.tqdm(categories, desc="evaluate", unit="category"):
     per_category[category] = evaluate_category(detector, args.data_dir, args.dataset, category,
                                                args.split)
+    if args.baseline:
+      floor[category] = evaluate_baseline_category(args.data_dir, args.dataset, category,
+                                                   args.split)
   summary, table = localization.evaluation_summary(per_category)
   summary.update(dataset=args.dataset, split=args.split, workdir=str(args.workdir),
                  step=detector.step, edge_method=detector.edge_method)
+  if args.baseline:
+    summary["baseline"], floor_table = localization.evaluation_summary(floor)
+    table += f"\n\n{BASELINE_TITLE}\n\n{floor_table}"
   out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "eval")
   out.mkdir(parents=True, exist_ok=True)
   write_text(out / "metrics.json", json.dumps(summary, indent=2))
@@ -481,4 +519,7 @@ def evaluate_main(argv) -> int:
   p.add_argument("--data_dir", required=True)
   p.add_argument("--split", default="test")
   p.add_argument("--out", help="output folder (default: WORKDIR/eval)")
+  p.add_argument("--baseline", action="store_true",
+                 help="also score the per-pixel Gaussian baseline (af_jax/baseline.py), fitted on "
+                      "each category's train split: the no-learning floor to beat")
   return _run("evaluate", evaluate, p.parse_args(argv), show_result=False)  # It prints a table.

@@ -1,12 +1,22 @@
-"""`af-jax demo`: the whole product on the built-in synthetic data, on a CPU, in minutes.
+"""`af-jax demo`: the whole product on a CPU, in minutes: on the built-in data, or on yours.
 
-  af-jax demo [--out demo_out] [--quick]
+  af-jax demo [--out demo_out] [--quick] [--seed 0]
+  af-jax demo --dataset mvtec_ad --manual_dir /data/mvtec_ad --categories bottle,cable
 
 1. builds the synthetic data set (`data_builders/synthetic`, PiDiNet edges), no download;
 2. trains tiny BootGenerator -> FlareGenerator -> BlazeDetector (`configs/demo.py`);
 3. generates anomalies (with heatmaps and masks) from normal images;
 4. localizes the synthetic test set and scores it (pixel AUROC, AUPRO, image AUROC);
-5. writes `report.html` (image grids and the metric table) and `metrics.json`.
+5. writes `report.html` (image grids and the metric tables) and `metrics.json`.
+
+With `--dataset NAME --manual_dir DIR [--categories a,b]` it also prepares your categories (any
+image size, in the dataset's own layout) at the demo's size and trains ONE model over the
+synthetic categories and yours; steps 3-4 then run on your categories. Every localization table
+has the per-pixel Gaussian baseline (af_jax/baseline.py) beside it: the no-learning floor.
+`metrics.json` holds `per_category` and `mean` (pixel_auroc, aupro, image_auroc) of the
+detector, the same under `baseline`, and `generation_locality` (af_jax/metrics/locality.py:
+how local the generated anomalies are) per category; categories are named as built (e.g.
+`bottle-64px`).
 
 With `--inception FILE --lpips FILE` (the weights of `af-jax evaluate-generation`), step 3 also
 scores the generated anomalies: IS and IC-LPIPS per category, `QUALITY_NORMALS` normal images
@@ -24,6 +34,7 @@ import html
 import json
 import logging
 import pathlib
+import sys
 import time
 
 import cv2
@@ -35,6 +46,9 @@ log = logging.getLogger(__name__)
 
 QUICK_STEPS = dict(boot=4, flare=3, blaze=3)
 QUALITY_NORMALS, QUALITY_VARIANTS = 8, 2
+# Normal images per category whose anomalies (2 each) are measured for locality; the first
+# GRID_ANOMALIES of them are shown in the report.
+LOCALITY_NORMALS, GRID_ANOMALIES = 16, 4
 QUICK_DATA = dict(num_train=8, num_test_normal=2, num_test_anomalous=4)
 
 
@@ -43,20 +57,33 @@ def _data_options(quick: bool) -> dict:
   return dict(demo_config.DATA, **(QUICK_DATA if quick else {}))
 
 
-def _stage_config(stage, data_dir, teacher, quick):
+def _stage_config(stage, data_dir, teacher, quick, sources, seed):
   from configs import demo as demo_config  # pylint: disable=g-import-not-at-top
-  from configs import mix82  # pylint: disable=g-import-not-at-top
   config = demo_config.get_config(stage)
   config.data.data_dir = str(data_dir)
-  config.data.sources = mix82.sources_for(
-      "synthetic", demo_config.synthetic_categories(**_data_options(quick)))
+  config.data.sources = sources
   config.teacher_workdir = str(teacher or "")
+  config.seed = seed
   if quick:
     config.num_steps = QUICK_STEPS[stage]
     config.checkpoint_every_steps = config.num_steps
     config.log_every_steps = 1
     config.image_every_steps = 0
   return config
+
+
+def _prepare_user_data(dataset, manual_dir, categories, data_dir, size) -> list[str]:
+  """Builds the user's categories at the demo's size (`af-jax prepare`); their config names."""
+  from af_jax import prepare  # pylint: disable=g-import-not-at-top
+  argv = ["--dataset", dataset, "--manual_dir", str(manual_dir), "--data_dir", str(data_dir),
+          "--size", str(size)]
+  if categories:
+    argv += ["--categories", ",".join(categories)]
+  if prepare.main(argv) != 0:
+    raise ValueError(f"could not prepare {dataset} from {manual_dir} (the error above says why)")
+  cls = prepare.builder_class(dataset)
+  names = categories or cls.found_categories(manual_dir)
+  return [prepare.config_for(dataset, cls, c, size=size).name for c in names]
 
 
 def _stage_done(workdir: pathlib.Path, num_steps: int) -> bool:
@@ -80,15 +107,15 @@ def _grid(rows: list[list[np.ndarray]], scale: int = 2) -> np.ndarray:
 
 
 def write_report(out: pathlib.Path, sections: list[tuple[str, str, np.ndarray]],
-                 table: str, metrics: dict) -> pathlib.Path:
+                 table: str, metrics: dict, title: str) -> pathlib.Path:
   """A self-contained HTML page: titled image grids and the metric table."""
   parts = ["<!doctype html><meta charset='utf-8'><title>af_jax demo</title>",
            "<style>body{font-family:sans-serif;margin:2em}img{image-rendering:pixelated}"
            "pre{background:#f4f4f4;padding:1em}</style>",
-           "<h1>af_jax demo: AnomalyFactory on the synthetic data set</h1>",
+           f"<h1>af_jax demo: {html.escape(title)}</h1>",
            f"<h2>Localization metrics</h2><pre>{html.escape(table)}</pre>"]
-  for title, caption, image in sections:
-    parts.append(f"<h2>{html.escape(title)}</h2><p>{html.escape(caption)}</p>"
+  for heading, caption, image in sections:
+    parts.append(f"<h2>{html.escape(heading)}</h2><p>{html.escape(caption)}</p>"
                  f"<img src='{_png_data_uri(image)}'>")
   parts.append(f"<h2>metrics.json</h2><pre>{html.escape(json.dumps(metrics, indent=2))}</pre>")
   path = out / "report.html"
@@ -96,20 +123,20 @@ def write_report(out: pathlib.Path, sections: list[tuple[str, str, np.ndarray]],
   return path
 
 
-def _generation_quality(generator, data_dir, categories, inception, lpips) -> dict:
+def _generation_quality(generator, data_dir, evaluated, inception, lpips) -> dict:
   """IS and IC-LPIPS of each category's generated anomalies (module docstring)."""
   from af_jax import infer, input_pipeline  # pylint: disable=g-import-not-at-top
   from af_jax.metrics import generation  # pylint: disable=g-import-not-at-top
   inception = generation.load_inception(inception) if inception else None
   lpips = generation.load_lpips(lpips) if lpips else None
   per_category = {}
-  for category in categories:
+  for dataset, category in evaluated:
     normals = [np.asarray(ex["image"]) for ex, _ in zip(
-        input_pipeline.make_eval_dataset(data_dir, "synthetic", category, split="train"),
+        input_pipeline.make_eval_dataset(data_dir, dataset, category, split="train"),
         range(QUALITY_NORMALS))]
     images = generator.generate(normals, n_variants=QUALITY_VARIANTS, seed=1).images
     real = pixels.resize_images([np.asarray(ex["image"]) for ex in
-                                input_pipeline.make_eval_dataset(data_dir, "synthetic", category)],
+                                input_pipeline.make_eval_dataset(data_dir, dataset, category)],
                                images.shape[1])
     values = generation.generation_metrics(
         images, real, inception=inception, lpips_model=lpips, splits=1)["all"]
@@ -118,13 +145,18 @@ def _generation_quality(generator, data_dir, categories, inception, lpips) -> di
   return per_category
 
 
-def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None) -> dict:
+def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *, dataset=None,
+             manual_dir=None, categories=None, seed: int = 0) -> dict:
   """Runs every step of the demo into `out`; returns the metrics written to metrics.json.
 
   `inception` / `lpips`: weight files of the generation metrics (module docstring).
+  `dataset`, `manual_dir`, `categories`: the user's data (module docstring); `seed`: of every
+  stage.
   """
   from af_jax import commands, infer, input_pipeline, stage_registry, train  # pylint: disable=g-import-not-at-top
-  from af_jax.metrics import localization  # pylint: disable=g-import-not-at-top
+  from af_jax.metrics import localization, locality  # pylint: disable=g-import-not-at-top
+  from configs import demo as demo_config  # pylint: disable=g-import-not-at-top
+  from configs import mix82  # pylint: disable=g-import-not-at-top
   from data_builders import synthetic  # pylint: disable=g-import-not-at-top
   started = time.perf_counter()
   out = pathlib.Path(out)
@@ -134,14 +166,23 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None) ->
   # 1. data ---------------------------------------------------------------------------
   print(f"[1/5] building the synthetic data set in {data_dir}", flush=True)
   t = time.perf_counter()
-  categories = synthetic.build(data_dir, **_data_options(quick))
+  built = synthetic.build(data_dir, **_data_options(quick))
+  sources = mix82.sources_for("synthetic", built)
+  evaluated = [("synthetic", c) for c in built]
+  if dataset:
+    print(f"      preparing {dataset} from {manual_dir} at {demo_config.DATA['size']} px",
+          flush=True)
+    names = _prepare_user_data(dataset, manual_dir, categories, data_dir,
+                               demo_config.DATA["size"])
+    sources += mix82.sources_for(dataset, names)
+    evaluated = [(dataset, c) for c in names]
   timings["data_s"] = time.perf_counter() - t
 
-  # 2. training ------------------------------------------------------------------------
+  # 2. training: one model over the synthetic categories and the user's -------------------
   teacher = None
   for i, stage in enumerate(stage_registry.STAGES):
     workdir = out / "runs" / stage
-    config = _stage_config(stage, data_dir, teacher, quick)
+    config = _stage_config(stage, data_dir, teacher, quick, sources, seed)
     print(f"[2/5] training {stage} ({i + 1}/{len(stage_registry.STAGES)}): {config.num_steps} "
           f"steps -> {workdir}", flush=True)
     t = time.perf_counter()
@@ -154,18 +195,21 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None) ->
   print("[3/5] generating anomalies from normal images", flush=True)
   t = time.perf_counter()
   generator = infer.Generator(out / "runs" / stage_registry.serving("generate").name, batch_size=8)
-  gen_rows = []
-  for category in categories:
-    normals = [np.asarray(ex["image"]) for ex, _ in zip(
-        input_pipeline.make_eval_dataset(data_dir, "synthetic", category, split="train"), range(2))]
+  gen_rows, local = [], {}
+  for ds, category in evaluated:
+    normals = pixels.resize_images([np.asarray(ex["image"]) for ex, _ in zip(
+        input_pipeline.make_eval_dataset(data_dir, ds, category, split="train"),
+        range(LOCALITY_NORMALS))], generator.size)
     result = generator.generate(normals, n_variants=2, seed=0)
-    for j in range(len(result.images)):
-      src = normals[result.source[j]]
-      gen_rows.append([src, _gray(result.edges[j]), result.images[j],
+    local[category] = locality.locality(normals[result.source], result.images, result.masks,
+                                        result.heatmaps, result.region_masks)
+    print(f"      {category}: {commands.locality_line(local[category])}", flush=True)
+    for j in range(GRID_ANOMALIES):
+      gen_rows.append([normals[result.source[j]], _gray(result.edges[j]), result.images[j],
                        _gray(result.heatmaps[j]), _gray(result.masks[j])])
   quality = None
   if inception or lpips:
-    quality = _generation_quality(generator, data_dir, categories, inception, lpips)
+    quality = _generation_quality(generator, data_dir, evaluated, inception, lpips)
     for category, values in quality.items():
       print(f"      {category}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
   missing = [flag for flag, path in (("--inception", inception), ("--lpips", lpips)) if not path]
@@ -174,14 +218,15 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None) ->
           f"{' and '.join(missing)} weight files to report IS and IC-LPIPS", flush=True)
   timings["generate_s"] = time.perf_counter() - t
 
-  # 4. localization + metrics ------------------------------------------------------------
-  print("[4/5] localizing the synthetic test set", flush=True)
+  # 4. localization + metrics, next to the no-learning baseline ---------------------------
+  print(f"[4/5] localizing the {dataset or 'synthetic'} test set", flush=True)
   t = time.perf_counter()
   detector = infer.Detector(out / "runs" / stage_registry.serving("localize").name, batch_size=8)
-  per_category, loc_rows = {}, []
-  for category in categories:
-    per_category[category] = commands.evaluate_category(detector, data_dir, "synthetic", category)
-    examples = [ex for ex in input_pipeline.make_eval_dataset(data_dir, "synthetic", category)
+  per_category, floor, loc_rows = {}, {}, []
+  for ds, category in evaluated:
+    per_category[category] = commands.evaluate_category(detector, data_dir, ds, category)
+    floor[category] = commands.evaluate_baseline_category(data_dir, ds, category)
+    examples = [ex for ex in input_pipeline.make_eval_dataset(data_dir, ds, category)
                 if int(ex["label"]) == 1][:3]
     result = detector.localize([np.asarray(ex["image"]) for ex in examples])
     for ex, hm in zip(examples, result.heatmaps):
@@ -189,11 +234,16 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None) ->
                        commands.overlay(np.asarray(ex["image"]), hm),
                        _gray(np.asarray(ex["mask"])[..., 0] > 0)])
   summary, table = localization.evaluation_summary(per_category)
+  baseline, floor_table = localization.evaluation_summary(floor)
+  table = (f"BlazeDetector:\n\n{table}\n\n{commands.BASELINE_TITLE}\n\n{floor_table}\n\n"
+           "Generated anomalies (FlareGenerator):\n" +
+           "\n".join(f"  {c}: {commands.locality_line(v)}" for c, v in local.items()))
   timings["localize_s"] = time.perf_counter() - t
 
   # 5. report --------------------------------------------------------------------------
   timings["total_s"] = time.perf_counter() - started
-  metrics = dict(summary, timings=timings, quick=quick)
+  metrics = dict(summary, baseline=baseline, generation_locality=local, timings=timings,
+                 quick=quick, seed=seed)
   if quality is not None:
     metrics["generation"] = quality
   (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -202,7 +252,7 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None) ->
        "normal image | edited edge map | generated anomaly | heatmap | binary mask", _grid(gen_rows)),
       ("Localization (BlazeDetector)",
        "test image | predicted heatmap | overlay | ground truth", _grid(loc_rows)),
-  ], table, metrics)
+  ], table, metrics, title=f"AnomalyFactory on {dataset or 'the synthetic data set'}")
   print(f"[5/5] done in {timings['total_s']:.0f} s\n{table}\n"
         f"report: {report.resolve()}\nmetrics: {(out / 'metrics.json').resolve()}", flush=True)
   return metrics
@@ -215,7 +265,24 @@ def main(argv) -> int:
   parser.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
   parser.add_argument("--inception", help="torch-fidelity Inception weights: also report IS")
   parser.add_argument("--lpips", help="torchvision VGG16 weights: also report IC-LPIPS")
+  parser.add_argument("--dataset", help="your data instead of the synthetic test set: a dataset "
+                      "of `af-jax prepare` (mvtec_ad, visa, mvtec_loco, madsim, real_iad)")
+  parser.add_argument("--manual_dir", type=pathlib.Path,
+                      help="with --dataset: the folder of the download, in its own layout")
+  parser.add_argument("--categories", type=lambda v: [c for c in v.split(",") if c],
+                      help="with --dataset: comma-separated categories (default: all found)")
+  parser.add_argument("--seed", type=int, default=0, help="seed of every training stage")
   args = parser.parse_args(argv)
+  if (args.dataset is None) != (args.manual_dir is None):
+    parser.error("--dataset and --manual_dir go together")
+  if args.categories and not args.dataset:
+    parser.error("--categories needs --dataset (the synthetic demo uses all its categories)")
   logging.basicConfig(level=logging.WARNING)
-  run_demo(args.out, quick=args.quick, inception=args.inception, lpips=args.lpips)
+  try:
+    run_demo(args.out, quick=args.quick, inception=args.inception, lpips=args.lpips,
+             dataset=args.dataset, manual_dir=args.manual_dir, categories=args.categories,
+             seed=args.seed)
+  except ValueError as e:
+    print(f"af-jax demo: error: {e}", file=sys.stderr)
+    return 1
   return 0

@@ -72,6 +72,9 @@ class ManipulateConfig:
     polygon_min_radius: smallest polygon vertex radius, relative to the largest (1: regular).
     edit_op_probs: probabilities of remove, replace, merge (normalized to sum 1).
     donor_shift: largest circular shift of the donor edges, as a fraction of the image size.
+    centre_on_edges_prob: probability that a stochastic region's shapes are centred on edge
+      pixels that the edit changes (the example's own edges for remove, the donor's for
+      replace and merge) rather than on uniformly drawn pixels.
   """
   semantic_prob: float = 0.5
   max_semantic_regions: int = 2
@@ -85,6 +88,7 @@ class ManipulateConfig:
   polygon_min_radius: float = 0.6
   edit_op_probs: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
   donor_shift: float = 0.25
+  centre_on_edges_prob: float = 0.0
 
   def __post_init__(self):
     def fail(field, expected):
@@ -115,6 +119,8 @@ class ManipulateConfig:
       fail('edit_op_probs', f'{len(EDIT_OPS)} non-negative numbers with a positive sum')
     if not 0 <= self.donor_shift <= 1:
       fail('donor_shift', 'in [0, 1]')
+    if not 0 <= self.centre_on_edges_prob <= 1:
+      fail('centre_on_edges_prob', 'in [0, 1]')
 
 
 @functools.partial(jax.jit, static_argnames=('config',))
@@ -175,10 +181,7 @@ def _batch_donors(key, edges):
 def _manipulate_one(key, edges, regions, donor, *, config):
   semantic_key, stochastic_key, choice_key = jax.random.split(key, 3)
   semantic, has_candidates = _semantic_mask(semantic_key, regions[..., 0], config)
-  stochastic = _stochastic_mask(stochastic_key, *edges.shape[:2], config)
-  kind_draw, op_draw, *shift_draws = jax.random.uniform(choice_key, (4,))
-  use_semantic = (kind_draw < config.semantic_prob) & has_candidates
-  mask = jnp.where(use_semantic, semantic, stochastic)[..., None]
+  kind_draw, op_draw, centre_draw, *shift_draws = jax.random.uniform(choice_key, (5,))
 
   # Thresholds in float64 so that ops with probability 0 get exactly empty intervals.
   cumulative = np.cumsum(config.edit_op_probs)
@@ -187,6 +190,15 @@ def _manipulate_one(key, edges, regions, donor, *, config):
   limits = [int(config.donor_shift * n) for n in edges.shape[:2]]
   offsets = [_uniform_int(draw, -limit, limit) for draw, limit in zip(shift_draws, limits)]
   donor = jnp.roll(donor, offsets, axis=(0, 1))
+  # Edges the edit would change: remove deletes the own edges, replace and merge bring the
+  # donor's. Centring shapes there makes the edit visible in the edge map.
+  changed = jnp.where(edit_op == 0, edges, donor)[..., 0]
+  on_edges = (centre_draw < config.centre_on_edges_prob) & (changed.max() > 0)
+  stochastic = _stochastic_mask(stochastic_key, *edges.shape[:2], config,
+                                centre_weights=jnp.where(on_edges, changed, 1.0))
+  use_semantic = (kind_draw < config.semantic_prob) & has_candidates
+  mask = jnp.where(use_semantic, semantic, stochastic)[..., None]
+
   edited = jnp.stack([jnp.zeros_like(edges), donor, jnp.maximum(edges, donor)])[edit_op]
   new_edges = jnp.where(mask, edited, edges)
   region_kind = jnp.where(use_semantic, 0, 1).astype(jnp.int32)
@@ -214,16 +226,20 @@ def _semantic_mask(key, labels, config):
   return mask, candidate.any()
 
 
-def _stochastic_mask(key, height, width, config):
-  """Union of random shapes; every shape contains its centre pixel, so the mask is never empty."""
+def _stochastic_mask(key, height, width, config, centre_weights):
+  """Union of random shapes; every shape contains its centre pixel, so the mask is never empty.
+
+  Centres are drawn with probability proportional to `centre_weights` [H, W] (Gumbel-max).
+  """
   max_shapes = config.num_shapes[1]
   max_vertices = config.polygon_vertices[1]
   # One draw for all parameters: each separate PRNG call adds noticeably to compile time.
   count_draw = jax.random.uniform(jax.random.fold_in(key, 0))
   draws = jax.random.uniform(key, (7 + max_vertices, max_shapes))
   count = _uniform_int(count_draw, *config.num_shapes)
-  centre = jnp.stack([_uniform_int(draws[0], 0, height - 1),
-                      _uniform_int(draws[1], 0, width - 1)], -1).astype(jnp.float32)
+  gumbel = jax.random.gumbel(jax.random.fold_in(key, 1), (max_shapes, height * width))
+  flat = jnp.argmax(jnp.log(centre_weights.reshape(-1) + 1e-30) + gumbel, axis=-1)
+  centre = jnp.stack([flat // width, flat % width], -1).astype(jnp.float32)
   low, high = config.shape_size
   size = min(height, width) * (low + (high - low) * draws[2])
   low, high = map(math.log, config.aspect_ratio)

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from af_jax import augment, manipulate, pixels, stage_registry
+from af_jax import augment, manipulate, pixels, stage_registry, synthetic_anomalies
 from af_jax.models.generator import Generator, fuse
 
 
@@ -78,11 +78,16 @@ def manipulate_config(config) -> manipulate.ManipulateConfig:
   return _as_dataclass(manipulate.ManipulateConfig, config.manipulate)
 
 
+def synthetic_config(config) -> synthetic_anomalies.SyntheticAnomalyConfig:
+  return _as_dataclass(synthetic_anomalies.SyntheticAnomalyConfig, config.blaze.synthetic)
+
+
 class _Context(NamedTuple):
   """What every inputs function needs besides the key, the batch and the teacher's params."""
   config: ml_collections.ConfigDict
   augment: augment.AugmentConfig
   manipulate: manipulate.ManipulateConfig
+  synthetic: synthetic_anomalies.SyntheticAnomalyConfig
   teacher: Teacher | None
   edge_fn: Callable | None
 
@@ -125,11 +130,16 @@ def boot_inputs(ctx, key, data, teacher_params) -> StageInputs:
                      heatmap_target=jnp.zeros_like(edges), region_mask=jnp.zeros_like(edges))
 
 
+FLARE_TARGETS = ("boot", "boot_in_region")
+
+
 def flare_inputs(ctx, key, data, teacher_params) -> StageInputs:
   """Edited edges + the image; Boot renders the target, the edited region is the heatmap."""
   _, image, new_edges, region_mask = _edited(ctx, key, data)
   target = ctx.teacher.generator.apply(teacher_params, pixels.unit_to_signed(new_edges),
                                        image)["output"]
+  if ctx.config.flare.target == "boot_in_region":
+    target = fuse(image, target, region_mask)
   return StageInputs(edges=new_edges, image=image, target=jax.lax.stop_gradient(target),
                      heatmap_target=region_mask, region_mask=region_mask)
 
@@ -162,18 +172,32 @@ BLAZE_HEATMAP_TARGETS = {"flare": _flare_heatmap, "flare_in_region": _flare_heat
 
 
 def blaze_inputs(ctx, key, data, teacher_params) -> StageInputs:
-  """Flare's anomaly (of edited edges) in, the normal image out; heatmap per `blaze.*`."""
+  """Flare's anomaly (of edited edges) in, the normal image out; heatmap per `blaze.*`.
+
+  With `blaze.synthetic_fraction` > 0, that share of the examples gets a pasted synthetic
+  anomaly (`af_jax.synthetic_anomalies`) instead, its mask standing in for Flare's heatmap and
+  edited region in the heatmap target.
+  """
   options = ctx.config.blaze
-  k_edit, k_noise, k_normal = jax.random.split(key, 3)
+  k_edit, k_noise, k_normal, k_paste, k_which = jax.random.split(key, 5)
   edges, image, new_edges, region_mask = _edited(ctx, k_edit, data)
   fake = ctx.teacher.generator.apply(teacher_params, pixels.unit_to_signed(new_edges), image,
                                      add_noise=True, rngs={"noise": k_noise})
-  anomaly, heatmap = BLAZE_HEATMAP_TARGETS[options.heatmap_target](
-      jax.lax.stop_gradient(fake["output"]), jax.lax.stop_gradient(fake["heatmap"]),
-      region_mask, image, options)
+  target_fn = BLAZE_HEATMAP_TARGETS[options.heatmap_target]
+  anomaly, heatmap = target_fn(jax.lax.stop_gradient(fake["output"]),
+                               jax.lax.stop_gradient(fake["heatmap"]), region_mask, image, options)
   edge_input = (pixels.binarize_edges(ctx.edge_fn(anomaly), ctx.threshold)
                 if options.reextract_edges else new_edges)
-  normal = jax.random.uniform(k_normal, (image.shape[0], 1, 1, 1)) < options.normal_fraction
+  batch = (image.shape[0], 1, 1, 1)
+  if options.synthetic_fraction > 0:
+    pasted, pasted_edges, mask = synthetic_anomalies.paste_anomalies(
+        k_paste, image, edges, ctx.synthetic)
+    pasted, pasted_heatmap = target_fn(pasted, mask, mask, image, options)
+    use = jax.random.uniform(k_which, batch) < options.synthetic_fraction
+    anomaly, heatmap = jnp.where(use, pasted, anomaly), jnp.where(use, pasted_heatmap, heatmap)
+    edge_input = jnp.where(use, pasted_edges, edge_input)
+    region_mask = jnp.where(use, mask, region_mask)
+  normal = jax.random.uniform(k_normal, batch) < options.normal_fraction
   return StageInputs(
       edges=jnp.where(normal, edges, edge_input),
       image=jnp.where(normal, image, anomaly),
@@ -201,7 +225,11 @@ def make_inputs_fn(config: ml_collections.ConfigDict, teacher: Teacher | None = 
     raise ValueError(f"stage {stage.name!r} needs a teacher (config.teacher_workdir)")
   if stage_registry.reextracts_edges(config) and edge_fn is None:
     raise ValueError("blaze.reextract_edges needs the PiDiNet edge function")
-  ctx = _Context(config, augment_config(config), manipulate_config(config), teacher, edge_fn)
+  if config.flare.target not in FLARE_TARGETS:
+    raise ValueError(f"config.flare.target must be one of {FLARE_TARGETS}, "
+                     f"got {config.flare.target!r}")
+  ctx = _Context(config, augment_config(config), manipulate_config(config),
+                 synthetic_config(config), teacher, edge_fn)
   stage_fn = INPUT_FNS[stage.name]
 
   def inputs_fn(key, batch, teacher_params):

@@ -13,7 +13,7 @@ import dataclasses
 
 import ml_collections
 
-from af_jax import augment, manipulate, stage_registry
+from af_jax import augment, manipulate, stage_registry, synthetic_anomalies
 from configs import mix82
 
 
@@ -70,6 +70,15 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   # Edge manipulation (af_jax/manipulate.py): Flare and Blaze.
   c.manipulate = _from_dataclass(manipulate.ManipulateConfig())
 
+  # Flare options (af_jax/stages.py), used by the flare stage only.
+  c.flare = ml_collections.ConfigDict()
+  # The image Flare learns to output: 'boot' (paper: Boot's rendering of the edited edges,
+  # everywhere) or 'boot_in_region' (that rendering inside the edited region, the input image
+  # outside it). A briefly trained Boot re-renders the whole object with small errors; with
+  # 'boot' Flare must copy them, so its heatmap spreads over the object and its anomalies are
+  # not local. 'boot_in_region' is what the fusion I_in * (1 - H) + T * H stands for.
+  c.flare.target = "boot"
+
   # Blaze options (af_jax/stages.py), used by the blaze stage only.
   c.blaze = ml_collections.ConfigDict()
   c.blaze.reextract_edges = False  # PiDiNet edges of the anomaly image instead of the edited ones.
@@ -77,6 +86,11 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   c.blaze.heatmap_target = "flare"  # 'flare' (paper) | 'flare_in_region' | 'region' |
                                     # 'change_in_region' (stages.BLAZE_HEATMAP_TARGETS).
   c.blaze.change_scale = 0.2      # 'change_in_region': a pixel change this large (in [-1, 1]) = 1.
+  # Share of examples that get a classic pasted anomaly (af_jax/synthetic_anomalies.py: a noise
+  # blob filled with misplaced, recoloured pixels of a training image) instead of Flare's.
+  # 0 = the paper (Flare's anomalies only).
+  c.blaze.synthetic_fraction = 0.0
+  c.blaze.synthetic = _from_dataclass(synthetic_anomalies.SyntheticAnomalyConfig())
 
   # Filled by training, never set by hand: what the prepared data was built with (edge method,
   # image size, max_regions, each category's dataset version; af_jax/data_facts.py).

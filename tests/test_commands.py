@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from af_jax import cli, commands, infer, input_pipeline, manipulate
+from af_jax.metrics import locality
 from conftest import copy_run
 
 
@@ -37,9 +38,10 @@ def mvtec(runs, tmp_path_factory):
   return root
 
 
-def _run(command, *args, capsys):
+def _run(command, *args, capsys, stdout=False):
   code = cli.main([command, *map(str, args)])
-  return code, capsys.readouterr().err
+  captured = capsys.readouterr()
+  return code, (captured.out if stdout else captured.err)
 
 
 def _manifest(folder: pathlib.Path) -> list[dict]:
@@ -55,14 +57,20 @@ def test_generate_writes_mvtec_masks_heatmaps_and_manifest(runs, mvtec, tmp_path
   flare = runs[0] / "flare"
   sources = sorted((mvtec / "train" / "good").glob("*.png"))[:3]
   first_three = mvtec / "train" / "good" / "00[0-2].png"
-  code, err = _run("generate", "--workdir", flare, "--images", first_three, "--num", 2,
-                   "--category", "circuit", "--out", tmp_path / "a", capsys=capsys)
-  assert code == 0, err
+  code, printed = _run("generate", "--workdir", flare, "--images", first_three, "--num", 2,
+                       "--category", "circuit", "--out", tmp_path / "a", capsys=capsys,
+                       stdout=True)
+  assert code == 0
   out = tmp_path / "a" / "circuit"
   records = _manifest(out)
   assert len(records) == 6
-  assert _written(out) == {"manifest.jsonl"} | {r[k] for r in records
-                                                for k in ("image", "mask", "heatmap", "edges")}
+  assert _written(out) == {"manifest.jsonl", "locality.json"} | {
+      r[k] for r in records for k in ("image", "mask", "heatmap", "edges")}
+  # Locality figures of what was written, printed and saved (af_jax/metrics/locality.py).
+  figures = json.loads((out / "locality.json").read_text())
+  assert set(figures) == set(locality.FIGURES)
+  assert 0 <= figures["change_inside"] <= 1 and 0 <= figures["heatmap_iou"] <= 1
+  assert "of the change inside the masks" in printed
   assert [r["source"] for r in records] == [str(s) for s in sources for _ in range(2)]
   assert [r["variant"] for r in records] == [0, 1] * 3
   for j, r in enumerate(records):
@@ -92,8 +100,8 @@ def test_generate_writes_mvtec_masks_heatmaps_and_manifest(runs, mvtec, tmp_path
   code, err = _run("generate", "--workdir", flare, "--images", sources[0], "--category", "circuit",
                    "--out", tmp_path / "a", "--overwrite", capsys=capsys)
   assert code == 0, err
-  assert _written(out) == {"manifest.jsonl", "images/000.png", "masks/000_mask.png",
-                           "heatmaps/000.npy", "edges/000.png"}
+  assert _written(out) == {"manifest.jsonl", "locality.json", "images/000.png",
+                           "masks/000_mask.png", "heatmaps/000.npy", "edges/000.png"}
 
 
 def test_generate_with_a_boot_run_renders_the_same_edits(runs, mvtec, tmp_path, capsys):
@@ -317,6 +325,18 @@ def test_evaluate_writes_json_and_markdown(runs, tmp_path, capsys):
   assert raw == pytest.approx(commands.evaluate_category(unblurred, data_dir, "synthetic",
                                                          names[0]))
   assert raw["pixel_auroc"] != metrics["per_category"][names[0]]["pixel_auroc"]
+
+  # --baseline: the per-pixel Gaussian floor, fitted on the train split, in the same shape.
+  code, err = _run("evaluate", "--workdir", root / "blaze", "--dataset", "synthetic",
+                   "--categories", names[0], "--data_dir", data_dir, "--baseline",
+                   "--out", tmp_path / "floor", capsys=capsys)
+  assert code == 0, err
+  floor = json.loads((tmp_path / "floor" / "metrics.json").read_text())
+  assert floor["per_category"][names[0]] == metrics["per_category"][names[0]]
+  assert list(floor["baseline"]["per_category"]) == [names[0]]
+  assert floor["baseline"]["per_category"][names[0]] == pytest.approx(
+      commands.evaluate_baseline_category(data_dir, "synthetic", names[0]))
+  assert "Per-pixel Gaussian baseline" in (tmp_path / "floor" / "metrics.md").read_text()
 
   code, err = _run("evaluate", "--workdir", root / "blaze", "--dataset", "synthetic",
                    "--categories", "nowhere", "--data_dir", data_dir, "--out", tmp_path / "x",

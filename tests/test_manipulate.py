@@ -183,3 +183,20 @@ def test_bad_inputs_are_named(bottle):
     manipulate.ManipulateConfig(shape_kinds=("star",))
   with pytest.raises(ValueError, match="edit_op_probs"):
     manipulate.ManipulateConfig(edit_op_probs=(0.0, 0.0, 0.0))
+
+
+def test_regions_centred_on_edges_always_change_the_edges():
+  """Sparse edge maps (one thin ring, like a small bottle): uniform regions mostly edit nothing."""
+  size = 64
+  rows, cols = np.mgrid[:size, :size]
+  ring = np.abs(np.hypot(rows - 32, cols - 32) - 24) < 1
+  edges = jnp.asarray(np.broadcast_to(ring[None, ..., None], (64, size, size, 1)), jnp.float32)
+  regions = jnp.zeros((64, size, size, 1), jnp.int32)
+  changed = {}
+  for prob in (0.0, 1.0):
+    config = manipulate.ManipulateConfig(semantic_prob=0.0, edit_op_probs=(1.0, 0.0, 0.0),
+                                         shape_size=(0.05, 0.1), centre_on_edges_prob=prob)
+    new_edges, _, _ = manipulate.manipulate_edges(jax.random.PRNGKey(0), edges, regions,
+                                                  config=config)
+    changed[prob] = np.mean(np.any(np.asarray(new_edges) != np.asarray(edges), axis=(1, 2, 3)))
+  assert changed[1.0] == 1.0 and changed[0.0] < 0.6

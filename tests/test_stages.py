@@ -114,6 +114,37 @@ def test_flare_inputs_edit_edges_in_the_region_and_the_teacher_renders_the_targe
   assert not np.asarray(out.edges)[region].any()  # The edit removed the region's edges.
 
 
+def test_flare_target_in_region_keeps_the_image_outside_the_edited_region():
+  config = _config("flare")
+  config.flare.target = "boot_in_region"
+  out, data = _inputs(config, FakeTeacher())
+  region = np.asarray(out.region_mask)[..., 0] > 0
+  np.testing.assert_allclose(np.asarray(out.target)[region], 0.8)
+  np.testing.assert_allclose(np.asarray(out.target)[~region], np.asarray(data["image"])[~region],
+                             atol=1e-5)
+  config.flare.target = "everywhere"
+  with pytest.raises(ValueError, match="flare.target must be one of"):
+    _inputs(config, FakeTeacher())
+
+
+def test_blaze_synthetic_examples_are_pasted_anomalies_with_their_own_targets():
+  teacher = FakeTeacher()
+  out, data = _inputs(_config("blaze", synthetic_fraction=1.0, heatmap_target="change_in_region",
+                              change_scale=0.5), teacher)
+  _check_ranges(out)
+  assert len(teacher.calls) == 1  # Flare still runs (one program for every mix).
+  mask = np.asarray(out.region_mask)[..., 0] > 0
+  assert mask.any() and not mask.all()
+  image, normal = np.asarray(out.image), np.asarray(data["image"])
+  np.testing.assert_allclose(image[~mask], normal[~mask], atol=1e-5)  # No Flare output at all.
+  assert not np.allclose(image, 0.8)
+  change = np.abs(image - normal).mean(-1)
+  np.testing.assert_allclose(np.asarray(out.heatmap_target)[..., 0],
+                             np.clip(change / 0.5, 0, 1) * mask, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(out.edges)[~mask], np.asarray(data["edges"])[~mask])
+  np.testing.assert_allclose(out.target, normal, atol=1e-5)
+
+
 @pytest.mark.parametrize("target", sorted(stages.BLAZE_HEATMAP_TARGETS))
 def test_blaze_heatmap_targets(target):
   teacher = FakeTeacher()
