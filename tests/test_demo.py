@@ -36,6 +36,58 @@ def test_quick_demo_runs_every_step(tmp_path, capsys):
   _check_outputs(tmp_path, json.loads((tmp_path / "metrics.json").read_text()))
 
 
+def _mini_bottle(bottle_dir, root, with_ground_truth=True):
+  """A small MVTec-layout copy of the real bottle: 6 train/good, 2 test/good, 2 broken_large."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  cat = root / "bottle"
+  for split, defect, count in (("train", "good", 6), ("test", "good", 2),
+                               ("test", "broken_large", 2)):
+    (cat / split / defect).mkdir(parents=True)
+    for f in sorted((bottle_dir / split / defect).glob("*.png"))[:count]:
+      shutil.copy(f, cat / split / defect / f.name)
+      if defect != "good" and with_ground_truth:
+        (cat / "ground_truth" / defect).mkdir(parents=True, exist_ok=True)
+        shutil.copy(bottle_dir / "ground_truth" / defect / f"{f.stem}_mask.png",
+                    cat / "ground_truth" / defect)
+  return root
+
+
+def test_quick_demo_on_real_data_reports_the_baseline_and_locality(bottle_dir, tmp_path, capsys):
+  from af_jax import commands  # pylint: disable=g-import-not-at-top
+  manual = _mini_bottle(bottle_dir, tmp_path / "mvtec")
+  out = tmp_path / "out"
+  assert cli.main(["demo", "--quick", "--dataset", "mvtec_ad", "--manual_dir", str(manual),
+                   "--categories", "bottle", "--out", str(out)]) == 0
+  printed = capsys.readouterr().out
+  assert "Per-pixel Gaussian baseline" in printed and "of the change inside the masks" in printed
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert list(metrics["per_category"]) == ["bottle-64px"]  # The user's category, as built.
+  for result in (metrics, metrics["baseline"]):
+    assert set(result) >= {"per_category", "mean"}
+    assert {"pixel_auroc", "aupro", "image_auroc"} <= set(result["per_category"]["bottle-64px"])
+  assert metrics["baseline"]["per_category"]["bottle-64px"] == pytest.approx(
+      commands.evaluate_baseline_category(out / "data", "mvtec_ad", "bottle-64px"))
+  assert set(metrics["generation_locality"]["bottle-64px"]) == {
+      "change_inside", "heatmap_iou", "change_outside"}
+  # One unified model: the synthetic categories and the user's were trained together.
+  config = json.loads((out / "runs" / "blaze" / "config.json").read_text())
+  assert [s["dataset"] for s in config["data"]["sources"]] == ["synthetic", "mvtec_ad"]
+  page = (out / "report.html").read_text()
+  assert "Per-pixel Gaussian baseline" in page and "mvtec_ad" in page
+
+
+def test_demo_refuses_incomplete_real_data_requests(bottle_dir, tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["demo", "--dataset", "mvtec_ad", "--out", str(tmp_path)])
+  assert exit_info.value.code == 2 and "--manual_dir go together" in capsys.readouterr().err
+  manual = _mini_bottle(bottle_dir, tmp_path / "mvtec", with_ground_truth=False)
+  assert cli.main(["demo", "--quick", "--dataset", "mvtec_ad", "--manual_dir", str(manual),
+                   "--out", str(tmp_path / "out")]) == 1
+  err = capsys.readouterr().err
+  assert "ground_truth" in err and "could not prepare mvtec_ad" in err
+  assert not (tmp_path / "out" / "metrics.json").exists()
+
+
 @pytest.mark.slow
 def test_full_demo_meets_quality_and_time(tmp_path):
   """`af-jax demo` as a user runs it: its own process, XLA's default optimization.
