@@ -21,7 +21,11 @@ one of `BLAZE_HEATMAP_TARGETS`: the paper's 'flare' (the teacher's heatmap), 'fl
 teacher), 'region' (the region mask) or 'change_in_region' (the teacher's output pasted into
 the edited region, as a perfect teacher heatmap would fuse it, supervised by how much each
 pixel changed: |anomaly - normal| / `change_scale`, clipped to 1 — pixel-accurate even when
-the teacher's heatmap is not).
+the teacher's heatmap is not). `synthetic_fraction` gives that share of the examples a classic
+pasted anomaly (`af_jax.synthetic_anomalies`) instead of Flare's, through the same heatmap
+target with the pasted mask as region and teacher heatmap.
+Flare option (`config.flare.target`): 'boot' (paper) learns Boot's rendering everywhere,
+'boot_in_region' only inside the edited region and the input image outside it.
 """
 
 from typing import Any, Callable, NamedTuple

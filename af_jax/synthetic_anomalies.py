@@ -37,13 +37,15 @@ class SyntheticAnomalyConfig:
       blobs).
     area: range of the fraction of the image the mask covers.
     opacity: range of the fill's opacity inside the mask.
-    self_donor_prob: probability that the fill comes from the example's own image.
+    self_donor_prob: probability that the fill comes from the example's own image. Misplaced
+      patches of the object itself (as CutPaste makes them) teach more than foreign ones: on
+      real bottle images 0.8 gave image AUROC 93.6 where 0.5 gave 84.0 (pixel AUROC 86.9 both).
     color_jitter: largest per-channel gain change and offset of the fill (image range [-1, 1]).
   """
   noise_grids: tuple[int, ...] = (4, 8)
   area: tuple[float, float] = (0.005, 0.08)
   opacity: tuple[float, float] = (0.6, 1.0)
-  self_donor_prob: float = 0.5
+  self_donor_prob: float = 0.8
   color_jitter: float = 0.3
 
   def __post_init__(self):
