@@ -28,7 +28,8 @@ Same code and losses as the paper configs, scaled to a few CPU minutes. What dif
   is one circle), so uniformly placed regions mostly edit nothing.
 * Half of Blaze's examples are classic pasted anomalies (`blaze.synthetic_fraction = 0.5`,
   af_jax/synthetic_anomalies.py): on real bottle images the detector trained on the demo's
-  Flare anomalies alone reaches 73 pixel AUROC, with them 86.
+  Flare anomalies alone reaches 73 pixel AUROC, with them 86.9 and 81.2 (seeds 0 and 1; the
+  per-pixel baseline: 93.9).
 """
 
 from configs import common
