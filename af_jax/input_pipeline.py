@@ -115,18 +115,43 @@ class _CheckedSource:
         f"it with `{rebuild_command(root, dataset, config_name, self._source.dataset_info)}`")
 
 
+def _is_built(folder) -> bool:
+  return any(folder.glob("*/dataset_info.json"))
+
+
+def resolve_category(data_dir, dataset: str, category: str) -> str:
+  """The built config `category` names: itself, or its only build with options.
+
+  Builds with non-default options carry them in their name (`bottle-64px`,
+  `circuit-64px-train64`); the category's own name finds such a build when it is the only one
+  in `data_dir`. Several builds are an error listing them (pass the one you mean); no build
+  returns `category` unchanged, for the caller's not-prepared error.
+  """
+  root = epath.Path(data_dir).expanduser() / dataset
+  if _is_built(root / category) or not root.is_dir():
+    return category
+  builds = sorted(p.name for p in root.iterdir()
+                  if p.name.startswith(f"{category}-") and _is_built(p))
+  if len(builds) > 1:
+    raise FileNotFoundError(f"{dataset}/{category} has several builds in {root.parent}: "
+                            f"{', '.join(builds)}; name the one you mean")
+  return builds[0] if builds else category
+
+
 def open_split(data_dir: str, dataset: str, category: str, split: str, *,
                decoders: Mapping[str, Any] | None = None):
   """The TFDS data source of one split of `<dataset>/<category>` in `data_dir`.
 
+  `category` may be a category's own name when it has a single build (`resolve_category`).
   Raises FileNotFoundError naming the expected folder and the command that builds it when
   the category is not prepared, and KeyError listing the splits when `split` is absent.
   Reading a corrupt or truncated file raises DatasetError naming the dataset, split and file
   and the command that rebuilds the category.
   """
   root = epath.Path(data_dir).expanduser()
+  category = resolve_category(root, dataset, category)
   folder = root / dataset / category
-  if not any(folder.glob("*/dataset_info.json")):
+  if not _is_built(folder):
     manual_dir = "" if dataset == "synthetic" else " --manual_dir <your download>"
     raise FileNotFoundError(
         f"dataset {dataset}/{category} is not prepared: no {folder}/<version>/dataset_info.json. "

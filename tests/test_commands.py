@@ -338,6 +338,15 @@ def test_evaluate_writes_json_and_markdown(runs, tmp_path, capsys):
       commands.evaluate_baseline_category(data_dir, "synthetic", names[0]))
   assert "Per-pixel Gaussian baseline" in (tmp_path / "floor" / "metrics.md").read_text()
 
+  # A category's own name finds its only build; results are named as the user named them.
+  short = names[0].split("-")[0]
+  code, err = _run("evaluate", "--workdir", root / "blaze", "--dataset", "synthetic",
+                   "--categories", short, "--data_dir", data_dir, "--out", tmp_path / "short",
+                   capsys=capsys)
+  assert code == 0, err
+  by_short = json.loads((tmp_path / "short" / "metrics.json").read_text())["per_category"]
+  assert by_short == {short: metrics["per_category"][names[0]]}
+
   code, err = _run("evaluate", "--workdir", root / "blaze", "--dataset", "synthetic",
                    "--categories", "nowhere", "--data_dir", data_dir, "--out", tmp_path / "x",
                    capsys=capsys)

@@ -299,3 +299,20 @@ def test_mix82_category_names_match_the_builders(dataset):
   importlib.import_module(f"data_builders.{dataset}")  # Registers the builder.
   configs = tfds.builder_cls(dataset).BUILDER_CONFIGS
   assert tuple(config.name for config in configs) == mix82.CATEGORIES[dataset]
+
+
+def test_a_category_s_own_name_finds_its_only_build(tmp_path):
+  def build(name):
+    (tmp_path / "synthetic" / name / "1.0.0").mkdir(parents=True)
+    (tmp_path / "synthetic" / name / "1.0.0" / "dataset_info.json").write_text("{}")
+
+  build("circuit-64px-train64")
+  (tmp_path / "synthetic" / "circuit-128px").mkdir()  # Unfinished: no dataset_info.json.
+  assert input_pipeline.resolve_category(tmp_path, "synthetic", "circuit") == "circuit-64px-train64"
+  assert input_pipeline.resolve_category(tmp_path, "synthetic", "gear") == "gear"
+  build("circuit")
+  assert input_pipeline.resolve_category(tmp_path, "synthetic", "circuit") == "circuit"
+  build("gear-64px")
+  build("gear-32px")
+  with pytest.raises(FileNotFoundError, match="several builds .*: gear-32px, gear-64px"):
+    input_pipeline.open_split(tmp_path, "synthetic", "gear", "test")
