@@ -34,14 +34,16 @@ class PixelGaussianBaseline:
     self.mean = self.std = None
 
   def fit(self, normal_images: np.ndarray) -> "PixelGaussianBaseline":
-    """`normal_images`: uint8 [N, S, S, 3] (all of one size, as prepared datasets store them)."""
+    """`normal_images`: uint8 [S, S, 3] images of one size (an array or a list), as prepared
+    datasets store them."""
     x = _unit(normal_images)
     if x.shape[0] < 2:
       raise ValueError(f"the baseline needs at least 2 normal images, got {x.shape[0]}")
     self.mean, self.std = x.mean(0), x.std(0)
     return self
 
-  def localize(self, images: np.ndarray) -> BaselineResult:
+  def localize(self, images) -> BaselineResult:
+    """Score maps and image scores of uint8 images of the fitted size (an array or a list)."""
     if self.mean is None:
       raise ValueError("fit() the baseline on normal images first")
     x = _unit(images)

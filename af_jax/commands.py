@@ -381,7 +381,11 @@ def localize(args) -> dict:
 
 # ------------------------------------------------------------------ evaluate
 def evaluate_category(detector, data_dir, dataset, category, split="test") -> dict:
-  """Pixel AUROC, AUPRO (FPR 0.3) and image AUROC of one prepared category."""
+  """Pixel AUROC, AUPRO (FPR 0.3) and image AUROC of one prepared category.
+
+  `detector`: anything whose `localize(images)` gives `.heatmaps` and `.scores` (an
+  `infer.Detector`, or a fitted `baseline.PixelGaussianBaseline`).
+  """
   from af_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   examples = list(input_pipeline.make_eval_dataset(data_dir, dataset, category, split=split))
   if not examples:
@@ -398,14 +402,8 @@ def evaluate_baseline_category(data_dir, dataset, category, split="test") -> dic
   from af_jax import baseline, input_pipeline  # pylint: disable=g-import-not-at-top
   normal = [np.asarray(ex["image"]) for ex in
             input_pipeline.make_eval_dataset(data_dir, dataset, category, split="train")]
-  examples = list(input_pipeline.make_eval_dataset(data_dir, dataset, category, split=split))
-  if not examples:
-    raise ValueError(f"{dataset}/{category} in {data_dir} has no {split!r} examples")
-  result = baseline.PixelGaussianBaseline().fit(np.stack(normal)).localize(
-      np.stack([np.asarray(ex["image"]) for ex in examples]))
-  masks = [np.asarray(ex["mask"])[..., 0] > 0 for ex in examples]
-  labels = [int(ex["label"]) for ex in examples]
-  return dict(_metrics(result.heatmaps, masks, result.scores, labels), num_images=len(examples))
+  return evaluate_category(baseline.PixelGaussianBaseline().fit(normal), data_dir, dataset,
+                           category, split)
 
 
 def evaluate(args) -> dict:
