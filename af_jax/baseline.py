@@ -1,7 +1,8 @@
 """The per-pixel Gaussian baseline: the no-learning floor a detector must beat.
 
 Fit on normal images resized to one size: per pixel and channel, the mean m and standard
-deviation s (values in [0, 1]). A test image's score map is the mean over channels of
+deviation s (values in [0, 1]; `af_jax.reference`, which also feeds BlazeDetector with
+`blaze.reference`). A test image's score map is the mean over channels of
 |x - m| / (s + `eps`), blurred by a Gaussian of `sigma` pixels (default 4 px per 256 px of
 image side: 1 px at 64 px), and its image score is the map's maximum.
 
@@ -16,6 +17,7 @@ import dataclasses
 
 import numpy as np
 
+from af_jax import reference
 from af_jax.metrics import localization
 
 
@@ -36,10 +38,8 @@ class PixelGaussianBaseline:
   def fit(self, normal_images: np.ndarray) -> "PixelGaussianBaseline":
     """`normal_images`: uint8 [S, S, 3] images of one size (an array or a list), as prepared
     datasets store them."""
-    x = _unit(normal_images)
-    if x.shape[0] < 2:
-      raise ValueError(f"the baseline needs at least 2 normal images, got {x.shape[0]}")
-    self.mean, self.std = x.mean(0), x.std(0)
+    _unit(normal_images)
+    self.mean, self.std = reference.Moments.of(normal_images).statistics()
     return self
 
   def localize(self, images) -> BaselineResult:
@@ -51,7 +51,7 @@ class PixelGaussianBaseline:
       raise ValueError(f"images of shape {x.shape[1:]} do not match the {self.mean.shape} "
                        "images the baseline was fitted on")
     sigma = self.sigma if self.sigma is not None else 4.0 * x.shape[1] / 256
-    maps = np.mean(np.abs(x - self.mean) / (self.std + self.eps), axis=-1)
+    maps = np.mean(reference.deviation(x, self.mean, self.std, self.eps), axis=-1)
     maps = localization.smooth_heatmaps(maps, sigma).astype(np.float32)
     return BaselineResult(heatmaps=maps, scores=localization.image_scores_from_heatmaps(maps))
 

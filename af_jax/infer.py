@@ -65,6 +65,7 @@ from af_jax import checkpoint
 from af_jax import edges as edges_lib
 from af_jax import manipulate
 from af_jax import pixels
+from af_jax import reference
 from af_jax import regions as regions_lib
 from af_jax import sharding
 from af_jax import stage_registry
@@ -96,7 +97,8 @@ def load_stage(workdir, stage: str | tuple[str, ...], step: int = -1, dtype=None
     raise checkpoint.CheckpointError(
         f"{workdir} holds a {config.stage!r} run, expected a {allowed[0]!r} run{others}")
   generator = build.generator(config.model, dtype=dtype)
-  abstract = build.abstract_generator_params(generator, config.data.image_size)
+  abstract = build.abstract_generator_params(generator, config.data.image_size,
+                                             guide=build.guide_channels(config))
   stored, step = checkpoint.restore_generator(workdir, step=step)
   # Compared here rather than by Orbax, whose failed restores leave reads pending.
   _check_shapes(stored, abstract, f"checkpoint {step} of {workdir}")
@@ -206,8 +208,9 @@ class _Stage:
 
 # Compiled functions are cached per model, so every Generator/Detector of one model shares them.
 @functools.lru_cache(maxsize=8)
-def _generate_fn(generator, manipulate_config, edge_threshold):
-  """jit(vmap) of one anomaly from its own key: edit the edges in a region, then render."""
+def _generate_fn(generator, manipulate_config, edge_threshold, region_input):
+  """jit(vmap) of one anomaly from its own key: edit the edges in a region, then render (shown
+  the region when the run was trained with `flare.region_input`)."""
   binarize = lambda e: pixels.binarize_edges(e, edge_threshold)
 
   def one(params, key, edges, image, regions, donor):
@@ -216,7 +219,8 @@ def _generate_fn(generator, manipulate_config, edge_threshold):
         k_edit, binarize(edges)[None], regions[None], binarize(donor)[None],
         config=manipulate_config)
     new_edges = binarize(new_edges)
-    out = generator.apply(params, pixels.unit_to_signed(new_edges), image[None],
+    guide = (pixels.unit_to_signed(region_mask),) if region_input else ()
+    out = generator.apply(params, pixels.unit_to_signed(new_edges), image[None], *guide,
                           add_noise=True, rngs={"noise": k_noise})
     return (out["output"][0], out["heatmap"][0, ..., 0], new_edges[0, ..., 0],
             region_mask[0, ..., 0], info["region_kind"][0], info["edit_op"][0])
@@ -226,9 +230,11 @@ def _generate_fn(generator, manipulate_config, edge_threshold):
 
 @functools.lru_cache(maxsize=8)
 def _localize_fn(generator):
-  """jit of (params, binary edges, image) -> (heatmap [B, S, S], repaired texture [B, S, S, 3])."""
-  def run(params, edges, image):
-    out = generator.apply(params, pixels.unit_to_signed(edges), image)
+  """jit of (params, binary edges, image, guide) -> (heatmap [B, S, S], repaired texture
+  [B, S, S, 3]); a guide of 0 channels is none."""
+  def run(params, edges, image, guide):
+    out = generator.apply(params, pixels.unit_to_signed(edges), image,
+                          guide if guide.shape[-1] else None)
     return out["heatmap"][..., 0], out["texture"]
 
   return jax.jit(run)
@@ -267,7 +273,8 @@ class Generator(_Stage):
     self.manipulate_config = manipulate_config or manipulate.ManipulateConfig(
         **{k: tuple(v) if isinstance(v, list) else v
            for k, v in self.config.manipulate.to_dict().items()})
-    self._run = _generate_fn(self.generator, self.manipulate_config, self.edge_threshold)
+    self._run = _generate_fn(self.generator, self.manipulate_config, self.edge_threshold,
+                             build.guide_channels(self.config) > 0)
 
   def generate(self, images, n_variants: int = 1, seed: int = 0, *, regions=None,
                image_ids=None, mask_threshold: float = 0.5,
@@ -373,6 +380,8 @@ class Detector(_Stage):
     self.flip_tta = bool(flip_tta)
     self._run = _localize_fn(self.generator)
     self.thresholds = self._load_thresholds()
+    self.references = (reference.load(self.workdir) if stage_registry.uses_reference(self.config)
+                       else None)
 
   def views(self) -> list[tuple[bool, bool]]:
     """(left-right, top-bottom) flips of the views averaged; (False, False) is the image."""
@@ -381,34 +390,49 @@ class Detector(_Stage):
     ud = [False, True] if self.flip_tta and aug.flip_ud_prob > 0 else [False]
     return [(a, b) for b in ud for a in lr]
 
-  def network_inputs(self, images) -> tuple[np.ndarray, np.ndarray]:
+  def network_inputs(self, images, category: str | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What the network sees of uint8 images of any size: (edges [N, S, S, 1] binarised to
-    {0, 1}, images [N, S, S, 3] in [-1, 1]), as training decodes its prepared batches."""
+    {0, 1}, images [N, S, S, 3] in [-1, 1], guide [N, S, S, G] in [-1, 1]), as training
+    decodes its prepared batches. The guide is the deviation from the reference (G = 3) of
+    `category`, or of each image's nearest category, for a run with `blaze.reference`; G = 0
+    otherwise."""
     resized = pixels.resize_images(images, self.size)
     edge_maps = pixels.binarize_edges(self.edges(resized)[..., None], self.edge_threshold)
-    return edge_maps, pixels.uint8_to_signed(resized)
+    signed = pixels.uint8_to_signed(resized)
+    guide = np.zeros(signed.shape[:3] + (0,), np.float32)
+    if self.references is not None:
+      which = (self.references.nearest(resized) if category is None
+               else np.full(len(resized), self.references.index(category)))
+      guide = reference.network_channels(signed, self.references.mean_std(which),
+                                         self.config.blaze.reference_eps).astype(np.float32)
+    return edge_maps, signed, guide
 
-  def network_outputs(self, edge_maps: np.ndarray, signed: np.ndarray
+  def network_outputs(self, edge_maps: np.ndarray, signed: np.ndarray, guide: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
     """One view: (heatmaps [N, S, S], textures [N, S, S, 3] in [-1, 1]) of `network_inputs`."""
     heat, texture = [], []
     for start, stop in _batches(len(signed), self.batch_size):
       h, t = self._run(self.params, self._device_batch(edge_maps[start:stop]),
-                       self._device_batch(signed[start:stop]))
+                       self._device_batch(signed[start:stop]),
+                       self._device_batch(guide[start:stop]))
       heat.append(np.asarray(h, np.float32)[:stop - start])
       texture.append(np.asarray(t, np.float32)[:stop - start])
     return np.concatenate(heat), np.concatenate(texture)
 
-  def localize(self, images) -> LocalizationResult:
-    """Heatmaps and repaired images at each image's own size, and image scores."""
+  def localize(self, images, category: str | None = None) -> LocalizationResult:
+    """Heatmaps and repaired images at each image's own size, and image scores.
+
+    `category`: for a run with `blaze.reference`, the training category whose reference the
+    images are compared with (default: each image's nearest, `af_jax.reference`).
+    """
     shapes = [np.asarray(im).shape[:2] for im in images]
     if not shapes:
       raise ValueError("localize() got no images")
-    edge_maps, signed = self.network_inputs(images)
+    inputs = self.network_inputs(images, category)
     views, heat = self.views(), 0.0
     for lr, ud in views:
-      view_heat, view_texture = self.network_outputs(flip(edge_maps, lr, ud),
-                                                     flip(signed, lr, ud))
+      view_heat, view_texture = self.network_outputs(*(flip(x, lr, ud) for x in inputs))
       heat = heat + flip(view_heat, lr, ud)
       if not (lr or ud):
         texture = view_texture

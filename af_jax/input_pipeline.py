@@ -27,7 +27,8 @@ in an Orbax checkpoint (see `af_jax/checkpoint.py`, item `data`).
 
 Batches are dicts of numpy arrays (S = `image_size`, b = global batch / process count):
   image uint8 [b,S,S,3], edges/regions/mask uint8 [b,S,S,1], label int32 [b],
-  source int32 [b] (index of the category in the mix, see `source_names`).
+  source int32 [b] (index of the category in the mix, see `source_names`), and with
+  `references` reference float32 [b,S,S,6] (`af_jax.reference`).
 """
 
 from collections.abc import Mapping
@@ -44,6 +45,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from af_jax import data_facts
+from af_jax import reference as reference_lib
 
 IMAGE_FEATURES = ("image", "edges", "regions", "mask")
 TEXT_FEATURES = ("defect", "category", "dataset", "file_name", "view", "sample_id")
@@ -229,6 +231,20 @@ def _open_mixture(data_config: ml_collections.ConfigDict):
   return mixture, data_facts.combine(facts)
 
 
+def reference_moments(data_config: ml_collections.ConfigDict
+                      ) -> dict[str, reference_lib.Moments]:
+  """Each category's normal-image moments over its whole training split (every example, not
+  only the `per_category` subset), keyed like `source_names` (`af_jax.reference`)."""
+  skip = {name: tfds.decode.SkipDecoding()
+          for name in (*TEXT_FEATURES, *(f for f in IMAGE_FEATURES if f != "image"))}
+  moments = {}
+  for c, name in zip(_categories(data_config), source_names(data_config)):
+    source = open_split(data_config.data_dir, c.dataset, c.category, data_config.split,
+                        decoders=skip)
+    moments[name] = reference_lib.Moments.of(source[i]["image"] for i in range(len(source)))
+  return moments
+
+
 def read_data_facts(data_config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The facts every category of the mix was prepared with (`af_jax.data_facts`)."""
   return _open_mixture(data_config)[1]
@@ -261,10 +277,12 @@ class _TrainFeatures:
 
   Region labels above the data's `max_regions` would silently become background in the
   stages' one-hot transform, so such an example stops training, naming its category.
+  With `moments`, the example also gets its category's leave-one-out reference.
   """
   source: int
   name: str
   max_regions: int
+  moments: reference_lib.Moments | None = None
 
   def __call__(self, example: Mapping[str, Any]) -> dict[str, np.ndarray]:
     if example["regions"].max() > self.max_regions:
@@ -273,12 +291,15 @@ class _TrainFeatures:
     features = {name: example[name] for name in IMAGE_FEATURES}
     features["label"] = np.int32(example["label"])
     features["source"] = np.int32(self.source)
+    if self.moments is not None:
+      features["reference"] = self.moments.leave_one_out(example["image"])
     return features
 
 
 def make_train_iterator(data_config: ml_collections.ConfigDict, *, global_batch_size: int,
                         seed: int, process_index: int | None = None,
-                        process_count: int | None = None, epoch_size: int | None = None):
+                        process_count: int | None = None, epoch_size: int | None = None,
+                        references: dict[str, reference_lib.Moments] | None = None):
   """An endless, checkpointable iterator over this process's training batches.
 
   Args:
@@ -291,6 +312,8 @@ def make_train_iterator(data_config: ml_collections.ConfigDict, *, global_batch_
       `jax.process_count()`.
     epoch_size: examples per epoch, at most the mix's size (sum of per-category counts, the
       default); a smaller value keeps a random `epoch_size` of each epoch's mix.
+    references: `reference_moments(data_config)` to add each example's leave-one-out
+      reference (`reference` float32 [b,S,S,6], for `blaze.reference`); None adds none.
 
   Returns:
     A grain `DatasetIterator` yielding dicts of numpy arrays (module docstring), with
@@ -312,8 +335,9 @@ def make_train_iterator(data_config: ml_collections.ConfigDict, *, global_batch_
       len(mixture) + 1)
   parts = [
       grain.MapDataset.source(source).shuffle(seed=int(seeds[i]))[:count]
-      .map(_TrainFeatures(i, facts["datasets"][i]["name"], facts["max_regions"]))
-      for i, (source, count) in enumerate(mixture)]
+      .map(_TrainFeatures(i, facts["datasets"][i]["name"], facts["max_regions"],
+                          None if references is None else references[name]))
+      for i, ((source, count), name) in enumerate(zip(mixture, source_names(data_config)))]
   mix = grain.MapDataset.concatenate(parts).shuffle(seed=int(seeds[-1]))
   steps = _global_batches_per_epoch(len(mix), global_batch_size, epoch_size)
   local = mix[:steps * global_batch_size][process_index::process_count]

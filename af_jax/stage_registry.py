@@ -91,6 +91,17 @@ def check_config(config, where: str = "config") -> None:
   get(config.stage)
 
 
+def uses_reference(config) -> bool:
+  """Whether the run's generator takes the reference deviation channels (`blaze.reference`)."""
+  # .get: runs saved before the field existed did not use it.
+  return config.stage == "blaze" and bool(config.blaze.get("reference", False))
+
+
+def uses_region_input(config) -> bool:
+  """Whether the run's generator takes the edited region as input (`flare.region_input`)."""
+  return config.stage == "flare" and bool(config.flare.get("region_input", False))
+
+
 def reextracts_edges(config) -> bool:
   """Whether the run feeds PiDiNet edges of the anomaly image (Blaze's `reextract_edges`)."""
   return config.stage == "blaze" and bool(config.blaze.reextract_edges)

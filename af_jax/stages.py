@@ -21,11 +21,17 @@ one of `BLAZE_HEATMAP_TARGETS`: the paper's 'flare' (the teacher's heatmap), 'fl
 teacher), 'region' (the region mask) or 'change_in_region' (the teacher's output pasted into
 the edited region, as a perfect teacher heatmap would fuse it, supervised by how much each
 pixel changed: |anomaly - normal| / `change_scale`, clipped to 1 — pixel-accurate even when
-the teacher's heatmap is not). `synthetic_fraction` gives that share of the examples a classic
-pasted anomaly (`af_jax.synthetic_anomalies`) instead of Flare's, through the same heatmap
-target with the pasted mask as region and teacher heatmap.
-Flare option (`config.flare.target`): 'boot' (paper) learns Boot's rendering everywhere,
-'boot_in_region' only inside the edited region and the input image outside it.
+the teacher's heatmap is not). `reference` adds the deviation of the network's image from its
+category's normal reference (`af_jax.reference`; the batch carries each example's leave-one-out
+reference, warped by the example's transform) as extra input channels. `synthetic_fraction`
+gives that share of the examples a classic pasted anomaly (`af_jax.synthetic_anomalies`)
+instead of Flare's, through the same heatmap target with the pasted mask as region and teacher
+heatmap.
+Flare options (`config.flare`): `target` 'boot' (paper) learns Boot's rendering everywhere,
+'boot_in_region' only inside the edited region and the input image outside it;
+`region_input` shows Flare the edited region as a guide channel (in [-1, 1]), so its heatmap
+can mark exactly the region it edits (generation knows the region; the paper's Flare must
+guess it from the edited edges).
 """
 
 from typing import Any, Callable, NamedTuple
@@ -36,16 +42,23 @@ import jax.numpy as jnp
 import ml_collections
 
 from af_jax import augment, manipulate, pixels, stage_registry, synthetic_anomalies
+from af_jax import reference as reference_lib
 from af_jax.models.generator import Generator, fuse
 
 
 def decode_batch(batch, edge_threshold):
-  """uint8 batch from the input pipeline -> float arrays on device (`af_jax.pixels` ranges)."""
-  return dict(
+  """uint8 batch from the input pipeline -> float arrays on device (`af_jax.pixels` ranges).
+
+  A batch's `reference` (per-example category mean and std, `af_jax.reference`) passes as is.
+  """
+  data = dict(
       image=pixels.uint8_to_signed(batch["image"]),
       edges=pixels.binarize_edges(pixels.uint8_to_unit(batch["edges"]), edge_threshold),
       regions=batch["regions"].astype(jnp.int32),
   )
+  if "reference" in batch:
+    data["reference"] = batch["reference"]
+  return data
 
 
 @flax.struct.dataclass
@@ -55,12 +68,26 @@ class StageInputs:
   target: jax.Array          # [B, H, W, 3] in [-1, 1]: what the output should look like.
   heatmap_target: jax.Array  # [B, H, W, 1] in [0, 1]; unused in Boot.
   region_mask: jax.Array     # [B, H, W, 1]: the edited region (zeros in Boot).
+  guide: jax.Array           # [B, H, W, G] in [-1, 1]: extra input channels (G = 0 but in Blaze
+                             # with `blaze.reference`: the deviation from the reference).
 
 
 class Teacher(NamedTuple):
-  """A frozen generator: its module (from the teacher run's config) and parameters."""
+  """A frozen generator: its module (from the teacher run's config) and parameters.
+
+  `region_input`: it is a Flare run trained with `flare.region_input`, so it is shown the
+  edited region (as its guide channel) whenever it renders an edit.
+  """
   generator: Generator
   params: Any
+  region_input: bool = False
+
+
+def _teacher_render(ctx, params, new_edges, image, region_mask, **kwargs):
+  """The teacher's outputs for edited edges (and the edited region, if it takes it)."""
+  guide = (pixels.unit_to_signed(region_mask),) if ctx.teacher.region_input else ()
+  return ctx.teacher.generator.apply(params, pixels.unit_to_signed(new_edges), image, *guide,
+                                     **kwargs)
 
 
 def _transform_regions(transform, regions, num_labels):
@@ -112,8 +139,12 @@ def _warp(ctx, transform, data):
           augment.apply_transform(transform, data["image"], kind="image"))
 
 
+def _no_guide(image):
+  return jnp.zeros(image.shape[:3] + (0,), image.dtype)
+
+
 def _edited(ctx, key, data):
-  """(augmented edges, augmented image, edited edges, edited region mask)."""
+  """(augmented edges, augmented image, edited edges, edited region mask, the transform)."""
   k_aug, k_edit = jax.random.split(key)
   transform = _sample(ctx, k_aug, data)
   edges, image = _warp(ctx, transform, data)
@@ -121,7 +152,8 @@ def _edited(ctx, key, data):
   regions = _transform_regions(transform, data["regions"], num_labels)
   new_edges, region_mask, _ = manipulate.manipulate_edges(
       k_edit, edges, regions, config=ctx.manipulate)
-  return edges, image, pixels.binarize_edges(new_edges, ctx.threshold), region_mask
+  return (edges, image, pixels.binarize_edges(new_edges, ctx.threshold), region_mask,
+          transform)
 
 
 def boot_inputs(ctx, key, data, teacher_params) -> StageInputs:
@@ -131,7 +163,8 @@ def boot_inputs(ctx, key, data, teacher_params) -> StageInputs:
   edges, target = _warp(ctx, _sample(ctx, k_a, data), data)
   reference = augment.apply_transform(_sample(ctx, k_b, data), data["image"], kind="image")
   return StageInputs(edges=edges, image=reference, target=target,
-                     heatmap_target=jnp.zeros_like(edges), region_mask=jnp.zeros_like(edges))
+                     heatmap_target=jnp.zeros_like(edges), region_mask=jnp.zeros_like(edges),
+                     guide=_no_guide(target))
 
 
 FLARE_TARGETS = ("boot", "boot_in_region")
@@ -139,13 +172,14 @@ FLARE_TARGETS = ("boot", "boot_in_region")
 
 def flare_inputs(ctx, key, data, teacher_params) -> StageInputs:
   """Edited edges + the image; Boot renders the target, the edited region is the heatmap."""
-  _, image, new_edges, region_mask = _edited(ctx, key, data)
-  target = ctx.teacher.generator.apply(teacher_params, pixels.unit_to_signed(new_edges),
-                                       image)["output"]
+  _, image, new_edges, region_mask, _ = _edited(ctx, key, data)
+  target = _teacher_render(ctx, teacher_params, new_edges, image, region_mask)["output"]
   if ctx.config.flare.target == "boot_in_region":
     target = fuse(image, target, region_mask)
+  guide = (pixels.unit_to_signed(region_mask) if ctx.config.flare.region_input
+           else _no_guide(image))
   return StageInputs(edges=new_edges, image=image, target=jax.lax.stop_gradient(target),
-                     heatmap_target=region_mask, region_mask=region_mask)
+                     heatmap_target=region_mask, region_mask=region_mask, guide=guide)
 
 
 # Blaze heatmap targets: (anomaly, heatmap, region_mask, image, options) -> (anomaly, heatmap).
@@ -184,9 +218,9 @@ def blaze_inputs(ctx, key, data, teacher_params) -> StageInputs:
   """
   options = ctx.config.blaze
   k_edit, k_noise, k_normal, k_paste, k_which = jax.random.split(key, 5)
-  edges, image, new_edges, region_mask = _edited(ctx, k_edit, data)
-  fake = ctx.teacher.generator.apply(teacher_params, pixels.unit_to_signed(new_edges), image,
-                                     add_noise=True, rngs={"noise": k_noise})
+  edges, image, new_edges, region_mask, transform = _edited(ctx, k_edit, data)
+  fake = _teacher_render(ctx, teacher_params, new_edges, image, region_mask, add_noise=True,
+                         rngs={"noise": k_noise})
   target_fn = BLAZE_HEATMAP_TARGETS[options.heatmap_target]
   anomaly, heatmap = target_fn(jax.lax.stop_gradient(fake["output"]),
                                jax.lax.stop_gradient(fake["heatmap"]), region_mask, image, options)
@@ -202,12 +236,19 @@ def blaze_inputs(ctx, key, data, teacher_params) -> StageInputs:
     edge_input = jnp.where(use, pasted_edges, edge_input)
     region_mask = jnp.where(use, mask, region_mask)
   normal = jax.random.uniform(k_normal, batch) < options.normal_fraction
+  network_image = jnp.where(normal, image, anomaly)
+  guide = _no_guide(image)
+  if options.reference:
+    # The reference moves with the image, so the map compares the same object points.
+    mean_std = augment.apply_transform(transform, data["reference"], kind="image")
+    guide = reference_lib.network_channels(network_image, mean_std, options.reference_eps)
   return StageInputs(
       edges=jnp.where(normal, edges, edge_input),
-      image=jnp.where(normal, image, anomaly),
+      image=network_image,
       target=image,
       heatmap_target=jnp.where(normal, 0.0, heatmap),
-      region_mask=jnp.where(normal, 0.0, region_mask))
+      region_mask=jnp.where(normal, 0.0, region_mask),
+      guide=guide)
 
 
 # One inputs function per stage of `af_jax.stage_registry.STAGES`.

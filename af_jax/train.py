@@ -33,6 +33,7 @@ import numpy as np
 from af_jax import checkpoint
 from af_jax import input_pipeline
 from af_jax import pixels
+from af_jax import reference
 from af_jax import run_lock
 from af_jax import sharding
 from af_jax import stage_registry
@@ -73,12 +74,13 @@ def load_teacher(config, mesh):
         f"{config.teacher_workdir} holds a {teacher_config.stage!r} run; the {config.stage} stage "
         f"learns from a {expected!r} run")
   generator = build.generator(teacher_config.model, dtype=build.compute_dtype(config.model))
+  guide = build.guide_channels(teacher_config)
   abstract = build.abstract_generator_params(generator, config.data.image_size,
-                                             sharding.replicated(mesh))
+                                             sharding.replicated(mesh), guide=guide)
   params, step = checkpoint.restore_generator(config.teacher_workdir, abstract,
                                               config.teacher_step, "--config.teacher_step=N")
   log.info("teacher: %s run %s at step %d", expected, config.teacher_workdir, step)
-  return stages.Teacher(generator, params), params
+  return stages.Teacher(generator, params, region_input=guide > 0), params
 
 
 def load_vgg(config):
@@ -170,8 +172,14 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str
                      f"{jax.device_count()} devices")
 
   # ---------------------------------------------------------------- data
+  moments = None
+  if stage_registry.uses_reference(config):
+    moments = input_pipeline.reference_moments(config.data)
+    if jax.process_index() == 0:
+      path = reference.References.from_moments(moments).save(workdir)
+      log.info("references of %d categories: %s", len(moments), path)
   data_iter = input_pipeline.make_train_iterator(
-      config.data, global_batch_size=config.batch_size, seed=config.seed)
+      config.data, global_batch_size=config.batch_size, seed=config.seed, references=moments)
   steps_per_epoch = input_pipeline.steps_per_epoch(config.data, config.batch_size)
   num_steps = total_steps(config, steps_per_epoch)
 

@@ -60,10 +60,17 @@ def init_state(key, config, generator, discriminator, tx) -> TrainState:
   k_g, k_d = jax.random.split(jax.random.wrap_key_data(
       jnp.concatenate([k_init, k_init ^ 0x5BD1E995]).astype(jnp.uint32), impl="rbg"))
   size = config.data.image_size
-  g_params = build.init_generator(k_g, generator, size)
+  g_params = build.init_generator(k_g, generator, size, build.guide_channels(config))
   d_params = build.init_discriminator(k_d, discriminator, size)
   return TrainState(step=jnp.zeros((), jnp.int32), generator=g_params, discriminator=d_params,
                     g_opt=tx.init(g_params), d_opt=tx.init(d_params), rng=k_state)
+
+
+def _generate(generator, params, inputs: stages.StageInputs, key, add_noise: bool):
+  """The generator's outputs for a stage's inputs (its guide channels only when it has some)."""
+  guide = inputs.guide if inputs.guide.shape[-1] else None
+  return generator.apply(params, pixels.unit_to_signed(inputs.edges), inputs.image, guide,
+                         add_noise=add_noise, rngs={"noise": key})
 
 
 def _discriminator_input(inputs: stages.StageInputs, image):
@@ -79,8 +86,7 @@ def make_train_step(config, generator, discriminator, tx, schedule, inputs_fn):
   noise = config.model.feature_noise_std > 0
 
   def generator_losses(g_params, d_params, inputs, vgg_params, key):
-    out = generator.apply(g_params, pixels.unit_to_signed(inputs.edges), inputs.image,
-                          add_noise=noise, rngs={"noise": key})
+    out = _generate(generator, g_params, inputs, key, noise)
     fake = out["output"]
     d_fake = discriminator.apply(d_params, _discriminator_input(inputs, fake))
     d_real = jax.lax.stop_gradient(
@@ -133,8 +139,7 @@ def make_preview_fn(config, generator, inputs_fn):
   def preview(state, batch, teacher_params, key):
     k_inputs, k_noise = jax.random.split(key)
     inputs = inputs_fn(k_inputs, batch, teacher_params)
-    out = generator.apply(state.generator, pixels.unit_to_signed(inputs.edges), inputs.image,
-                          add_noise=noise, rngs={"noise": k_noise})
+    out = _generate(generator, state.generator, inputs, k_noise, noise)
     return dict(edges=inputs.edges, reference=inputs.image, target=inputs.target,
                 output=out["output"], heatmap=out["heatmap"], region_mask=inputs.region_mask)
 

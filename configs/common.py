@@ -78,6 +78,11 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   # 'boot' Flare must copy them, so its heatmap spreads over the object and its anomalies are
   # not local. 'boot_in_region' is what the fusion I_in * (1 - H) + T * H stands for.
   c.flare.target = "boot"
+  # Show Flare the edited region as an extra input channel. Generation knows the region it
+  # edits; without it Flare must infer the region from the edited edges, which a small model
+  # cannot, so its heatmap stays low and diffuse and the change leaks outside the region.
+  # False = the paper. A Blaze run learning from such a Flare passes it the region too.
+  c.flare.region_input = False
 
   # Blaze options (af_jax/stages.py), used by the blaze stage only.
   c.blaze = ml_collections.ConfigDict()
@@ -91,6 +96,12 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   # 0 = the paper (Flare's anomalies only).
   c.blaze.synthetic_fraction = 0.0
   c.blaze.synthetic = _from_dataclass(synthetic_anomalies.SyntheticAnomalyConfig())
+  # Give the detector each category's normal reference (af_jax/reference.py): per-pixel mean
+  # and std of its normal training images, fed as 3 extra input channels |x - mean| /
+  # (std + reference_eps). The run saves the references in its workdir and inference picks, per
+  # image, the category whose mean image is nearest. False = the paper (image and edges only).
+  c.blaze.reference = False
+  c.blaze.reference_eps = 0.02    # In [0, 1] pixel units: floors the std of flat regions.
 
   # Filled by training, never set by hand: what the prepared data was built with (edge method,
   # image size, max_regions, each category's dataset version; af_jax/data_facts.py).

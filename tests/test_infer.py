@@ -188,9 +188,8 @@ def test_flip_tta_averages_the_mirrored_views(runs, detector):
   plain = infer.Detector(detector.workdir, batch_size=4, smoothing_sigma=0, flip_tta=False)
   assert tta.views() == [(False, False), (True, False), (False, True), (True, True)]
   assert plain.views() == [(False, False)]
-  edge_maps, signed = plain.network_inputs(images)
-  views = [infer.flip(plain.network_outputs(infer.flip(edge_maps, lr, ud),
-                                            infer.flip(signed, lr, ud))[0], lr, ud)
+  inputs = plain.network_inputs(images)
+  views = [infer.flip(plain.network_outputs(*(infer.flip(x, lr, ud) for x in inputs))[0], lr, ud)
            for lr, ud in tta.views()]
   averaged = np.stack(tta.localize(images).heatmaps)
   np.testing.assert_allclose(averaged, np.mean(views, axis=0), atol=1e-6)
@@ -260,3 +259,42 @@ def test_mesh_and_dtype_give_the_single_device_result(runs, tmp_path):
                          str(data_dir), names[0]], env=env, capture_output=True, text=True,
                         timeout=600)
   assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+# ------------------------------------------------------------------ guide channels
+def test_region_input_flare_and_reference_blaze_train_and_serve(runs, tmp_path):
+  """Flare shown its edited region teaches a Blaze given each category's normal reference;
+  the reference file holds the categories' own statistics and steers the detector."""
+  from af_jax import reference, train
+  from tiny_config import tiny_config
+  root, data_dir, names = runs
+  flare = tiny_config("flare", data_dir, names, teacher=root / "boot", steps=2)
+  flare.flare.region_input = True
+  train.train(flare, str(tmp_path / "flare"))
+  blaze = tiny_config("blaze", data_dir, names, teacher=tmp_path / "flare", steps=2)
+  blaze.blaze.reference = True
+  train.train(blaze, str(tmp_path / "blaze"))
+
+  refs = reference.load(tmp_path / "blaze")
+  assert refs.names == tuple(f"synthetic/{n}" for n in names)
+  own = reference.Moments.of(split_images(data_dir, names[1])).statistics()
+  np.testing.assert_allclose(refs.mean[1], own[0], atol=1e-6)
+  np.testing.assert_allclose(refs.std[1], own[1], atol=1e-6)
+
+  gen = infer.Generator(tmp_path / "flare", batch_size=4)
+  kernel = gen.params["params"]["encoder"]["conv_in"]["kernel"]
+  assert kernel.shape[2] == 1 + 3 + 1  # edges, image, edited region
+  result = gen.generate(split_images(data_dir, names[0])[:2], n_variants=1, seed=0)
+  assert result.images.shape == (2, 32, 32, 3)
+
+  det = infer.Detector(tmp_path / "blaze", batch_size=4, smoothing_sigma=0)
+  assert det.params["params"]["encoder"]["conv_in"]["kernel"].shape[2] == 1 + 3 + 3
+  images = split_images(data_dir, names[0], split="test")[:3]
+  np.testing.assert_array_equal(refs.nearest(np.stack(images)), [0, 0, 0])
+  own_ref = np.stack(det.localize(images).heatmaps)
+  np.testing.assert_array_equal(own_ref, np.stack(det.localize(images, names[0]).heatmaps))
+  other_ref = np.stack(det.localize(images, names[1]).heatmaps)
+  assert np.abs(own_ref - other_ref).max() > 1e-4
+  (tmp_path / "blaze" / reference.FILE_NAME).unlink()
+  with pytest.raises(FileNotFoundError, match="reference_statistics.npz is missing"):
+    infer.Detector(tmp_path / "blaze")

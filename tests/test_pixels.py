@@ -76,7 +76,7 @@ def test_prepared_data_and_the_detector_feed_the_network_identical_arrays(
                                                                             "regions")},
                                 detector.edge_threshold)
 
-  edges, image = detector.network_inputs([cv2.cvtColor(photo, cv2.COLOR_BGR2RGB)])
+  edges, image, _ = detector.network_inputs([cv2.cvtColor(photo, cv2.COLOR_BGR2RGB)])
   assert image.shape == (1, size, size, 3) and edges.shape == (1, size, size, 1)
   np.testing.assert_array_equal(np.asarray(trained["image"]), image)
   np.testing.assert_array_equal(np.asarray(trained["edges"]), edges)

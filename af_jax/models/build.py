@@ -3,13 +3,18 @@
 Training, teachers, inference, benchmarks and tests all build the generator and the
 discriminator here, so one model config always means one network and one parameter tree.
 
-The generator takes an edge map [B, S, S, 1] and an image [B, S, S, 3]; the discriminator
-sees both concatenated with a real or generated image (`DISCRIMINATOR_CHANNELS`).
+The generator takes an edge map [B, S, S, 1], an image [B, S, S, 3] and, for a Blaze run with
+`blaze.reference`, the reference deviation map [B, S, S, 3] (or, for a Flare run with
+`flare.region_input`, the edited region [B, S, S, 1]: `guide_channels`); the
+discriminator sees edges and image concatenated with a real or generated image
+(`DISCRIMINATOR_CHANNELS`).
 """
 
 import jax
 import jax.numpy as jnp
 
+from af_jax import reference
+from af_jax import stage_registry
 from af_jax.models.discriminator import MultiscaleDiscriminator
 from af_jax.models.generator import Generator
 
@@ -21,6 +26,14 @@ DISCRIMINATOR_CHANNELS = EDGE_CHANNELS + 2 * IMAGE_CHANNELS
 def compute_dtype(model_config) -> jnp.dtype:
   """The dtype layers compute in (`model.compute_dtype`); parameters stay float32."""
   return jnp.dtype(model_config.compute_dtype)
+
+
+def guide_channels(config) -> int:
+  """The generator's extra input channels in a run of `config` (stage and options): Blaze's
+  reference deviation map, or Flare's edited region."""
+  if stage_registry.uses_reference(config):
+    return reference.CHANNELS
+  return 1 if stage_registry.uses_region_input(config) else 0
 
 
 def generator(model_config, dtype=None) -> Generator:
@@ -38,10 +51,10 @@ def discriminator(model_config) -> MultiscaleDiscriminator:
                                  dtype=compute_dtype(model_config))
 
 
-def generator_inputs(size: int, batch: int = 1) -> tuple[jax.Array, jax.Array]:
-  """Zero (edges, image) of the generator's input shapes: what `init` traces with."""
-  return (jnp.zeros((batch, size, size, EDGE_CHANNELS), jnp.float32),
-          jnp.zeros((batch, size, size, IMAGE_CHANNELS), jnp.float32))
+def generator_inputs(size: int, batch: int = 1, guide: int = 0) -> tuple[jax.Array, ...]:
+  """Zero (edges, image[, guide]) of the generator's input shapes: what `init` traces with."""
+  zeros = lambda channels: jnp.zeros((batch, size, size, channels), jnp.float32)
+  return (zeros(EDGE_CHANNELS), zeros(IMAGE_CHANNELS)) + ((zeros(guide),) if guide else ())
 
 
 def discriminator_input(size: int, batch: int = 1) -> jax.Array:
@@ -49,9 +62,9 @@ def discriminator_input(size: int, batch: int = 1) -> jax.Array:
   return jnp.zeros((batch, size, size, DISCRIMINATOR_CHANNELS), jnp.float32)
 
 
-def init_generator(key, module: Generator, size: int):
-  """Fresh generator parameters for `size` x `size` images."""
-  return module.init(key, *generator_inputs(size))
+def init_generator(key, module: Generator, size: int, guide: int = 0):
+  """Fresh generator parameters for `size` x `size` images and `guide` extra channels."""
+  return module.init(key, *generator_inputs(size, guide=guide))
 
 
 def init_discriminator(key, module: MultiscaleDiscriminator, size: int):
@@ -59,10 +72,11 @@ def init_discriminator(key, module: MultiscaleDiscriminator, size: int):
   return module.init(key, discriminator_input(size))
 
 
-def abstract_generator_params(module: Generator, size: int, sharding=None):
+def abstract_generator_params(module: Generator, size: int, sharding=None, guide: int = 0):
   """The generator's parameter tree as `jax.ShapeDtypeStruct`s (no memory, no compute);
   with `sharding`, every leaf carries it (what a checkpoint restores into)."""
-  abstract = jax.eval_shape(lambda key: init_generator(key, module, size), jax.random.PRNGKey(0))
+  abstract = jax.eval_shape(lambda key: init_generator(key, module, size, guide),
+                            jax.random.PRNGKey(0))
   if sharding is None:
     return abstract
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),

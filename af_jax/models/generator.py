@@ -1,6 +1,7 @@
 """The AnomalyFactory generator: one encoder, a texture decoder and a heatmap decoder (Sec. 3.1).
 
-The input is `concat(E, I_in)` (edge map first, then RGB, all in [-1, 1]). The encoder is the
+The input is `concat(E, I_in)` (edge map first, then RGB, all in [-1, 1]), followed by the
+optional `guide` channels (BlazeDetector's reference deviation map, `af_jax.reference`). The encoder is the
 pix2pixHD global generator's front half (7x7 conv, `n_downsampling` stride-2 convs, `n_blocks`
 residual blocks at `ngf * 2**n_downsampling` channels). Two decoders of identical structure turn
 the shared features into a texture `T` (tanh, 3 channels) and a heatmap `H` (sigmoid, 1 channel),
@@ -98,14 +99,18 @@ class Generator(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, edges: jax.Array, image: jax.Array, *, add_noise: bool = False
-               ) -> dict[str, jax.Array]:
-    """Args: `edges` [B,H,W,1] and `image` [B,H,W,3] in [-1, 1]; `add_noise` needs rng 'noise'."""
-    if edges.shape[:3] != image.shape[:3] or edges.shape[-1] != 1:
-      raise ValueError(f"Generator expects edges [B,H,W,1] and image [B,H,W,C] of the same B,H,W; "
-                       f"got edges {edges.shape} and image {image.shape}")
+  def __call__(self, edges: jax.Array, image: jax.Array, guide: jax.Array | None = None, *,
+               add_noise: bool = False) -> dict[str, jax.Array]:
+    """Args: `edges` [B,H,W,1], `image` [B,H,W,3] and optional `guide` [B,H,W,G], all in
+    [-1, 1]; `add_noise` needs rng 'noise'."""
+    inputs = [edges, image] + ([] if guide is None else [guide])
+    if any(x.shape[:3] != image.shape[:3] for x in inputs) or edges.shape[-1] != 1:
+      raise ValueError(f"Generator expects edges [B,H,W,1], image [B,H,W,C] and guide [B,H,W,G] "
+                       "of the same B,H,W; got " + ", ".join(
+                           f"{name} {x.shape}" for name, x in zip(("edges", "image", "guide"),
+                                                                  inputs)))
     features = Encoder(self.ngf, self.n_downsampling, self.n_blocks, dtype=self.dtype,
-                       name="encoder")(jnp.concatenate([edges, image], axis=-1))
+                       name="encoder")(jnp.concatenate(inputs, axis=-1))
     if add_noise and self.feature_noise_std > 0:
       noise = jax.random.normal(self.make_rng("noise"), features.shape, features.dtype)
       features = features + self.feature_noise_std * noise
