@@ -25,7 +25,9 @@ outputs are never replaced unless `--overwrite` is given, which first removes th
 previous output.
 
 `localize` writes `<out>/{heatmaps,masks,overlays}` (`NNN_<stem>.npy`, `NNN_<stem>_mask.png`,
-`NNN_<stem>.png`), `scores.csv` (file, score, OK/NG) and `summary.json`; with
+`NNN_<stem>.png`, NNN the image's place among the files), `scores.csv` (file, score, OK/NG) and
+`summary.json`. Images may differ in size and each keeps its own; the detector takes those of
+one size together, so `scores.csv` lists them size by size, in file order within a size. With
 `--ground_truth` (MVTec layout: `<gt>/<defect>/<stem>_mask.png` for `.../<defect>/<stem>.png`,
 images under `good/` have empty masks) the summary also holds pixel AUROC, AUPRO (FPR 0.3)
 and image AUROC. Like the manifest, `scores.csv` lists an image only once its files are
@@ -355,26 +357,30 @@ def localize(args) -> dict:
   image_t = detector.threshold("image", args.image_threshold)
   out = pathlib.Path(args.out)
   dirs = _prepare_output(out, LOCALIZE_DIRS, [SCORES_CSV, SUMMARY_JSON], args.overwrite)
-  heatmaps, rows = [], []
+  heatmaps, rows = {}, {}  # By image index: a folder of mixed sizes goes one size at a time.
   append_line(out / SCORES_CSV, _csv_line(SCORES_FIELDS))
-  for start in tqdm.trange(0, len(images), args.batch_size, desc="localize", unit="batch"):
-    result = detector.localize(images[start:start + args.batch_size])
-    for i, hm, score in zip(range(start, len(images)), result.heatmaps, result.scores):
-      stem = f"{i:03d}_{files[i].stem}"
-      rows.append(dict(file=str(files[i]), score=float(score),
-                       decision="NG" if score >= image_t else "OK"))
-      write_all([(write_npy, dirs["heatmaps"] / f"{stem}.npy", hm.astype(np.float32)),
-                 (write_png, dirs["masks"] / f"{stem}_mask.png",
-                  (hm >= pixel_t).astype(np.uint8) * 255),
-                 (write_png, dirs["overlays"] / f"{stem}.png", overlay(images[i], hm)),
-                 (append_line, out / SCORES_CSV, _csv_line(rows[-1][k] for k in SCORES_FIELDS))])
-      if gt is not None:
-        heatmaps.append(hm)
-  summary = dict(num_images=len(rows), num_ng=sum(r["decision"] == "NG" for r in rows),
+  with tqdm.tqdm(total=len(images), desc="localize", unit="img") as bar:
+    for batch in infer.batches_by_size(images, args.batch_size):
+      result = detector.localize([images[i] for i in batch])
+      for i, hm, score in zip(batch, result.heatmaps, result.scores):
+        stem = f"{i:03d}_{files[i].stem}"
+        rows[i] = dict(file=str(files[i]), score=float(score),
+                       decision="NG" if score >= image_t else "OK")
+        write_all([(write_npy, dirs["heatmaps"] / f"{stem}.npy", hm),
+                   (write_png, dirs["masks"] / f"{stem}_mask.png",
+                    (hm >= pixel_t).astype(np.uint8) * 255),
+                   (write_png, dirs["overlays"] / f"{stem}.png", overlay(images[i], hm)),
+                   (append_line, out / SCORES_CSV, _csv_line(rows[i][k] for k in SCORES_FIELDS))])
+        if gt is not None:
+          heatmaps[i] = hm
+      bar.update(len(batch))
+  summary = dict(num_images=len(rows), num_ng=sum(r["decision"] == "NG" for r in rows.values()),
                  pixel_threshold=pixel_t, image_threshold=image_t, step=detector.step,
                  edge_method=detector.edge_method)
   if gt is not None:
-    summary["metrics"] = _metrics(heatmaps, gt, [r["score"] for r in rows], _image_labels(files))
+    order = range(len(images))
+    summary["metrics"] = _metrics([heatmaps[i] for i in order], gt,
+                                  [rows[i]["score"] for i in order], _image_labels(files))
   write_text(out / SUMMARY_JSON, json.dumps(summary, indent=2))  # Last: the run completed.
   return summary
 

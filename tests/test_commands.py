@@ -247,19 +247,24 @@ def test_localize_calibrates_thresholds_writes_results_and_metrics(runs, mvtec, 
     expected = "NG" if float(row["score"]) >= thresholds["image"] else "OK"
     assert row["decision"] == expected
 
-  # Overrides win over the calibrated thresholds; images of other sizes keep their size.
+  # Overrides win over the calibrated thresholds; a folder of mixed sizes keeps each one's.
   resized = tmp_path / "resized"
   resized.mkdir()
-  for path in files[:2]:
-    assert cv2.imwrite(str(resized / path.name), cv2.resize(cv2.imread(str(path)), (40, 24)))
+  for k, path in enumerate(files[:3]):
+    image = cv2.imread(str(path))
+    assert cv2.imwrite(str(resized / f"{k}.png"), image if k == 1 else cv2.resize(image, (40, 24)))
   code, err = _run("localize", "--workdir", blaze, "--images", resized, "--out", tmp_path / "o",
                    "--pixel_threshold", 0, "--image_threshold", 2, capsys=capsys)
   assert code == 0, err
-  for mask_path in (tmp_path / "o" / "masks").glob("*.png"):
-    mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
-    assert mask.shape == (24, 40) and (mask == 255).all()
+  for k, shape in enumerate([(24, 40), (32, 32), (24, 40)]):
+    mask = cv2.imread(str(tmp_path / "o" / "masks" / f"{k:03d}_{k}_mask.png"),
+                      cv2.IMREAD_UNCHANGED)
+    assert mask.shape == np.load(tmp_path / "o" / "heatmaps" / f"{k:03d}_{k}.npy").shape == shape
+    assert (mask == 255).all()
   with (tmp_path / "o" / "scores.csv").open() as f:
-    assert {r["decision"] for r in csv.DictReader(f)} == {"OK"}
+    rows = list(csv.DictReader(f))
+  assert [pathlib.Path(r["file"]).name for r in rows] == ["0.png", "2.png", "1.png"]  # By size.
+  assert {r["decision"] for r in rows} == {"OK"}
 
 
 def test_localize_ground_truth_that_does_not_match_names_the_masks(runs, mvtec, tmp_path,
