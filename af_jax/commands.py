@@ -12,7 +12,9 @@
 Edges: `--edges` defaults to the extractor the run's training data was prepared with (recorded
 in the run's config, `data_facts.edge_method`); naming another one works but warns.
 
-`generate` writes `<out>/<category>/{images,masks,heatmaps,edges}` in the MVTec naming
+`generate` writes `<out>/<category>/{images,masks,heatmaps,edges}` in the MVTec naming, the
+category being `--category`, else the one of the images' MVTec-layout paths
+(`bottle/train/good/*.png` -> `bottle`; `category_of`), or the dataset's
 (`NNN.png`, binary `NNN_mask.png` with 0/255, float32 heatmaps `NNN.npy`, edited edge maps
 `NNN.png`) and one `manifest.jsonl` line per anomaly (its files, source image, seed, source
 index, variant, donor image, region kind, edit op). Anomalies are made from groups of
@@ -68,6 +70,7 @@ MANIFEST = "manifest.jsonl"
 LOCALITY_JSON = "locality.json"
 BASELINE_TITLE = "Per-pixel Gaussian baseline (no learning; af_jax/baseline.py):"
 GROUP_SIZE = 16
+SPLITS = ("train", "test", "validation")  # Split folders of the MVTec layout (and MVTec LOCO's).
 EDGE_CHOICES = ("auto", *pixels.EDGE_METHODS)
 
 
@@ -98,6 +101,28 @@ def read_images(files) -> list[np.ndarray]:
     raise ValueError(f"cannot read {len(bad)} image file(s) (corrupt or not an image): "
                      + _listing(bad))
   return images
+
+
+def category_of(files) -> str:
+  """The category of images in the MVTec layout, `<category>/<split>/<defect>/<file>`.
+
+  Images outside it name their category by their own folder, unless that folder is a split or
+  `good` (which names no category). Raises ValueError when the files disagree or name none.
+  """
+  categories = set()
+  for f in files:
+    folders = pathlib.Path(f).resolve().parent.parts
+    if len(folders) >= 3 and folders[-2] in SPLITS:
+      categories.add(folders[-3])
+    elif folders[-1] in (*SPLITS, "good"):
+      raise ValueError(f"cannot tell the category of {f} from its path (MVTec layout: "
+                       "<category>/<split>/<defect>/<file>); pass --category NAME")
+    else:
+      categories.add(folders[-1])
+  if len(categories) > 1:
+    raise ValueError(f"the images are of several categories ({', '.join(sorted(categories))}, "
+                     "from their paths); run once per category or pass --category NAME")
+  return categories.pop()
 
 
 def _listing(names: list[str], most: int = 5) -> str:
@@ -240,7 +265,7 @@ def _source_images(args):
   """(category, source names, images, region maps or None) from --images or --dataset."""
   if args.images:
     files = find_images(args.images)
-    category = args.category or files[0].parent.name
+    category = args.category or category_of(files)
     return category, [str(f) for f in files], read_images(files), None
   from af_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   dataset, _, category = args.dataset.partition("/")
@@ -486,8 +511,9 @@ def generate_main(argv) -> int:
   src.add_argument("--dataset", help="prepared NAME/CATEGORY (normal images of --split)")
   p.add_argument("--data_dir", help="with --dataset: where `af-jax prepare` wrote it")
   p.add_argument("--split", default="train")
-  p.add_argument("--category", help="output sub-folder (default: the images' folder name "
-                                    "or the dataset category)")
+  p.add_argument("--category", help="output sub-folder (default: the category of an MVTec-"
+                                    "layout path, <category>/<split>/<defect>/<file>, else the "
+                                    "images' folder name; or the dataset's category)")
   p.add_argument("--num", type=int, default=1, help="anomalies per normal image")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--mask_threshold", type=float, default=0.5,
