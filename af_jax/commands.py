@@ -12,12 +12,12 @@
 Edges: `--edges` defaults to the extractor the run's training data was prepared with (recorded
 in the run's config, `data_facts.edge_method`); naming another one works but warns.
 
-`generate` writes `<out>/<category>/{images,masks,heatmaps,edges}` in the MVTec naming, the
-category being `--category`, else the one of the images' MVTec-layout paths
-(`bottle/train/good/*.png` -> `bottle`; `category_of`), or the dataset's
+`generate` writes `<out>/<category>/{images,masks,heatmaps,edges}` in the MVTec naming
 (`NNN.png`, binary `NNN_mask.png` with 0/255, float32 heatmaps `NNN.npy`, edited edge maps
 `NNN.png`) and one `manifest.jsonl` line per anomaly (its files, source image, seed, source
-index, variant, donor image, region kind, edit op). Anomalies are made from groups of
+index, variant, donor image, region kind, edit op). `<category>` is `--category`, else the
+category of the images' MVTec-layout paths (`bottle/train/good/*.png` -> `bottle`;
+`category_of`) or the dataset's. Anomalies are made from groups of
 `GROUP_SIZE` consecutive images (donor edges come from the same group), so the output depends
 on the seed and the images only, not on `--batch_size`. Every file is written under a
 temporary name and renamed; an anomaly whose files cannot all be written leaves none of them,
