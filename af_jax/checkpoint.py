@@ -64,7 +64,7 @@ def load_config(workdir) -> ml_collections.ConfigDict:
   path = pathlib.Path(workdir) / CONFIG_FILE
   if not path.is_file():
     raise CheckpointError(f"{path} not found: {workdir} is not an af_jax training workdir "
-                          "(train one with `af-jax train --workdir ...`)")
+                          "(train one with `af-jax train --config CONFIG.py --workdir DIR`)")
   config = ml_collections.ConfigDict(json.loads(path.read_text()))
   stage_registry.check_config(config, str(path))
   return config

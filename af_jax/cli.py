@@ -7,6 +7,7 @@
   af-jax evaluate  pixel AUROC, AUPRO and image AUROC on a prepared test split
   af-jax evaluate-generation  Inception Score and IC-LPIPS of generated images
   af-jax convert-weights      a .pth state dict (Inception, VGG16, ...) to .npz
+  af-jax export    a prepared category as PNG files in the MVTec AD layout
   af-jax demo      everything above on the built-in synthetic data, on CPU, in minutes
 
 Every verb is one line of `COMMANDS`: the function `module:function` that takes the verb's
@@ -26,6 +27,7 @@ COMMANDS = {
     "evaluate": "af_jax.commands:evaluate_main",
     "evaluate-generation": "af_jax.generation_eval:main",
     "convert-weights": "af_jax.convert_weights:main",
+    "export": "af_jax.export:main",
     "demo": "af_jax.demo:main",
 }
 

@@ -15,7 +15,9 @@ in the run's config, `data_facts.edge_method`); naming another one works but war
 `generate` writes `<out>/<category>/{images,masks,heatmaps,edges}` in the MVTec naming
 (`NNN.png`, binary `NNN_mask.png` with 0/255, float32 heatmaps `NNN.npy`, edited edge maps
 `NNN.png`) and one `manifest.jsonl` line per anomaly (its files, source image, seed, source
-index, variant, donor image, region kind, edit op). Anomalies are made from groups of
+index, variant, donor image, region kind, edit op). `<category>` is `--category`, else the
+category of the images' MVTec-layout paths (`bottle/train/good/*.png` -> `bottle`;
+`category_of`) or the dataset's. Anomalies are made from groups of
 `GROUP_SIZE` consecutive images (donor edges come from the same group), so the output depends
 on the seed and the images only, not on `--batch_size`. Every file is written under a
 temporary name and renamed; an anomaly whose files cannot all be written leaves none of them,
@@ -25,7 +27,9 @@ outputs are never replaced unless `--overwrite` is given, which first removes th
 previous output.
 
 `localize` writes `<out>/{heatmaps,masks,overlays}` (`NNN_<stem>.npy`, `NNN_<stem>_mask.png`,
-`NNN_<stem>.png`), `scores.csv` (file, score, OK/NG) and `summary.json`; with
+`NNN_<stem>.png`, NNN the image's place among the files), `scores.csv` (file, score, OK/NG) and
+`summary.json`. Images may differ in size and each keeps its own; the detector takes those of
+one size together, so `scores.csv` lists them size by size, in file order within a size. With
 `--ground_truth` (MVTec layout: `<gt>/<defect>/<stem>_mask.png` for `.../<defect>/<stem>.png`,
 images under `good/` have empty masks) the summary also holds pixel AUROC, AUPRO (FPR 0.3)
 and image AUROC. Like the manifest, `scores.csv` lists an image only once its files are
@@ -66,6 +70,7 @@ MANIFEST = "manifest.jsonl"
 LOCALITY_JSON = "locality.json"
 BASELINE_TITLE = "Per-pixel Gaussian baseline (no learning; af_jax/baseline.py):"
 GROUP_SIZE = 16
+SPLITS = ("train", "test", "validation")  # Split folders of the MVTec layout (and MVTec LOCO's).
 EDGE_CHOICES = ("auto", *pixels.EDGE_METHODS)
 
 
@@ -96,6 +101,28 @@ def read_images(files) -> list[np.ndarray]:
     raise ValueError(f"cannot read {len(bad)} image file(s) (corrupt or not an image): "
                      + _listing(bad))
   return images
+
+
+def category_of(files) -> str:
+  """The category of images in the MVTec layout, `<category>/<split>/<defect>/<file>`.
+
+  Images outside it name their category by their own folder, unless that folder is a split or
+  `good` (which names no category). Raises ValueError when the files disagree or name none.
+  """
+  categories = set()
+  for f in files:
+    folders = pathlib.Path(f).resolve().parent.parts
+    if len(folders) >= 3 and folders[-2] in SPLITS:
+      categories.add(folders[-3])
+    elif folders[-1] in (*SPLITS, "good"):
+      raise ValueError(f"cannot tell the category of {f} from its path (MVTec layout: "
+                       "<category>/<split>/<defect>/<file>); pass --category NAME")
+    else:
+      categories.add(folders[-1])
+  if len(categories) > 1:
+    raise ValueError(f"the images are of several categories ({', '.join(sorted(categories))}, "
+                     "from their paths); run once per category or pass --category NAME")
+  return categories.pop()
 
 
 def _listing(names: list[str], most: int = 5) -> str:
@@ -238,7 +265,7 @@ def _source_images(args):
   """(category, source names, images, region maps or None) from --images or --dataset."""
   if args.images:
     files = find_images(args.images)
-    category = args.category or files[0].parent.name
+    category = args.category or category_of(files)
     return category, [str(f) for f in files], read_images(files), None
   from af_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   dataset, _, category = args.dataset.partition("/")
@@ -355,26 +382,30 @@ def localize(args) -> dict:
   image_t = detector.threshold("image", args.image_threshold)
   out = pathlib.Path(args.out)
   dirs = _prepare_output(out, LOCALIZE_DIRS, [SCORES_CSV, SUMMARY_JSON], args.overwrite)
-  heatmaps, rows = [], []
+  heatmaps, rows = {}, {}  # By image index: a folder of mixed sizes goes one size at a time.
   append_line(out / SCORES_CSV, _csv_line(SCORES_FIELDS))
-  for start in tqdm.trange(0, len(images), args.batch_size, desc="localize", unit="batch"):
-    result = detector.localize(images[start:start + args.batch_size])
-    for i, hm, score in zip(range(start, len(images)), result.heatmaps, result.scores):
-      stem = f"{i:03d}_{files[i].stem}"
-      rows.append(dict(file=str(files[i]), score=float(score),
-                       decision="NG" if score >= image_t else "OK"))
-      write_all([(write_npy, dirs["heatmaps"] / f"{stem}.npy", hm.astype(np.float32)),
-                 (write_png, dirs["masks"] / f"{stem}_mask.png",
-                  (hm >= pixel_t).astype(np.uint8) * 255),
-                 (write_png, dirs["overlays"] / f"{stem}.png", overlay(images[i], hm)),
-                 (append_line, out / SCORES_CSV, _csv_line(rows[-1][k] for k in SCORES_FIELDS))])
-      if gt is not None:
-        heatmaps.append(hm)
-  summary = dict(num_images=len(rows), num_ng=sum(r["decision"] == "NG" for r in rows),
+  with tqdm.tqdm(total=len(images), desc="localize", unit="img") as bar:
+    for batch in infer.batches_by_size(images, args.batch_size):
+      result = detector.localize([images[i] for i in batch])
+      for i, hm, score in zip(batch, result.heatmaps, result.scores):
+        stem = f"{i:03d}_{files[i].stem}"
+        rows[i] = dict(file=str(files[i]), score=float(score),
+                       decision="NG" if score >= image_t else "OK")
+        write_all([(write_npy, dirs["heatmaps"] / f"{stem}.npy", hm),
+                   (write_png, dirs["masks"] / f"{stem}_mask.png",
+                    (hm >= pixel_t).astype(np.uint8) * 255),
+                   (write_png, dirs["overlays"] / f"{stem}.png", overlay(images[i], hm)),
+                   (append_line, out / SCORES_CSV, _csv_line(rows[i][k] for k in SCORES_FIELDS))])
+        if gt is not None:
+          heatmaps[i] = hm
+      bar.update(len(batch))
+  summary = dict(num_images=len(rows), num_ng=sum(r["decision"] == "NG" for r in rows.values()),
                  pixel_threshold=pixel_t, image_threshold=image_t, step=detector.step,
                  edge_method=detector.edge_method)
   if gt is not None:
-    summary["metrics"] = _metrics(heatmaps, gt, [r["score"] for r in rows], _image_labels(files))
+    order = range(len(images))
+    summary["metrics"] = _metrics([heatmaps[i] for i in order], gt,
+                                  [rows[i]["score"] for i in order], _image_labels(files))
   write_text(out / SUMMARY_JSON, json.dumps(summary, indent=2))  # Last: the run completed.
   return summary
 
@@ -480,8 +511,9 @@ def generate_main(argv) -> int:
   src.add_argument("--dataset", help="prepared NAME/CATEGORY (normal images of --split)")
   p.add_argument("--data_dir", help="with --dataset: where `af-jax prepare` wrote it")
   p.add_argument("--split", default="train")
-  p.add_argument("--category", help="output sub-folder (default: the images' folder name "
-                                    "or the dataset category)")
+  p.add_argument("--category", help="output sub-folder (default: the category of an MVTec-"
+                                    "layout path, <category>/<split>/<defect>/<file>, else the "
+                                    "images' folder name; or the dataset's category)")
   p.add_argument("--num", type=int, default=1, help="anomalies per normal image")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--mask_threshold", type=float, default=0.5,

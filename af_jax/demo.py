@@ -3,7 +3,9 @@
   af-jax demo [--out demo_out] [--quick] [--seed 0]
   af-jax demo --dataset mvtec_ad --manual_dir /data/mvtec_ad --categories bottle,cable
 
-1. builds the synthetic data set (`data_builders/synthetic`, PiDiNet edges), no download;
+1. builds the synthetic data set (`data_builders/synthetic`, PiDiNet edges), no download, and
+   writes it as PNG files in the MVTec AD layout to `<out>/synthetic/<category>/` (`af-jax
+   export`), for `af-jax generate --images` and `af-jax localize` (README "Next steps");
 2. trains tiny BootGenerator -> FlareGenerator -> BlazeDetector (`configs/demo.py`);
 3. generates anomalies (with heatmaps and masks) from normal images;
 4. localizes the synthetic test set and scores it (pixel AUROC, AUPRO, image AUROC);
@@ -50,6 +52,7 @@ QUALITY_NORMALS, QUALITY_VARIANTS = 8, 2
 # GRID_ANOMALIES of them are shown in the report.
 LOCALITY_NORMALS, GRID_ANOMALIES = 16, 4
 QUICK_DATA = dict(num_train=8, num_test_normal=2, num_test_anomalous=4)
+EXPORT_DIR = "synthetic"  # In <out>: the synthetic set as PNG files (`af-jax export`).
 
 
 def _data_options(quick: bool) -> dict:
@@ -153,7 +156,7 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *,
   `dataset`, `manual_dir`, `categories`: the user's data (module docstring); `seed`: of every
   stage.
   """
-  from af_jax import commands, infer, input_pipeline, stage_registry, train  # pylint: disable=g-import-not-at-top
+  from af_jax import commands, export, infer, input_pipeline, stage_registry, train  # pylint: disable=g-import-not-at-top
   from af_jax.metrics import localization, locality  # pylint: disable=g-import-not-at-top
   from configs import demo as demo_config  # pylint: disable=g-import-not-at-top
   from configs import mix82  # pylint: disable=g-import-not-at-top
@@ -167,6 +170,8 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *,
   print(f"[1/5] building the synthetic data set in {data_dir}", flush=True)
   t = time.perf_counter()
   built = synthetic.build(data_dir, **_data_options(quick))
+  for name in built:  # Replaced on re-runs, so the files always match the build.
+    export.export_category(data_dir, "synthetic", name, out / EXPORT_DIR, overwrite=True)
   sources = mix82.sources_for("synthetic", built)
   evaluated = [("synthetic", c) for c in built]
   if dataset:
@@ -255,6 +260,9 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *,
   ], table, metrics, title=f"AnomalyFactory on {dataset or 'the synthetic data set'}")
   print(f"[5/5] done in {timings['total_s']:.0f} s\n{table}\n"
         f"report: {report.resolve()}\nmetrics: {(out / 'metrics.json').resolve()}", flush=True)
+  print(f"images: {(out / EXPORT_DIR).resolve()} (the synthetic set as PNG files in the MVTec "
+        "layout, for af-jax generate --images and af-jax localize; README: Next steps)",
+        flush=True)
   return metrics
 
 

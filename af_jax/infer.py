@@ -4,8 +4,8 @@
   result = gen.generate(images, n_variants=4, seed=0)       # images uint8 [H, W, 3] each
   det = Detector("runs/blaze")
   det.calibrate(normal_images, fpr=0.01)                     # thresholds without anomalies
-  loc = det.localize(test_images)                            # heatmaps, repaired images, scores
-  masks = [h >= det.threshold("pixel") for h in loc.heatmaps]
+  loc = det.localize(test_images)                            # one size H x W per call
+  masks = loc.heatmaps >= det.threshold("pixel")             # bool [N, H, W]
 
 Loading. Both restore the generator parameters only, from the latest (or a given) checkpoint
 step, into the model described by the run's `config.json`; a workdir that is not a run, has no
@@ -23,7 +23,8 @@ mesh size.
 
 Sizes. Images of any size are resized to the model's training size by the rule the dataset
 builders applied to its training data (`af_jax.pixels.resize_image`); the detector resizes
-heatmaps and repaired images back to each image's own size (bilinear).
+heatmaps and repaired images back to the images' size (bilinear) and returns them stacked, so
+one `localize` call takes images of one size (`batches_by_size` splits a mixed list).
 
 Edges. The networks were trained on edge maps of one extractor and must see the same one. By
 default (`edge_method=None`) it is the one the run's training data was prepared with, as the
@@ -157,6 +158,17 @@ def flip(x: np.ndarray, left_right: bool, top_bottom: bool) -> np.ndarray:
   if top_bottom:
     x = x[:, ::-1]
   return np.ascontiguousarray(x)
+
+
+def batches_by_size(images, batch_size: int | None = None) -> list[list[int]]:
+  """Indices of `images` in batches of one size (H, W) each, at most `batch_size` long (default:
+  all the images of a size), sizes in order of first appearance: how images of mixed sizes go
+  through `Detector.localize`, which takes one size per call."""
+  by_size = {}
+  for i, image in enumerate(images):
+    by_size.setdefault(np.shape(image)[:2], []).append(i)
+  return [group[start:start + (batch_size or len(group))] for group in by_size.values()
+          for start in range(0, len(group), batch_size or len(group))]
 
 
 def _pad(x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -344,9 +356,10 @@ class Generator(_Stage):
 
 @dataclasses.dataclass
 class LocalizationResult:
-  heatmaps: list            # float32 [H, W] per image, at the image's own size.
-  repaired: list            # uint8 [H, W, 3] per image: the repaired normal image.
-  scores: np.ndarray        # float64 [N]: image-level anomaly score.
+  """`Detector.localize` of N images of one size H x W (the size they came in)."""
+  heatmaps: np.ndarray      # float32 [N, H, W] in [0, 1]: per-pixel anomaly heatmaps.
+  repaired: np.ndarray      # uint8 [N, H, W, 3] in [0, 255]: the repaired (normal) images.
+  scores: np.ndarray        # float64 [N] in [0, 1]: image anomaly scores (heatmap maxima).
 
 
 class Detector(_Stage):
@@ -421,14 +434,23 @@ class Detector(_Stage):
     return np.concatenate(heat), np.concatenate(texture)
 
   def localize(self, images, category: str | None = None) -> LocalizationResult:
-    """Heatmaps and repaired images at each image's own size, and image scores.
+    """Heatmaps, repaired images and scores of uint8 RGB images [H, W, 3] of one size.
+
+    Any H x W goes in; the outputs come back at that size (`LocalizationResult`: heatmaps
+    float32 [N, H, W] in [0, 1], repaired uint8 [N, H, W, 3], scores [N] in [0, 1]). Images
+    of different sizes go in separate calls (`batches_by_size` groups them); mixing them in
+    one call is a ValueError naming the sizes.
 
     `category`: for a run with `blaze.reference`, the training category whose reference the
     images are compared with (default: each image's nearest, `af_jax.reference`).
     """
-    shapes = [np.asarray(im).shape[:2] for im in images]
+    shapes = sorted({np.shape(im)[:2] for im in images})
     if not shapes:
       raise ValueError("localize() got no images")
+    if len(shapes) > 1:
+      raise ValueError("localize() needs images of one size (its outputs are stacked "
+                       f"arrays); got {len(images)} images of sizes (H, W) {shapes}: call it "
+                       "once per size")
     inputs = self.network_inputs(images, category)
     views, heat = self.views(), 0.0
     for lr, ud in views:
@@ -439,25 +461,29 @@ class Detector(_Stage):
     heat = localization.smooth_heatmaps(heat / len(views), self.smoothing_sigma
                                         ).astype(np.float32)
     scores = localization.image_scores_from_heatmaps(heat)
-    heatmaps, repaired = [], []
-    for shape, hm, tx in zip(shapes, heat, texture):
-      heatmaps.append(pixels.resize_back(hm, shape))
-      repaired.append(pixels.resize_back(pixels.signed_to_uint8(tx), shape))
+    heatmaps = np.stack([pixels.resize_back(hm, shapes[0]) for hm in heat])
+    repaired = np.stack([pixels.resize_back(pixels.signed_to_uint8(tx), shapes[0])
+                         for tx in texture])
     return LocalizationResult(heatmaps=heatmaps, repaired=repaired, scores=np.asarray(scores))
 
   # -------------------------------------------------------------- thresholds
   def calibrate(self, normal_images, fpr: float = 0.01) -> dict:
     """Pixel and image thresholds at false-positive rate `fpr` on normal images; saved.
 
-    No anomalous image is needed (module docstring). Returns what was saved.
+    No anomalous image is needed (module docstring); the images may differ in size. Returns
+    what was saved.
     """
     if not 0 < fpr < 1:
       raise ValueError(f"fpr must be in (0, 1), got {fpr}")
-    result = self.localize(normal_images)
-    pixels = np.concatenate([h.ravel() for h in result.heatmaps])
+    if not len(normal_images):
+      raise ValueError("calibrate() got no images")
+    results = [self.localize([normal_images[i] for i in batch])
+               for batch in batches_by_size(normal_images)]
+    pixels = np.concatenate([r.heatmaps.ravel() for r in results])
+    scores = np.concatenate([r.scores for r in results])
     self.thresholds = dict(pixel=float(np.quantile(pixels, 1 - fpr)),
-                           image=float(np.quantile(result.scores, 1 - fpr)),
-                           fpr=fpr, num_images=len(result.scores), step=self.step,
+                           image=float(np.quantile(scores, 1 - fpr)),
+                           fpr=fpr, num_images=len(scores), step=self.step,
                            edge_method=self.edge_method, smoothing_sigma=self.smoothing_sigma,
                            flip_tta=self.flip_tta)
     path = self.workdir / THRESHOLDS_FILE

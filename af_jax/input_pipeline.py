@@ -68,20 +68,21 @@ class DatasetError(ValueError):
   """A prepared dataset's file cannot be read (corrupt, truncated, missing); says how to rebuild."""
 
 
-def rebuild_command(root, dataset: str, config_name: str, dataset_info=None) -> str:
-  """The `af-jax prepare` command that rebuilds one prepared category in place.
+def prepare_command(root, dataset: str, config_name: str) -> str:
+  """The `af-jax prepare` command that builds exactly the config `config_name` in `root`.
 
-  Config names are the category, then '-'-joined options (`data_builders.common.config_for`),
-  and no category name holds a '-'. The size and edges come from the data facts the build
-  recorded, when it did.
+  `prepare --categories` takes a config's name and builds it with the options the name spells;
+  the only one a name cannot hold whole, a regions folder, and a download are placeholders.
   """
-  options = ""
-  metadata = dict(getattr(dataset_info, "metadata", None) or {})
-  if {"image_size", "edge_method"} <= metadata.keys():
-    options = f" --size {metadata['image_size']} --edges {metadata['edge_method']}"
+  regions_dir = " --regions_dir <your regions folder>" if "-regions." in config_name else ""
   manual_dir = "" if dataset == "synthetic" else " --manual_dir <your download>"
-  return (f"af-jax prepare --dataset {dataset} --categories {config_name.split('-')[0]} "
-          f"--data_dir {root}{options}{manual_dir} --overwrite")
+  return (f"af-jax prepare --dataset {dataset} --categories {config_name} --data_dir {root}"
+          f"{regions_dir}{manual_dir}")
+
+
+def rebuild_command(root, dataset: str, config_name: str) -> str:
+  """The `af-jax prepare` command that rebuilds one prepared category in place."""
+  return f"{prepare_command(root, dataset, config_name)} --overwrite"
 
 
 class _CheckedSource:
@@ -114,7 +115,7 @@ class _CheckedSource:
     return DatasetError(
         f"dataset {dataset}/{config_name}, split {split!r}: file {info.filepaths[shard]} is "
         f"corrupt or truncated (reading example {index}: {str(error).splitlines()[0]}). Rebuild "
-        f"it with `{rebuild_command(root, dataset, config_name, self._source.dataset_info)}`")
+        f"it with `{rebuild_command(root, dataset, config_name)}`")
 
 
 def _is_built(folder) -> bool:
@@ -154,11 +155,10 @@ def open_split(data_dir: str, dataset: str, category: str, split: str, *,
   category = resolve_category(root, dataset, category)
   folder = root / dataset / category
   if not _is_built(folder):
-    manual_dir = "" if dataset == "synthetic" else " --manual_dir <your download>"
     raise FileNotFoundError(
         f"dataset {dataset}/{category} is not prepared: no {folder}/<version>/dataset_info.json. "
-        f"Build it with `af-jax prepare --dataset {dataset} --categories {category} "
-        f"--data_dir {root}{manual_dir}` (see `af-jax prepare --help`).")
+        f"Build it with `{prepare_command(root, dataset, category)}` (see `af-jax prepare "
+        "--help`).")
   try:
     splits = tfds.data_source(f"{dataset}/{category}", data_dir=str(root), download=False,
                               decoders=decoders)

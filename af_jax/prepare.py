@@ -8,7 +8,10 @@ Each category becomes one TFDS config (all categories found in the manual folder
 default). With the default options (256 px, or 128 px for synthetic; PiDiNet edges;
 unsupervised regions) the config is named after the category and read with
 `tfds.data_source('mvtec_ad/bottle', data_dir=...)`; other options give another name (e.g.
-'bottle-64px-canny'), printed at the end. A category that is already built is reused, not
+'bottle-64px-canny'), printed at the end. `--categories` also takes such a name, as this
+command and error messages print it (`bottle-64px-canny`, `circuit-64px-train64`), and builds
+exactly that build, with the options its name spells (a synthetic build's name also spells
+its image counts and seed). A category that is already built is reused, not
 rebuilt, unless `--overwrite` is given (e.g. for a corrupt build, which training and
 evaluation report with this command): it is then built anew in a temporary folder inside
 `--data_dir` and swapped in by renames once complete, so the old build stays readable until
@@ -49,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--data_dir", required=True, type=pathlib.Path,
                       help="where the built datasets go (TFDS data_dir)")
   parser.add_argument("--categories", type=lambda s: [c for c in s.split(",") if c],
-                      help="comma-separated categories (default: all found)")
+                      help="comma-separated categories or builds' names such as "
+                           "circuit-64px-train64 (default: all found)")
   parser.add_argument("--size", type=int,
                       help=f"side of the stored square images (default: {features.DEFAULT_SIZE}; "
                            "128 for synthetic)")
@@ -79,12 +83,34 @@ def config_for(dataset: str, cls: type[common.AfBuilder], category: str,
   return common.config_for(cls, category, **options)
 
 
+def config_named(dataset: str, cls: type[common.AfBuilder], requested: str,
+                 **options) -> config_lib.AfBuilderConfig:
+  """The config `--categories` entry `requested` names: a category, built with `options`, or a
+  build's name (`circuit-64px-train64`, as commands and errors print them), built as it says.
+
+  Raises ValueError when the name spells no options, or `options` would build another name.
+  """
+  patterns = (importlib.import_module("data_builders.synthetic").NAME_PATTERNS
+              if dataset == "synthetic" else common.NAME_PATTERNS)
+  category, named = common.parse_config_name(requested, patterns)
+  folder = named.pop("regions_dir", None)
+  if folder and "regions_dir" not in options:
+    raise ValueError(f"{requested} was built with the candidate regions of a folder named "
+                     f"{folder!r}: pass that folder as --regions_dir")
+  config = config_for(dataset, cls, category, **{**named, **options})
+  if requested != category and config.name != requested:
+    raise ValueError(f"--categories {requested} with the other flags builds {config.name}, not "
+                     f"{requested}: name the build alone, or its category with the flags")
+  return config
+
+
 def _categories(parser: argparse.ArgumentParser, args: argparse.Namespace,
                 cls: type[common.AfBuilder]) -> list[str]:
   """The categories to build: those asked for, else all that are there."""
   is_manual = issubclass(cls, common.ManualCategoryBuilder)
   known = cls.CATEGORIES if is_manual else tuple(cls.builder_configs)
-  unknown = [c for c in args.categories or () if c not in known]
+  # A build's name starts with its category (`config_named`).
+  unknown = [c for c in args.categories or () if c.split("-")[0] not in known]
   if unknown:
     parser.error(f"unknown {args.dataset} categories {', '.join(unknown)}; expected some of "
                  f"{', '.join(known)}")
@@ -99,8 +125,12 @@ def _categories(parser: argparse.ArgumentParser, args: argparse.Namespace,
   return found
 
 
-def main(argv: list[str] | None = None) -> int:
-  """Builds the requested categories; returns 0, or 1 when the download is unusable."""
+def plan(argv: list[str] | None = None) -> tuple[argparse.Namespace, type[common.AfBuilder],
+                                                   list[config_lib.AfBuilderConfig]]:
+  """What `af-jax prepare ARGV` builds, without building: (args, builder class, configs).
+
+  Usage errors exit with status 2, as the command does.
+  """
   parser = _parser()
   args = parser.parse_args(argv)
   if args.size is not None and args.size < 16:
@@ -112,17 +142,26 @@ def main(argv: list[str] | None = None) -> int:
                    f"{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
     if not args.manual_dir.is_dir():
       parser.error(f"--manual_dir {args.manual_dir} is not a folder")
-  categories = _categories(parser, args, cls)
-  download_config = tfds.download.DownloadConfig(
-      manual_dir=str(args.manual_dir) if args.manual_dir else None)
-  tfds.disable_progress_bar()  # One bar of images for everything, below.
   options = {name: value for name, value in (
       ("size", args.size), ("edges", args.edges),
       ("regions_dir", str(args.regions_dir) if args.regions_dir else None)) if value is not None}
+  try:
+    configs = [config_named(args.dataset, cls, requested, **options)
+               for requested in _categories(parser, args, cls)]
+  except ValueError as e:
+    parser.error(str(e))
+  return args, cls, configs
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Builds the requested categories; returns 0, or 1 when the download is unusable."""
+  args, cls, configs = plan(argv)
+  download_config = tfds.download.DownloadConfig(
+      manual_dir=str(args.manual_dir) if args.manual_dir else None)
+  tfds.disable_progress_bar()  # One bar of images for everything, below.
   built, skipped = [], []
   with tqdm.tqdm(total=0, unit="img", desc=f"prepare {args.dataset}") as bar:
-    for category in categories:
-      config = config_for(args.dataset, cls, category, **options)
+    for config in configs:
       make = functools.partial(cls, config=config, skip_bad=args.skip_bad, progress=bar)
       try:
         builder = make(data_dir=str(args.data_dir))

@@ -1,6 +1,7 @@
 """Tiny CPU-sized stages on the built-in synthetic data set (what `af-jax demo` trains).
 
-  af-jax prepare --dataset synthetic --data_dir data
+  af-jax prepare --dataset synthetic --data_dir data \
+      --categories circuit-64px-train64,gear-64px-train64,fabric-64px-train64
   af-jax train --config configs/demo.py:boot --workdir runs/demo_boot
   af-jax train --config configs/demo.py:flare --config.teacher_workdir=runs/demo_boot \
       --workdir runs/demo_flare

@@ -254,6 +254,32 @@ def category_configs(categories: Iterable[str]) -> list[config_lib.AfBuilderConf
           for c in categories]
 
 
+# How `config_for` spells each build option that differs from its default in a config name:
+# the regular expression of the option's '-'-joined part, its value in group 1.
+NAME_PATTERNS = {"size": r"(\d+)px", "edges": f"({'|'.join(pixels.EDGE_METHODS)})",
+                 "max_regions": r"k(\d+)", "regions_dir": r"regions\.(.+)"}
+
+
+def parse_config_name(name: str, patterns: dict[str, str] = NAME_PATTERNS) -> tuple[str, dict]:
+  """(category, options) that a config name such as 'bottle-64px-canny' spells.
+
+  Numbers come back as ints; `regions_dir` as the folder's cleaned name, all that the config
+  name keeps of it. Raises ValueError naming a part that spells no option (or one twice).
+  """
+  category, *parts = name.split("-")
+  options = {}
+  for part in parts:
+    found = [(key, match.group(1)) for key, pattern in patterns.items()
+             if (match := re.fullmatch(pattern, part))]
+    if len(found) != 1 or found[0][0] in options:
+      raise ValueError(f"{name!r} is neither a category nor a build's name: {part!r} spells no "
+                       "build option (a build's name is its category, then its options "
+                       "joined by '-', e.g. bottle-64px-canny)")
+    key, value = found[0]
+    options[key] = int(value) if value.isdigit() and key != "regions_dir" else value
+  return category, options
+
+
 def config_for(builder_cls: type[tfds.core.DatasetBuilder], category: str,
                **options) -> config_lib.AfBuilderConfig:
   """The config that builds `category` with `options` (size, edges, regions_dir, max_regions).

@@ -7,6 +7,7 @@ the tiny synthetic set written out in the MVTec AD layout.
 import csv
 import json
 import pathlib
+import shutil
 
 import cv2
 import numpy as np
@@ -116,6 +117,37 @@ def test_generate_with_a_boot_run_renders_the_same_edits(runs, mvtec, tmp_path, 
       {k: v for k, v in r.items() if k not in drop} for r in flare]
 
 
+def test_generate_names_the_output_after_the_category_not_the_folder(runs, mvtec, tmp_path,
+                                                                     capsys, monkeypatch):
+  # An MVTec-layout path names its category, also when given relative to its own folder.
+  monkeypatch.chdir(mvtec / "train" / "good")
+  code, err = _run("generate", "--workdir", runs[0] / "flare", "--images", "00[01].png",
+                   "--out", tmp_path / "gen", capsys=capsys)
+  assert code == 0, err
+  assert [p.name for p in (tmp_path / "gen").iterdir()] == ["circuit"]
+  assert len(_manifest(tmp_path / "gen" / "circuit")) == 2
+
+  assert commands.category_of(["x/bottle/train/good/000.png",
+                               "x/bottle/test/broken_large/000.png"]) == "bottle"
+  assert commands.category_of(["/data/normal/000.png"]) == "normal"
+  with pytest.raises(ValueError, match="several categories .*bottle, cable"):
+    commands.category_of(["bottle/train/good/000.png", "cable/train/good/000.png"])
+  for folder in ("good", "train", "test"):
+    with pytest.raises(ValueError, match=f"category of .*{folder}/000.png .*--category NAME"):
+      commands.category_of([f"/data/{folder}/000.png"])
+  # Images in a bare good/ folder need --category, which names the output.
+  bare = tmp_path / "good"
+  bare.mkdir()
+  shutil.copy(mvtec / "train" / "good" / "000.png", bare)
+  code, err = _run("generate", "--workdir", runs[0] / "flare", "--images", bare,
+                   "--out", tmp_path / "bare", capsys=capsys)
+  assert code == 1 and "--category NAME" in err and not (tmp_path / "bare").exists()
+  code, err = _run("generate", "--workdir", runs[0] / "flare", "--images", bare,
+                   "--category", "mine", "--out", tmp_path / "bare", capsys=capsys)
+  assert code == 0, err
+  assert [p.name for p in (tmp_path / "bare").iterdir()] == ["mine"]
+
+
 def test_generate_from_a_prepared_dataset(runs, tmp_path, capsys):
   root, data_dir, names = runs
   code, err = _run("generate", "--workdir", root / "flare", "--dataset", f"synthetic/{names[1]}",
@@ -143,7 +175,7 @@ def test_generate_failing_midway_leaves_files_that_match_the_manifest(runs, mvte
   code, err = _run("generate", "--workdir", runs[0] / "flare", "--images", mvtec / "train",
                    "--num", 2, "--out", tmp_path, capsys=capsys)
   assert code == 1 and "disk full while writing" in err and "heatmaps/002.npy" in err
-  out = tmp_path / "good"
+  out = tmp_path / "circuit"
   records = _manifest(out)
   assert len(records) == 2
   assert _written(out) == {"manifest.jsonl"} | {r[k] for r in records
@@ -161,12 +193,12 @@ def test_a_full_disk_stops_generate_and_localize_with_only_complete_listed_outpu
                    "--num", 2, "--out", gen, capsys=capsys)
   assert code == 1 and "Traceback" not in err, err
   assert err.strip().splitlines()[-1].startswith("af-jax generate: error: [Errno 28] No space")
-  records = _manifest(gen / "good")  # Every line whole JSON...
+  records = _manifest(gen / "circuit")  # Every line whole JSON...
   assert 0 < len(records) < 16
-  assert _written(gen / "good") == {"manifest.jsonl"} | {  # ...and only listed, whole files.
+  assert _written(gen / "circuit") == {"manifest.jsonl"} | {  # ...and only listed, whole files.
       r[k] for r in records for k in ("image", "mask", "heatmap", "edges")}
   for r in records:
-    assert np.load(gen / "good" / r["heatmap"]).shape == (32, 32)
+    assert np.load(gen / "circuit" / r["heatmap"]).shape == (32, 32)
 
   loc = small_disk(48 * 1024)
   code, err = _run("localize", "--workdir", runs[0] / "blaze", "--images", mvtec / "test",
@@ -247,19 +279,24 @@ def test_localize_calibrates_thresholds_writes_results_and_metrics(runs, mvtec, 
     expected = "NG" if float(row["score"]) >= thresholds["image"] else "OK"
     assert row["decision"] == expected
 
-  # Overrides win over the calibrated thresholds; images of other sizes keep their size.
+  # Overrides win over the calibrated thresholds; a folder of mixed sizes keeps each one's.
   resized = tmp_path / "resized"
   resized.mkdir()
-  for path in files[:2]:
-    assert cv2.imwrite(str(resized / path.name), cv2.resize(cv2.imread(str(path)), (40, 24)))
+  for k, path in enumerate(files[:3]):
+    image = cv2.imread(str(path))
+    assert cv2.imwrite(str(resized / f"{k}.png"), image if k == 1 else cv2.resize(image, (40, 24)))
   code, err = _run("localize", "--workdir", blaze, "--images", resized, "--out", tmp_path / "o",
                    "--pixel_threshold", 0, "--image_threshold", 2, capsys=capsys)
   assert code == 0, err
-  for mask_path in (tmp_path / "o" / "masks").glob("*.png"):
-    mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
-    assert mask.shape == (24, 40) and (mask == 255).all()
+  for k, shape in enumerate([(24, 40), (32, 32), (24, 40)]):
+    mask = cv2.imread(str(tmp_path / "o" / "masks" / f"{k:03d}_{k}_mask.png"),
+                      cv2.IMREAD_UNCHANGED)
+    assert mask.shape == np.load(tmp_path / "o" / "heatmaps" / f"{k:03d}_{k}.npy").shape == shape
+    assert (mask == 255).all()
   with (tmp_path / "o" / "scores.csv").open() as f:
-    assert {r["decision"] for r in csv.DictReader(f)} == {"OK"}
+    rows = list(csv.DictReader(f))
+  assert [pathlib.Path(r["file"]).name for r in rows] == ["0.png", "2.png", "1.png"]  # By size.
+  assert {r["decision"] for r in rows} == {"OK"}
 
 
 def test_localize_ground_truth_that_does_not_match_names_the_masks(runs, mvtec, tmp_path,

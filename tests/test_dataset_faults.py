@@ -34,8 +34,7 @@ def test_overwritten_bytes_name_the_dataset_split_file_and_rebuild_command(runs,
   assert f"dataset synthetic/{name}, split 'test': file {test_shard} is corrupt" in message
   assert "chunk data hash mismatch" in message
   assert message.endswith(f"Rebuild it with `af-jax prepare --dataset synthetic --categories "
-                          f"{name.split('-')[0]} --data_dir {data_dir} --size 32 --edges canny "
-                          "--overwrite`")
+                          f"{name} --data_dir {data_dir} --overwrite`")
   code = cli.main(["evaluate", "--workdir", str(runs[0] / "blaze"), "--dataset", "synthetic",
                    "--categories", name, "--data_dir", str(data_dir)])
   err = capsys.readouterr().err

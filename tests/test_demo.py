@@ -2,6 +2,7 @@
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -9,7 +10,7 @@ import time
 import pytest
 
 from af_jax import cli
-from conftest import FAST_XLA, subprocess_env
+from conftest import FAST_XLA, REPO, subprocess_env
 
 
 def _check_outputs(out, metrics):
@@ -27,13 +28,44 @@ def _check_outputs(out, metrics):
     assert (out / "runs" / stage / "config.json").is_file()
 
 
-def test_quick_demo_runs_every_step(tmp_path, capsys):
-  assert cli.main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+def readme_next_steps() -> list[str]:
+  """The commands of README.md's "Next steps" block, continuation lines joined."""
+  readme = (REPO / "README.md").read_text()
+  section = readme[readme.index("### Next steps"):]
+  start = section.index("```bash\n") + len("```bash\n")
+  block = section[start:section.index("\n```", start)]
+  return [line for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def test_quick_demo_runs_every_step_and_the_readme_next_steps_on_its_outputs(
+    tmp_path, capsys, monkeypatch):
+  out = tmp_path / "demo_out"  # Where README's "Next steps" find the demo's outputs.
+  assert cli.main(["demo", "--quick", "--out", str(out)]) == 0
   printed = capsys.readouterr().out
   for step in ("[1/5]", "[2/5] training boot", "[2/5] training blaze", "[3/5]", "[4/5]",
-               "[5/5]", "report:", "generation metrics skipped: pass --inception and --lpips"):
+               "[5/5]", "report:", "generation metrics skipped: pass --inception and --lpips",
+               f"images: {out / 'synthetic'} (the synthetic set as PNG files in the MVTec"):
     assert step in printed
-  _check_outputs(tmp_path, json.loads((tmp_path / "metrics.json").read_text()))
+  _check_outputs(out, json.loads((out / "metrics.json").read_text()))
+  for category in ("circuit", "gear", "fabric"):  # The synthetic set as files (af-jax export).
+    assert {p.name for p in (out / "synthetic" / category).iterdir()} == {
+        "train", "test", "ground_truth"}
+
+  # Every command of README.md's "Next steps", exactly as written, from the demo's folder.
+  commands = readme_next_steps()
+  assert [c.split()[1] for c in commands] == ["generate", "localize", "evaluate", "export"]
+  monkeypatch.chdir(tmp_path)
+  for command in commands:
+    argv = shlex.split(command)
+    assert argv[0] == "af-jax" and cli.main(argv[1:]) == 0, (command, capsys.readouterr().err)
+  assert len(list((out / "gen" / "circuit" / "images").glob("*.png"))) == 2 * 8
+  summary = json.loads((out / "loc" / "circuit" / "summary.json").read_text())
+  assert summary["num_images"] == 6 and set(summary["metrics"]) == {
+      "pixel_auroc", "aupro", "image_auroc"}
+  evaluated = json.loads((out / "runs" / "blaze" / "eval" / "metrics.json").read_text())
+  assert list(evaluated["per_category"]) == ["circuit", "gear", "fabric"]
+  assert "baseline" in evaluated
+  assert (tmp_path / "my_images" / "gear" / "train" / "good").is_dir()
 
 
 def _mini_bottle(bottle_dir, root, with_ground_truth=True):

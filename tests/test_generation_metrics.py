@@ -112,7 +112,7 @@ def test_lpips_matches_the_lpips_package(ref, lpips_model):
 
 
 def test_the_shipped_heads_are_the_lpips_packages(ref):
-  shipped = dict(np.load(generation.SHIPPED_LPIPS_HEADS))
+  shipped = generation.shipped_lpips_heads()
   assert sorted(shipped) == sorted(k for k in lpips_lib.torch_keys() if not k.startswith("net."))
   for key, value in shipped.items():
     np.testing.assert_array_equal(value, ref[f"lpips_head/{key}"], err_msg=key)

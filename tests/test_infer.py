@@ -160,25 +160,41 @@ def test_localize_any_size_resizes_heatmaps_back(runs, detector):
   _, data_dir, names = runs
   test = split_images(data_dir, names[0], split="test")
   s = detector.size
-  images = [test[0], cv2.resize(test[2], (56, 72)), cv2.resize(test[3], (20, 24))]
+  images = [cv2.resize(im, (56, 72)) for im in test[:3]]  # W 56, H 72
   result = detector.localize(images)
-  at_model_size = detector.localize(pixels.resize_images(images, s))
-  for image, heatmap, repaired, model_heat in zip(images, result.heatmaps, result.repaired,
-                                                  at_model_size.heatmaps):
-    h, w = image.shape[:2]
-    assert heatmap.shape == (h, w) and heatmap.dtype == np.float32
-    assert repaired.shape == (h, w, 3) and repaired.dtype == np.uint8
-    assert model_heat.shape == (s, s)
-    np.testing.assert_allclose(heatmap, cv2.resize(model_heat, (w, h)), atol=1e-6)
+  model_size_images = pixels.resize_images(images, s)
+  at_model_size = detector.localize(model_size_images)
+  assert result.heatmaps.shape == (3, 72, 56) and result.heatmaps.dtype == np.float32
+  assert result.repaired.shape == (3, 72, 56, 3) and result.repaired.dtype == np.uint8
+  assert at_model_size.heatmaps.shape == (3, s, s) and result.scores.shape == (3,)
+  assert 0 <= result.heatmaps.min() and result.heatmaps.max() <= 1
+  for heatmap, model_heat in zip(result.heatmaps, at_model_size.heatmaps):
+    np.testing.assert_allclose(heatmap, cv2.resize(model_heat, (56, 72)), atol=1e-6)
   np.testing.assert_allclose(result.scores, at_model_size.scores)
-  np.testing.assert_allclose(result.scores, np.stack(at_model_size.heatmaps).max(axis=(1, 2)),
-                             rtol=1e-6)
-  raw = infer.Detector(detector.workdir, batch_size=4, smoothing_sigma=0).localize(images[:1])
+  np.testing.assert_allclose(result.scores, at_model_size.heatmaps.max(axis=(1, 2)), rtol=1e-6)
+  raw = infer.Detector(detector.workdir, batch_size=4, smoothing_sigma=0).localize(
+      model_size_images[:1])
   np.testing.assert_allclose(at_model_size.heatmaps[0], localization.smooth_heatmaps(
-      raw.heatmaps[0][None], detector.smoothing_sigma)[0], atol=1e-6)
+      raw.heatmaps, detector.smoothing_sigma)[0], atol=1e-6)
   assert raw.heatmaps[0].std() > at_model_size.heatmaps[0].std()  # the blur removes speckle
   with pytest.raises(ValueError, match="got no images"):
     detector.localize([])
+
+
+def test_localize_takes_one_size_per_call_and_batches_by_size_splits_a_mix(runs, detector):
+  _, data_dir, names = runs
+  test = split_images(data_dir, names[0], split="test")[:4]
+  mixed = [test[0], cv2.resize(test[1], (20, 24)), test[2], cv2.resize(test[3], (20, 24))]
+  with pytest.raises(ValueError, match=r"one size .* 4 images of sizes \(H, W\) "
+                                       r"\[\(24, 20\), \(32, 32\)\]"):
+    detector.localize(mixed)
+  assert infer.batches_by_size(mixed) == [[0, 2], [1, 3]]
+  assert infer.batches_by_size(mixed, batch_size=1) == [[0], [2], [1], [3]]
+  for batch in infer.batches_by_size(mixed):
+    result = detector.localize([mixed[i] for i in batch])
+    alone = [detector.localize([mixed[i]]) for i in batch]
+    np.testing.assert_allclose(result.heatmaps, np.concatenate([a.heatmaps for a in alone]),
+                               atol=1e-6)
 
 
 def test_flip_tta_averages_the_mirrored_views(runs, detector):
@@ -191,9 +207,9 @@ def test_flip_tta_averages_the_mirrored_views(runs, detector):
   inputs = plain.network_inputs(images)
   views = [infer.flip(plain.network_outputs(*(infer.flip(x, lr, ud) for x in inputs))[0], lr, ud)
            for lr, ud in tta.views()]
-  averaged = np.stack(tta.localize(images).heatmaps)
+  averaged = tta.localize(images).heatmaps
   np.testing.assert_allclose(averaged, np.mean(views, axis=0), atol=1e-6)
-  np.testing.assert_allclose(np.stack(plain.localize(images).heatmaps), views[0], atol=1e-6)
+  np.testing.assert_allclose(plain.localize(images).heatmaps, views[0], atol=1e-6)
   assert np.abs(averaged - views[0]).max() > 1e-3  # the mirrored views do change the result
 
 
@@ -208,7 +224,7 @@ def test_calibrated_thresholds_are_saved_used_and_overridden(runs, tmp_path):
   normal = split_images(data_dir, names[2])
   saved = detector.calibrate(normal, fpr=0.1)
   assert saved["step"] == 2 and saved["edge_method"] == "canny" and saved["num_images"] == 8
-  heatmaps = np.stack(detector.localize(normal).heatmaps)
+  heatmaps = detector.localize(normal).heatmaps
   assert np.isclose(np.mean(heatmaps >= saved["pixel"]), 0.1, atol=0.005)
 
   reloaded = infer.Detector(workdir, batch_size=4)
@@ -223,6 +239,11 @@ def test_calibrated_thresholds_are_saved_used_and_overridden(runs, tmp_path):
     infer.Detector(workdir, batch_size=4, smoothing_sigma=0).threshold("image")
   with pytest.raises(ValueError, match="fpr must be in"):
     detector.calibrate(normal, fpr=0)
+  with pytest.raises(ValueError, match="got no images"):
+    detector.calibrate([], fpr=0.1)
+  # Normal images of several sizes calibrate together (one localize call per size).
+  mixed = normal[:6] + [cv2.resize(im, (40, 24)) for im in normal[6:]]
+  assert detector.calibrate(mixed, fpr=0.1)["num_images"] == 8
 
 
 def test_mesh_and_dtype_give_the_single_device_result(runs, tmp_path):
@@ -291,9 +312,9 @@ def test_region_input_flare_and_reference_blaze_train_and_serve(runs, tmp_path):
   assert det.params["params"]["encoder"]["conv_in"]["kernel"].shape[2] == 1 + 3 + 3
   images = split_images(data_dir, names[0], split="test")[:3]
   np.testing.assert_array_equal(refs.nearest(np.stack(images)), [0, 0, 0])
-  own_ref = np.stack(det.localize(images).heatmaps)
-  np.testing.assert_array_equal(own_ref, np.stack(det.localize(images, names[0]).heatmaps))
-  other_ref = np.stack(det.localize(images, names[1]).heatmaps)
+  own_ref = det.localize(images).heatmaps
+  np.testing.assert_array_equal(own_ref, det.localize(images, names[0]).heatmaps)
+  other_ref = det.localize(images, names[1]).heatmaps
   assert np.abs(own_ref - other_ref).max() > 1e-4
   (tmp_path / "blaze" / reference.FILE_NAME).unlink()
   with pytest.raises(FileNotFoundError, match="reference_statistics.npz is missing"):

@@ -3,13 +3,14 @@
 import os
 import pathlib
 import re
+import shlex
 
 import cv2
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from af_jax import input_pipeline, prepare
+from af_jax import cli, input_pipeline, prepare
 
 
 def _mvtec_tree(root: pathlib.Path, categories=("cable", "screw")) -> pathlib.Path:
@@ -122,3 +123,60 @@ def test_overwrite_rebuilds_a_corrupt_category_in_place_atomically(tmp_path, cap
   assert "mvtec_ad/cable-32px-canny" in capsys.readouterr().out
   assert len(list(input_pipeline.make_eval_dataset(str(out), "mvtec_ad", "cable-32px-canny"))) == 2
   assert not list(out.glob(".prepare-overwrite-*"))
+
+
+def test_the_not_prepared_error_prints_the_command_that_prepares_exactly_that_build(tmp_path,
+                                                                                     capsys):
+  name = "gear-16px-canny-train2-good1-bad1"
+  with pytest.raises(FileNotFoundError) as error:
+    input_pipeline.open_split(str(tmp_path), "synthetic", name, "train")
+  command = re.search(r"Build it with `af-jax prepare (.*?)`", str(error.value)).group(1)
+  assert cli.main(["prepare", *shlex.split(command)]) == 0
+  assert f"synthetic/{name}" in capsys.readouterr().out
+  assert len(input_pipeline.open_split(str(tmp_path), "synthetic", name, "train")) == 2
+  assert len(input_pipeline.open_split(str(tmp_path), "synthetic", name, "test")) == 2
+
+
+@pytest.mark.parametrize("dataset, categories, flags, message", [
+    ("synthetic", "gear-64px", ["--size", "32"], "gear-64px with the other flags builds "
+                                                 "gear-32px, not gear-64px"),
+    ("synthetic", "gear-blue", [], "'blue' spells no build option"),
+    ("synthetic", "gear-32px-32px", [], "'32px' spells no build option"),
+    ("mvtec_ad", "cable-32px-train8", [], "'train8' spells no build option"),
+    ("mvtec_ad", "cable-regions.sam", [], "a folder named 'sam': pass that folder as "
+                                          "--regions_dir"),
+])
+def test_build_names_that_do_not_spell_a_build_exit_2(tmp_path, capsys, dataset, categories,
+                                                       flags, message):
+  root = _mvtec_tree(tmp_path / "mvtec", ("cable",))
+  with pytest.raises(SystemExit) as exit_:
+    prepare.main(["--dataset", dataset, "--manual_dir", str(root), "--data_dir",
+                  str(tmp_path / "out"), "--categories", categories, *flags])
+  assert exit_.value.code == 2
+  assert message in capsys.readouterr().err
+
+
+def test_a_build_name_with_agreeing_flags_plans_that_build(tmp_path):
+  root = _mvtec_tree(tmp_path / "mvtec", ("cable",))
+  regions = tmp_path / "sam"
+  regions.mkdir()
+  _, _, configs = prepare.plan(["--dataset", "mvtec_ad", "--manual_dir", str(root),
+                                "--data_dir", str(tmp_path / "out"), "--size", "32",
+                                "--regions_dir", str(regions),
+                                "--categories", "cable-32px-k4-regions.sam,cable"])
+  assert [c.name for c in configs] == ["cable-32px-k4-regions.sam", "cable-32px-regions.sam"]
+  assert (configs[0].size, configs[0].max_regions, configs[0].regions_dir) == (32, 4,
+                                                                               str(regions))
+
+
+@pytest.mark.parametrize("options", [
+    dict(size=64, num_train=64),  # configs/demo.py's
+    dict(size=32, edges="canny", max_regions=4, num_train=8, num_test_normal=2,
+         num_test_anomalous=6, seed=3),
+])
+def test_every_synthetic_build_name_plans_that_build(options):
+  from data_builders import synthetic  # pylint: disable=g-import-not-at-top
+  built = synthetic.config_for("gear", **options)
+  planned = prepare.config_named("synthetic", prepare.builder_class("synthetic"), built.name)
+  assert planned.name == built.name
+  assert {k: getattr(planned, k) for k in options} == options

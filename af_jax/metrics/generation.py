@@ -36,7 +36,6 @@ products (`af_jax.models.lpips.cross_distances`).
 """
 
 import dataclasses
-import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -44,12 +43,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from af_jax import package_data
 from af_jax.models import inception as inception_lib
 from af_jax.models import lpips as lpips_lib
 from af_jax.models import torch_weights
 
-SHIPPED_LPIPS_HEADS = pathlib.Path(__file__).resolve().parents[1] / "pretrained" / (
-    "lpips_vgg_heads.npz")
+SHIPPED_LPIPS_HEADS = "lpips_vgg_heads.npz"  # In af_jax/pretrained (`package_data`).
 IS_SPLITS = 10
 IS_SHUFFLE_SEED = 2020        # torch-fidelity's default `rng_seed`, used to shuffle before splits.
 MAX_PER_CLUSTER = 50          # DFMGAN / AnomalyDiffusion.
@@ -96,9 +95,15 @@ def load_lpips(weights, batch_size: int = DEFAULT_BATCH_SIZE, heads=None) -> LPI
   `heads` (a file or dict; default: the `lpips` package's, shipped in `af_jax/pretrained`).
   """
   state, source = _state_dict(weights)
-  head_state, _ = _state_dict(SHIPPED_LPIPS_HEADS if heads is None else heads)
+  head_state = shipped_lpips_heads() if heads is None else _state_dict(heads)[0]
   variables = jax.device_put(lpips_lib.load_lpips_variables(state, head_state, source))
   return LPIPSModel(variables, lpips_lib.head_vectors(variables), _check_batch_size(batch_size))
+
+
+def shipped_lpips_heads() -> dict:
+  """The `lpips` package's scaling layer and linear heads, shipped in `af_jax/pretrained`."""
+  with package_data.pretrained_file(SHIPPED_LPIPS_HEADS) as path:
+    return torch_weights.load_state_dict(path)
 
 
 def _check_batch_size(batch_size: int) -> int:

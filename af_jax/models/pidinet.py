@@ -25,7 +25,6 @@ Computation runs in `dtype` (bfloat16 on accelerators is fine for edges); parame
 outputs after their last convolution, the upsampling and the fusion stay float32.
 """
 
-import importlib.resources
 import pathlib
 import re
 from typing import Any
@@ -35,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
+
+from af_jax import package_data
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -211,8 +212,7 @@ def load_pidinet_params(path: str | pathlib.Path | None = None) -> dict:
       file type.
   """
   if path is None:
-    resource = importlib.resources.files("af_jax") / "pretrained" / SHIPPED_WEIGHTS
-    with importlib.resources.as_file(resource) as shipped:
+    with package_data.pretrained_file(SHIPPED_WEIGHTS) as shipped:
       return convert_state_dict(_read_npz(shipped), source=str(shipped))
   path = pathlib.Path(path)
   if path.suffix == ".npz":

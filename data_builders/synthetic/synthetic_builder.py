@@ -49,6 +49,10 @@ _NAME_PARTS = {
     "num_test_anomalous": lambda v: f"bad{v}",
     "seed": lambda v: f"seed{v}",
 }
+# How names spell those options, for `common.parse_config_name`.
+NAME_PATTERNS = {**common.NAME_PATTERNS, "num_train": r"train(\d+)",
+                 "num_test_normal": r"good(\d+)", "num_test_anomalous": r"bad(\d+)",
+                 "seed": r"seed(\d+)"}
 # The smallest value each numeric option accepts.
 _LEAST = dict(size=render.MIN_SIZE, num_train=0, num_test_normal=0, num_test_anomalous=0, seed=0)
 # Seed stream of each part of the data, so the parts never share random draws.
