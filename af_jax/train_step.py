@@ -18,6 +18,7 @@ from af_jax import pixels
 from af_jax import stage_registry
 from af_jax import stages
 from af_jax.models import build
+from af_jax.models.generator import fuse
 from af_jax.models.vgg import VGG19Features
 
 
@@ -88,6 +89,8 @@ def make_train_step(config, generator, discriminator, tx, schedule, inputs_fn):
   def generator_losses(g_params, d_params, inputs, vgg_params, key):
     out = _generate(generator, g_params, inputs, key, noise)
     fake = out["output"]
+    if not w.image_terms_train_heatmap:  # H then learns where, from its own target alone.
+      fake = fuse(inputs.image, out["texture"], jax.lax.stop_gradient(out["heatmap"]))
     d_fake = discriminator.apply(d_params, _discriminator_input(inputs, fake))
     d_real = jax.lax.stop_gradient(
         discriminator.apply(d_params, _discriminator_input(inputs, inputs.target)))

@@ -56,6 +56,12 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   c.loss.vgg_weights = ""         # torchvision vgg19 state dict (.npz/.safetensors/.pth); "" = term off.
   c.loss.heatmap = 10.0           # Heatmap L2 (Flare, Blaze).
   c.loss.l1 = 0.0                 # L1 to the target image; not in the paper, useful without VGG weights.
+  # Whether the image terms (GAN, feature matching, VGG, L1) also train the heatmap H through
+  # the fusion I_in * (1 - H) + T * H (the paper). While the texture T is still imperfect they
+  # pull H towards 0 wherever T differs from the target, against the heatmap term pulling it
+  # to the target: a briefly trained Flare settles near H = 0.5 inside its regions, so its
+  # masks never form. False trains H by the heatmap term alone and T through the fusion.
+  c.loss.image_terms_train_heatmap = True
 
   # Optimizer: Adam for G and D, linear decay to 0 after a constant part.
   c.optim = ml_collections.ConfigDict()
