@@ -54,9 +54,9 @@ import sys
 
 import cv2
 import numpy as np
-import tqdm
 
 from af_jax import pixels
+from af_jax import progress
 
 GENERATE_DIRS = ("images", "masks", "heatmaps", "edges")
 LOCALIZE_DIRS = ("heatmaps", "masks", "overlays")
@@ -267,7 +267,7 @@ def generate(args) -> pathlib.Path:
   root = pathlib.Path(args.out) / category
   dirs = _prepare_output(root, GENERATE_DIRS, [MANIFEST, LOCALITY_JSON], args.overwrite)
   index, figures = 0, []
-  with tqdm.tqdm(total=len(images) * args.num, desc=f"generate {category}", unit="img") as bar:
+  with progress.Progress(len(images) * args.num, f"generate {category}") as bar:
     for start in range(0, len(images), GROUP_SIZE):
       stop = min(start + GROUP_SIZE, len(images))
       result = generator.generate(
@@ -357,7 +357,8 @@ def localize(args) -> dict:
   dirs = _prepare_output(out, LOCALIZE_DIRS, [SCORES_CSV, SUMMARY_JSON], args.overwrite)
   heatmaps, rows = [], []
   append_line(out / SCORES_CSV, _csv_line(SCORES_FIELDS))
-  for start in tqdm.trange(0, len(images), args.batch_size, desc="localize", unit="batch"):
+  bar = progress.Progress(len(images), "localize")
+  for start in range(0, len(images), args.batch_size):
     result = detector.localize(images[start:start + args.batch_size])
     for i, hm, score in zip(range(start, len(images)), result.heatmaps, result.scores):
       stem = f"{i:03d}_{files[i].stem}"
@@ -370,6 +371,8 @@ def localize(args) -> dict:
                  (append_line, out / SCORES_CSV, _csv_line(rows[-1][k] for k in SCORES_FIELDS))])
       if gt is not None:
         heatmaps.append(hm)
+    bar.update(len(result.scores))
+  bar.close()
   summary = dict(num_images=len(rows), num_ng=sum(r["decision"] == "NG" for r in rows),
                  pixel_threshold=pixel_t, image_threshold=image_t, step=detector.step,
                  edge_method=detector.edge_method)
@@ -416,12 +419,15 @@ def evaluate(args) -> dict:
   detector = infer.Detector(args.workdir, smoothing_sigma=args.smoothing_sigma,
                             flip_tta=args.flip_tta, **_stage_options(args))
   per_category, floor = {}, {}
-  for category in tqdm.tqdm(categories, desc="evaluate", unit="category"):
+  bar = progress.Progress(len(categories), "evaluate", unit="category")
+  for category in categories:
     per_category[category] = evaluate_category(detector, args.data_dir, args.dataset, category,
                                                args.split)
     if args.baseline:
       floor[category] = evaluate_baseline_category(args.data_dir, args.dataset, category,
                                                    args.split)
+    bar.update(1)
+  bar.close()
   summary, table = localization.evaluation_summary(per_category)
   summary.update(dataset=args.dataset, split=args.split, workdir=str(args.workdir),
                  step=detector.step, edge_method=detector.edge_method)

@@ -28,9 +28,9 @@ import sys
 import tempfile
 
 import tensorflow_datasets as tfds
-import tqdm
 
 from af_jax import pixels
+from af_jax import progress
 from data_builders import common
 from data_builders import config as config_lib
 from data_builders import features
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
       ("size", args.size), ("edges", args.edges),
       ("regions_dir", str(args.regions_dir) if args.regions_dir else None)) if value is not None}
   built, skipped = [], []
-  with tqdm.tqdm(total=0, unit="img", desc=f"prepare {args.dataset}") as bar:
+  with progress.Progress(0, f"prepare {args.dataset}") as bar:
     for category in categories:
       config = config_for(args.dataset, cls, category, **options)
       make = functools.partial(cls, config=config, skip_bad=args.skip_bad, progress=bar)
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
           builder.download_and_prepare(download_config=download_config)
       except (common.LayoutError, common.BadInputError) as e:
-        bar.close()
+        bar.close(summary=False)
         print(f"af-jax prepare: error: {e}", file=sys.stderr)
         return 1
       built.append(builder)
