@@ -277,7 +277,6 @@ def main(argv) -> int:
     parser.error("--dataset and --manual_dir go together")
   if args.categories and not args.dataset:
     parser.error("--categories needs --dataset (the synthetic demo uses all its categories)")
-  logging.basicConfig(level=logging.WARNING)
   try:
     run_demo(args.out, quick=args.quick, inception=args.inception, lpips=args.lpips,
              dataset=args.dataset, manual_dir=args.manual_dir, categories=args.categories,

@@ -115,12 +115,11 @@ def main(argv: list[str] | None = None) -> int:
   categories = _categories(parser, args, cls)
   download_config = tfds.download.DownloadConfig(
       manual_dir=str(args.manual_dir) if args.manual_dir else None)
-  tfds.disable_progress_bar()  # One bar of images for everything, below.
   options = {name: value for name, value in (
       ("size", args.size), ("edges", args.edges),
       ("regions_dir", str(args.regions_dir) if args.regions_dir else None)) if value is not None}
   built, skipped = [], []
-  with progress.Progress(0, f"prepare {args.dataset}") as bar:
+  with progress.Progress(0, f"prepare {args.dataset}") as bar:  # One bar for all categories.
     for category in categories:
       config = config_for(args.dataset, cls, category, **options)
       make = functools.partial(cls, config=config, skip_bad=args.skip_bad, progress=bar)

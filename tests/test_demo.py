@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from af_jax import cli
+from af_jax import cli, train
 from conftest import FAST_XLA, subprocess_env
 
 
@@ -28,11 +28,21 @@ def _check_outputs(out, metrics):
 
 
 def test_quick_demo_runs_every_step(tmp_path, capsys):
+  train._warn_once.cache_clear()  # pylint: disable=protected-access
   assert cli.main(["demo", "--quick", "--out", str(tmp_path)]) == 0
-  printed = capsys.readouterr().out
+  captured = capsys.readouterr()
+  printed = captured.out
   for step in ("[1/5]", "[2/5] training boot", "[2/5] training blaze", "[3/5]", "[4/5]",
                "[5/5]", "report:", "generation metrics skipped: pass --inception and --lpips"):
     assert step in printed
+  # Each fact once, in words; library notices only in the log file, which is named once.
+  assert captured.err.count("the VGG perceptual loss is off") == 1
+  assert captured.err.count(str(tmp_path / "af_jax.log")) == 1
+  logged = (tmp_path / "af_jax.log").read_text()
+  for notice in ("Using custom data configuration", "Given directory is read only",
+                 "Downloading and preparing"):
+    assert notice not in captured.out + captured.err
+  assert "Using custom data configuration" in logged and "Given directory is read only" in logged
   _check_outputs(tmp_path, json.loads((tmp_path / "metrics.json").read_text()))
 
 
