@@ -52,7 +52,6 @@ import pathlib
 import shutil
 import sys
 
-import cv2
 import numpy as np
 
 from af_jax import pixels
@@ -221,11 +220,19 @@ def _prepare_output(root: pathlib.Path, dir_names, file_names,
   return dirs
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-  """The image blended with a JET colour map of the [0, 1] heatmap."""
-  colour = cv2.applyColorMap(pixels.unit_to_uint8(heatmap), cv2.COLORMAP_JET)
-  colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
-  return (image * (1 - alpha) + colour * alpha).astype(np.uint8)
+def overlay(image: np.ndarray, heatmap: np.ndarray, threshold: float,
+            alpha: float = 0.6) -> np.ndarray:
+  """The image, coloured only where the heatmap nears or passes the pixel `threshold`.
+
+  Colour: `pixels.heat_colours` over [0, 2 x threshold] (green at the threshold, red at twice
+  it). Opacity: none up to half the threshold, rising to `alpha` at the threshold, so the
+  image keeps its own colours where the heatmap is low (a heatmap of 0 leaves it unchanged)
+  and the coloured parts are those its binary mask marks or nearly marks.
+  """
+  level = np.asarray(heatmap, np.float32) / max(2 * threshold, 1e-12)
+  weight = alpha * np.clip(4 * level - 1, 0, 1)[..., None]
+  blended = image * (1 - weight) + pixels.heat_colours(level) * weight
+  return np.round(blended).astype(np.uint8)
 
 
 def _stage_options(args) -> dict:
@@ -367,7 +374,7 @@ def localize(args) -> dict:
       write_all([(write_npy, dirs["heatmaps"] / f"{stem}.npy", hm.astype(np.float32)),
                  (write_png, dirs["masks"] / f"{stem}_mask.png",
                   (hm >= pixel_t).astype(np.uint8) * 255),
-                 (write_png, dirs["overlays"] / f"{stem}.png", overlay(images[i], hm)),
+                 (write_png, dirs["overlays"] / f"{stem}.png", overlay(images[i], hm, pixel_t)),
                  (append_line, out / SCORES_CSV, _csv_line(rows[-1][k] for k in SCORES_FIELDS))])
       if gt is not None:
         heatmaps.append(hm)

@@ -49,6 +49,9 @@ QUALITY_NORMALS, QUALITY_VARIANTS = 8, 2
 # Normal images per category whose anomalies (2 each) are measured for locality; the first
 # GRID_ANOMALIES of them are shown in the report.
 LOCALITY_NORMALS, GRID_ANOMALIES = 16, 4
+# False-positive rate at which the detector's pixel threshold is calibrated on the normal
+# images above (the report's overlays colour what passes it).
+CALIBRATION_FPR = 0.01
 QUICK_DATA = dict(num_train=8, num_test_normal=2, num_test_anomalous=4)
 
 
@@ -195,11 +198,12 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *,
   print("[3/5] generating anomalies from normal images", flush=True)
   t = time.perf_counter()
   generator = infer.Generator(out / "runs" / stage_registry.serving("generate").name, batch_size=8)
-  gen_rows, local = [], {}
+  gen_rows, local, calibration = [], {}, []
   for ds, category in evaluated:
     normals = pixels.resize_images([np.asarray(ex["image"]) for ex, _ in zip(
         input_pipeline.make_eval_dataset(data_dir, ds, category, split="train"),
         range(LOCALITY_NORMALS))], generator.size)
+    calibration += list(normals)
     result = generator.generate(normals, n_variants=2, seed=0)
     local[category] = locality.locality(normals[result.source], result.images, result.masks,
                                         result.heatmaps, result.region_masks)
@@ -222,6 +226,7 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *,
   print(f"[4/5] localizing the {dataset or 'synthetic'} test set", flush=True)
   t = time.perf_counter()
   detector = infer.Detector(out / "runs" / stage_registry.serving("localize").name, batch_size=8)
+  threshold = detector.calibrate(calibration, fpr=CALIBRATION_FPR)["pixel"]
   per_category, floor, loc_rows = {}, {}, []
   for ds, category in evaluated:
     per_category[category] = commands.evaluate_category(detector, data_dir, ds, category)
@@ -231,7 +236,7 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *,
     result = detector.localize([np.asarray(ex["image"]) for ex in examples])
     for ex, hm in zip(examples, result.heatmaps):
       loc_rows.append([np.asarray(ex["image"]), _gray(hm),
-                       commands.overlay(np.asarray(ex["image"]), hm),
+                       commands.overlay(np.asarray(ex["image"]), hm, threshold),
                        _gray(np.asarray(ex["mask"])[..., 0] > 0)])
   summary, table = localization.evaluation_summary(per_category)
   baseline, floor_table = localization.evaluation_summary(floor)
