@@ -13,11 +13,14 @@
 Every verb is one line of `COMMANDS`: the function `module:function` that takes the verb's
 arguments (`argv`), parses them with its own argparse parser (so `af-jax VERB --help` lists the
 verb's flags and exits 0) and returns the exit status. Modules are imported only for the verb
-that runs, so `af-jax --help` is instant.
+that runs, so `af-jax --help` is instant. Log records are routed the same way for every verb
+(`log_setup.py`): af_jax's on the console, libraries' in the run's `af_jax.log`.
 """
 
 import importlib
 import sys
+
+from af_jax import log_setup
 
 COMMANDS = {
     "prepare": "af_jax.prepare:main",
@@ -43,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
     return 2
   module, function = COMMANDS[name].split(":")
-  return int(getattr(importlib.import_module(module), function)(rest) or 0)
+  with log_setup.routed(name, rest):
+    return int(getattr(importlib.import_module(module), function)(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -56,11 +56,10 @@ import pathlib
 import shutil
 import sys
 
-import cv2
 import numpy as np
-import tqdm
 
 from af_jax import pixels
+from af_jax import progress
 
 GENERATE_DIRS = ("images", "masks", "heatmaps", "edges")
 LOCALIZE_DIRS = ("heatmaps", "masks", "overlays")
@@ -248,11 +247,19 @@ def _prepare_output(root: pathlib.Path, dir_names, file_names,
   return dirs
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-  """The image blended with a JET colour map of the [0, 1] heatmap."""
-  colour = cv2.applyColorMap(pixels.unit_to_uint8(heatmap), cv2.COLORMAP_JET)
-  colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
-  return (image * (1 - alpha) + colour * alpha).astype(np.uint8)
+def overlay(image: np.ndarray, heatmap: np.ndarray, threshold: float,
+            alpha: float = 0.6) -> np.ndarray:
+  """The image, coloured only where the heatmap nears or passes the pixel `threshold`.
+
+  Colour: `pixels.heat_colours` over [0, 2 x threshold] (green at the threshold, red at twice
+  it). Opacity: none up to half the threshold, rising to `alpha` at the threshold, so the
+  image keeps its own colours where the heatmap is low (a heatmap of 0 leaves it unchanged)
+  and the coloured parts are those its binary mask marks or nearly marks.
+  """
+  level = np.asarray(heatmap, np.float32) / max(2 * threshold, 1e-12)
+  weight = alpha * np.clip(4 * level - 1, 0, 1)[..., None]
+  blended = image * (1 - weight) + pixels.heat_colours(level) * weight
+  return np.round(blended).astype(np.uint8)
 
 
 def _stage_options(args) -> dict:
@@ -294,7 +301,7 @@ def generate(args) -> pathlib.Path:
   root = pathlib.Path(args.out) / category
   dirs = _prepare_output(root, GENERATE_DIRS, [MANIFEST, LOCALITY_JSON], args.overwrite)
   index, figures = 0, []
-  with tqdm.tqdm(total=len(images) * args.num, desc=f"generate {category}", unit="img") as bar:
+  with progress.Progress(len(images) * args.num, f"generate {category}") as bar:
     for start in range(0, len(images), GROUP_SIZE):
       stop = min(start + GROUP_SIZE, len(images))
       result = generator.generate(
@@ -384,21 +391,22 @@ def localize(args) -> dict:
   dirs = _prepare_output(out, LOCALIZE_DIRS, [SCORES_CSV, SUMMARY_JSON], args.overwrite)
   heatmaps, rows = {}, {}  # By image index: a folder of mixed sizes goes one size at a time.
   append_line(out / SCORES_CSV, _csv_line(SCORES_FIELDS))
-  with tqdm.tqdm(total=len(images), desc="localize", unit="img") as bar:
-    for batch in infer.batches_by_size(images, args.batch_size):
-      result = detector.localize([images[i] for i in batch])
-      for i, hm, score in zip(batch, result.heatmaps, result.scores):
-        stem = f"{i:03d}_{files[i].stem}"
-        rows[i] = dict(file=str(files[i]), score=float(score),
-                       decision="NG" if score >= image_t else "OK")
-        write_all([(write_npy, dirs["heatmaps"] / f"{stem}.npy", hm),
-                   (write_png, dirs["masks"] / f"{stem}_mask.png",
-                    (hm >= pixel_t).astype(np.uint8) * 255),
-                   (write_png, dirs["overlays"] / f"{stem}.png", overlay(images[i], hm)),
-                   (append_line, out / SCORES_CSV, _csv_line(rows[i][k] for k in SCORES_FIELDS))])
-        if gt is not None:
-          heatmaps[i] = hm
-      bar.update(len(batch))
+  bar = progress.Progress(len(images), "localize")
+  for batch in infer.batches_by_size(images, args.batch_size):
+    result = detector.localize([images[i] for i in batch])
+    for i, hm, score in zip(batch, result.heatmaps, result.scores):
+      stem = f"{i:03d}_{files[i].stem}"
+      rows[i] = dict(file=str(files[i]), score=float(score),
+                     decision="NG" if score >= image_t else "OK")
+      write_all([(write_npy, dirs["heatmaps"] / f"{stem}.npy", hm),
+                 (write_png, dirs["masks"] / f"{stem}_mask.png",
+                  (hm >= pixel_t).astype(np.uint8) * 255),
+                 (write_png, dirs["overlays"] / f"{stem}.png", overlay(images[i], hm, pixel_t)),
+                 (append_line, out / SCORES_CSV, _csv_line(rows[i][k] for k in SCORES_FIELDS))])
+      if gt is not None:
+        heatmaps[i] = hm
+    bar.update(len(batch))
+  bar.close()
   summary = dict(num_images=len(rows), num_ng=sum(r["decision"] == "NG" for r in rows.values()),
                  pixel_threshold=pixel_t, image_threshold=image_t, step=detector.step,
                  edge_method=detector.edge_method)
@@ -447,12 +455,15 @@ def evaluate(args) -> dict:
   detector = infer.Detector(args.workdir, smoothing_sigma=args.smoothing_sigma,
                             flip_tta=args.flip_tta, **_stage_options(args))
   per_category, floor = {}, {}
-  for category in tqdm.tqdm(categories, desc="evaluate", unit="category"):
+  bar = progress.Progress(len(categories), "evaluate", unit="category")
+  for category in categories:
     per_category[category] = evaluate_category(detector, args.data_dir, args.dataset, category,
                                                args.split)
     if args.baseline:
       floor[category] = evaluate_baseline_category(args.data_dir, args.dataset, category,
                                                    args.split)
+    bar.update(1)
+  bar.close()
   summary, table = localization.evaluation_summary(per_category)
   summary.update(dataset=args.dataset, split=args.split, workdir=str(args.workdir),
                  step=detector.step, edge_method=detector.edge_method)

@@ -9,7 +9,8 @@
 2. trains tiny BootGenerator -> FlareGenerator -> BlazeDetector (`configs/demo.py`);
 3. generates anomalies (with heatmaps and masks) from normal images;
 4. localizes the synthetic test set and scores it (pixel AUROC, AUPRO, image AUROC);
-5. writes `report.html` (image grids and the metric tables) and `metrics.json`.
+5. writes `report.html` (metric tables, labelled image grids, each stage's loss curves;
+   af_jax/report.py) and `metrics.json`.
 
 With `--dataset NAME --manual_dir DIR [--categories a,b]` it also prepares your categories (any
 image size, in the dataset's own layout) at the demo's size and trains ONE model over the
@@ -31,18 +32,16 @@ steps on a smaller data set (a smoke test of the whole chain, not a model worth 
 """
 
 import argparse
-import base64
-import html
 import json
 import logging
 import pathlib
 import sys
 import time
 
-import cv2
 import numpy as np
 
 from af_jax import pixels
+from af_jax import report
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +50,11 @@ QUALITY_NORMALS, QUALITY_VARIANTS = 8, 2
 # Normal images per category whose anomalies (2 each) are measured for locality; the first
 # GRID_ANOMALIES of them are shown in the report.
 LOCALITY_NORMALS, GRID_ANOMALIES = 16, 4
+# The generated anomalies' binary masks: heatmap >= this inside the edited region.
+MASK_THRESHOLD = 0.5
+# False-positive rate at which the detector's pixel threshold is calibrated on the normal
+# images above (the report's overlays colour what passes it).
+CALIBRATION_FPR = 0.01
 QUICK_DATA = dict(num_train=8, num_test_normal=2, num_test_anomalous=4)
 EXPORT_DIR = "synthetic"  # In <out>: the synthetic set as PNG files (`af-jax export`).
 
@@ -96,39 +100,13 @@ def _stage_done(workdir: pathlib.Path, num_steps: int) -> bool:
   return checkpoint.Checkpointer(workdir).latest_step() == num_steps
 
 
-def _png_data_uri(image: np.ndarray) -> str:
-  return "data:image/png;base64," + base64.b64encode(pixels.encode_png(image)).decode()
-
-
 def _gray(x) -> np.ndarray:
   return np.repeat(pixels.unit_to_uint8(x)[..., None], 3, -1)
 
 
-def _grid(rows: list[list[np.ndarray]], scale: int = 2) -> np.ndarray:
-  grid = np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
-  return cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-
-
-def write_report(out: pathlib.Path, sections: list[tuple[str, str, np.ndarray]],
-                 table: str, metrics: dict, title: str) -> pathlib.Path:
-  """A self-contained HTML page: titled image grids and the metric table."""
-  parts = ["<!doctype html><meta charset='utf-8'><title>af_jax demo</title>",
-           "<style>body{font-family:sans-serif;margin:2em}img{image-rendering:pixelated}"
-           "pre{background:#f4f4f4;padding:1em}</style>",
-           f"<h1>af_jax demo: {html.escape(title)}</h1>",
-           f"<h2>Localization metrics</h2><pre>{html.escape(table)}</pre>"]
-  for heading, caption, image in sections:
-    parts.append(f"<h2>{html.escape(heading)}</h2><p>{html.escape(caption)}</p>"
-                 f"<img src='{_png_data_uri(image)}'>")
-  parts.append(f"<h2>metrics.json</h2><pre>{html.escape(json.dumps(metrics, indent=2))}</pre>")
-  path = out / "report.html"
-  path.write_text("\n".join(parts))
-  return path
-
-
 def _generation_quality(generator, data_dir, evaluated, inception, lpips) -> dict:
   """IS and IC-LPIPS of each category's generated anomalies (module docstring)."""
-  from af_jax import infer, input_pipeline  # pylint: disable=g-import-not-at-top
+  from af_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   from af_jax.metrics import generation  # pylint: disable=g-import-not-at-top
   inception = generation.load_inception(inception) if inception else None
   lpips = generation.load_lpips(lpips) if lpips else None
@@ -200,18 +178,22 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *,
   print("[3/5] generating anomalies from normal images", flush=True)
   t = time.perf_counter()
   generator = infer.Generator(out / "runs" / stage_registry.serving("generate").name, batch_size=8)
-  gen_rows, local = [], {}
+  gen_rows, local, calibration = [], {}, []
+  heat_scale = report.ColourScale(1.0, (("mask threshold", MASK_THRESHOLD),))
   for ds, category in evaluated:
     normals = pixels.resize_images([np.asarray(ex["image"]) for ex, _ in zip(
         input_pipeline.make_eval_dataset(data_dir, ds, category, split="train"),
         range(LOCALITY_NORMALS))], generator.size)
-    result = generator.generate(normals, n_variants=2, seed=0)
+    calibration += list(normals)
+    result = generator.generate(normals, n_variants=2, seed=0, mask_threshold=MASK_THRESHOLD)
     local[category] = locality.locality(normals[result.source], result.images, result.masks,
                                         result.heatmaps, result.region_masks)
     print(f"      {category}: {commands.locality_line(local[category])}", flush=True)
     for j in range(GRID_ANOMALIES):
-      gen_rows.append([normals[result.source[j]], _gray(result.edges[j]), result.images[j],
-                       _gray(result.heatmaps[j]), _gray(result.masks[j])])
+      gen_rows.append((f"{category}: {result.edit_op[j]} ({result.region_kind[j]} region), "
+                       f"variant {result.variant[j]}",
+                       [normals[result.source[j]], _gray(result.edges[j]), result.images[j],
+                        heat_scale.colour(result.heatmaps[j]), _gray(result.masks[j])]))
   quality = None
   if inception or lpips:
     quality = _generation_quality(generator, data_dir, evaluated, inception, lpips)
@@ -227,6 +209,8 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *,
   print(f"[4/5] localizing the {dataset or 'synthetic'} test set", flush=True)
   t = time.perf_counter()
   detector = infer.Detector(out / "runs" / stage_registry.serving("localize").name, batch_size=8)
+  threshold = detector.calibrate(calibration, fpr=CALIBRATION_FPR)["pixel"]
+  loc_scale = report.ColourScale(2 * threshold, (("threshold", threshold),))
   per_category, floor, loc_rows = {}, {}, []
   for ds, category in evaluated:
     per_category[category] = commands.evaluate_category(detector, data_dir, ds, category)
@@ -235,9 +219,10 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *,
                 if int(ex["label"]) == 1][:3]
     result = detector.localize([np.asarray(ex["image"]) for ex in examples])
     for ex, hm in zip(examples, result.heatmaps):
-      loc_rows.append([np.asarray(ex["image"]), _gray(hm),
-                       commands.overlay(np.asarray(ex["image"]), hm),
-                       _gray(np.asarray(ex["mask"])[..., 0] > 0)])
+      loc_rows.append((f"{category}: {ex['defect']}",
+                       [np.asarray(ex["image"]), loc_scale.colour(hm),
+                        commands.overlay(np.asarray(ex["image"]), hm, threshold),
+                        _gray(np.asarray(ex["mask"])[..., 0] > 0)]))
   summary, table = localization.evaluation_summary(per_category)
   baseline, floor_table = localization.evaluation_summary(floor)
   table = (f"BlazeDetector:\n\n{table}\n\n{commands.BASELINE_TITLE}\n\n{floor_table}\n\n"
@@ -252,14 +237,21 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *,
   if quality is not None:
     metrics["generation"] = quality
   (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-  report = write_report(out, [
-      ("Generated anomalies (FlareGenerator)",
-       "normal image | edited edge map | generated anomaly | heatmap | binary mask", _grid(gen_rows)),
-      ("Localization (BlazeDetector)",
-       "test image | predicted heatmap | overlay | ground truth", _grid(loc_rows)),
-  ], table, metrics, title=f"AnomalyFactory on {dataset or 'the synthetic data set'}")
+  grids = [
+      report.Grid("Generated anomalies (FlareGenerator)",
+                  ["normal image", "edited edge map", "generated anomaly", "heatmap",
+                   "binary mask"], gen_rows, heat_scale),
+      report.Grid("Localization (BlazeDetector)",
+                  ["test image", "heatmap", "overlay", "ground truth"], loc_rows, loc_scale,
+                  f"The pixel threshold is calibrated at {CALIBRATION_FPR:.0%} false positives "
+                  f"on {len(calibration)} normal training images (saved in the run's "
+                  "thresholds.json, so `af-jax localize` can use it); the overlay colours only "
+                  "what nears or passes it."),
+  ]
+  page = report.write_report(
+      out, f"AnomalyFactory on {dataset or 'the synthetic data set'}", metrics, grids)
   print(f"[5/5] done in {timings['total_s']:.0f} s\n{table}\n"
-        f"report: {report.resolve()}\nmetrics: {(out / 'metrics.json').resolve()}", flush=True)
+        f"report: {page.resolve()}\nmetrics: {(out / 'metrics.json').resolve()}", flush=True)
   print(f"images: {(out / EXPORT_DIR).resolve()} (the synthetic set as PNG files in the MVTec "
         "layout, for af-jax generate --images and af-jax localize; README: Next steps)",
         flush=True)
@@ -285,7 +277,6 @@ def main(argv) -> int:
     parser.error("--dataset and --manual_dir go together")
   if args.categories and not args.dataset:
     parser.error("--categories needs --dataset (the synthetic demo uses all its categories)")
-  logging.basicConfig(level=logging.WARNING)
   try:
     run_demo(args.out, quick=args.quick, inception=args.inception, lpips=args.lpips,
              dataset=args.dataset, manual_dir=args.manual_dir, categories=args.categories,

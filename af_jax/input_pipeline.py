@@ -33,10 +33,10 @@ Batches are dicts of numpy arrays (S = `image_size`, b = global batch / process 
 
 from collections.abc import Mapping
 import dataclasses
+import logging
 from typing import Any
 
 from absl import flags
-from absl import logging
 from etils import epath
 import grain
 import jax
@@ -50,6 +50,8 @@ from af_jax import reference as reference_lib
 IMAGE_FEATURES = ("image", "edges", "regions", "mask")
 TEXT_FEATURES = ("defect", "category", "dataset", "file_name", "view", "sample_id")
 SOURCE_KEYS = frozenset({"dataset", "categories", "per_category"})
+
+log = logging.getLogger(__name__)
 
 
 def _ensure_absl_flags_parsed() -> None:
@@ -225,8 +227,8 @@ def _open_mixture(data_config: ml_collections.ConfigDict):
       raise ValueError(f"{c.dataset}/{c.category} has no {data_config.split!r} examples")
     count = len(source) if c.per_category is None else min(c.per_category, len(source))
     if c.per_category is not None and c.per_category > len(source):
-      logging.warning("%s/%s: per_category=%d but only %d %s examples; using all of them",
-                      c.dataset, c.category, c.per_category, len(source), data_config.split)
+      log.warning("%s/%s: per_category=%d but only %d %s examples; using all of them",
+                  c.dataset, c.category, c.per_category, len(source), data_config.split)
     mixture.append((source, count))
   return mixture, data_facts.combine(facts)
 

@@ -140,6 +140,17 @@ def binarize_edges(edges, threshold: float | None):
   return edges if threshold is None else (edges >= threshold).astype(edges.dtype)
 
 
+# ------------------------------------------------------------------ colour scale
+def heat_colours(level) -> np.ndarray:
+  """uint8 RGB [..., 3] of levels in [0, 1] (clipped) on the JET scale, blue 0 to red 1.
+
+  The one colour scale of heatmap overlays and of the demo report's heatmaps and colour bars.
+  """
+  shape = np.shape(level)
+  bgr = cv2.applyColorMap(unit_to_uint8(level).reshape(-1, 1), cv2.COLORMAP_JET)
+  return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).reshape(*shape, 3)
+
+
 # ------------------------------------------------------------------ encoding
 def encode_png(image: np.ndarray) -> bytes:
   """PNG bytes of uint8 [H, W, 3] RGB, [H, W, 4] RGBA, [H, W, 1] or [H, W] gray."""

@@ -31,9 +31,9 @@ import sys
 import tempfile
 
 import tensorflow_datasets as tfds
-import tqdm
 
 from af_jax import pixels
+from af_jax import progress
 from data_builders import common
 from data_builders import config as config_lib
 from data_builders import features
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
       manual_dir=str(args.manual_dir) if args.manual_dir else None)
   tfds.disable_progress_bar()  # One bar of images for everything, below.
   built, skipped = [], []
-  with tqdm.tqdm(total=0, unit="img", desc=f"prepare {args.dataset}") as bar:
+  with progress.Progress(0, f"prepare {args.dataset}") as bar:  # One bar for all categories.
     for config in configs:
       make = functools.partial(cls, config=config, skip_bad=args.skip_bad, progress=bar)
       try:
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
           builder.download_and_prepare(download_config=download_config)
       except (common.LayoutError, common.BadInputError) as e:
-        bar.close()
+        bar.close(summary=False)
         print(f"af-jax prepare: error: {e}", file=sys.stderr)
         return 1
       built.append(builder)

@@ -18,6 +18,7 @@ The loop below reads top-down: setup, data, models, teacher, state, step, loop.
 
 import argparse
 import copy
+import functools
 import logging
 import pathlib
 import sys
@@ -83,10 +84,18 @@ def load_teacher(config, mesh):
   return stages.Teacher(generator, params, region_input=guide > 0), params
 
 
+@functools.cache
+def _warn_once(message: str) -> None:
+  """Logs `message` the first time only: the demo trains three stages in one process."""
+  log.warning(message)
+
+
 def load_vgg(config):
-  if not config.loss.vgg_weights or config.loss.vgg <= 0:
-    log.warning("VGG perceptual loss is OFF: no VGG19 weights configured "
-                "(set --config.loss.vgg_weights=/path/to/vgg19.npz|.safetensors|.pth)")
+  if config.loss.vgg <= 0:
+    return None  # Weighted 0: off by choice.
+  if not config.loss.vgg_weights:
+    _warn_once("the VGG perceptual loss is off: no VGG19 weights were given "
+               "(config.loss.vgg_weights: torchvision's vgg19 as .npz, .safetensors or .pth)")
     return None
   from af_jax.models import vgg  # pylint: disable=g-import-not-at-top
   return vgg.load_vgg19_params(config.loss.vgg_weights)
@@ -312,8 +321,6 @@ def main(argv: list[str]) -> int:
     config = parse_config(args.config, overrides)
   except ValueError as e:
     parser.error(str(e))
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax/grain chatter; ours stays INFO.
   if args.coordinator_address or args.num_processes or args.distributed:
     jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
   try:

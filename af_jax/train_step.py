@@ -19,7 +19,6 @@ from af_jax import stage_registry
 from af_jax import stages
 from af_jax.models import build
 from af_jax.models.generator import fuse
-from af_jax.models.vgg import VGG19Features
 
 
 @flax.struct.dataclass
@@ -83,7 +82,6 @@ def make_train_step(config, generator, discriminator, tx, schedule, inputs_fn):
   w = config.loss
   use_heatmap = stage_registry.get(config.stage).heatmap_loss
   use_vgg = bool(w.vgg_weights) and w.vgg > 0
-  vgg = VGG19Features(dtype=build.compute_dtype(config.model))
   noise = config.model.feature_noise_std > 0
 
   def generator_losses(g_params, d_params, inputs, vgg_params, key):

@@ -26,11 +26,11 @@ import abc
 from collections.abc import Callable, Iterable, Iterator, Sequence
 import dataclasses
 import inspect
+import logging
 import pathlib
 import re
 from typing import NamedTuple
 
-from absl import logging
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
@@ -39,6 +39,8 @@ from af_jax import data_facts
 from af_jax import pixels
 from data_builders import config as config_lib
 from data_builders import features
+
+log = logging.getLogger(__name__)
 
 # PiDiNet is jitted and batched: edges are computed for this many images per call.
 EDGE_BATCH = 32
@@ -88,7 +90,7 @@ class BadInputs:
     message = f"{path}: {problem}"
     if not self.skip:
       raise BadInputError(f"{message} (skip such files with skip_bad=True / --skip_bad)")
-    logging.warning("Skipping %s", message)
+    log.warning("Skipping %s", message)
     self.skipped.append(message)
 
 
@@ -362,6 +364,21 @@ class AfBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         homepage=self.HOMEPAGE,
         citation=self.CITATION,
     )
+
+  def download_and_prepare(self, *args, **kwargs):
+    # TFDS's own nested bars redraw with escape codes and carriage returns, unreadable in a
+    # log; af_jax builders report through `progress` instead.
+    tfds.disable_progress_bar()
+    super().download_and_prepare(*args, **kwargs)
+
+  # TFDS prints these two to stdout ("Downloading and preparing dataset Unknown size ...",
+  # "... Subsequent calls will reuse this data."): nothing is downloaded, the data is built
+  # from local files, so the log says that instead (the commands print their own summary).
+  def _log_download_bytes(self) -> None:
+    log.info("building %s/%s in %s", self.name, self.builder_config.name, self.data_dir)
+
+  def _log_download_done(self) -> None:
+    log.info("built %s/%s in %s", self.name, self.builder_config.name, self.data_dir)
 
   def _plan_progress(self, count: int) -> None:
     if self.progress is not None:

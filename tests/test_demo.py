@@ -1,7 +1,6 @@
 """`af-jax demo`: the short form in the default suite, the full one behind the `slow` marker."""
 
 import json
-import re
 import shlex
 import subprocess
 import sys
@@ -9,7 +8,7 @@ import time
 
 import pytest
 
-from af_jax import cli
+from af_jax import cli, train
 from conftest import FAST_XLA, REPO, subprocess_env
 
 
@@ -22,8 +21,11 @@ def _check_outputs(out, metrics):
     for key in ("pixel_auroc", "aupro", "image_auroc"):
       assert 0.0 <= values[key] <= 1.0
   page = (out / "report.html").read_text()
-  assert len(re.findall(r"<img src='data:image/png;base64,", page)) == 2
-  assert "pixel_auroc" in page and "Generated anomalies" in page
+  assert "<th>pixel AUROC (%)</th>" in page and "|---" not in page  # HTML tables, not Markdown.
+  for heading in ("generated anomaly", "binary mask", "overlay", "ground truth"):
+    assert f"<th>{heading}</th>" in page
+  assert page.count("aria-label='colour scale'") == 2  # One per grid of heatmaps.
+  assert all(f"aria-label='{stage} losses'" in page for stage in ("boot", "flare", "blaze"))
   for stage in ("boot", "flare", "blaze"):
     assert (out / "runs" / stage / "config.json").is_file()
 
@@ -40,12 +42,22 @@ def readme_next_steps() -> list[str]:
 def test_quick_demo_runs_every_step_and_the_readme_next_steps_on_its_outputs(
     tmp_path, capsys, monkeypatch):
   out = tmp_path / "demo_out"  # Where README's "Next steps" find the demo's outputs.
+  train._warn_once.cache_clear()  # pylint: disable=protected-access
   assert cli.main(["demo", "--quick", "--out", str(out)]) == 0
-  printed = capsys.readouterr().out
+  captured = capsys.readouterr()
+  printed = captured.out
   for step in ("[1/5]", "[2/5] training boot", "[2/5] training blaze", "[3/5]", "[4/5]",
                "[5/5]", "report:", "generation metrics skipped: pass --inception and --lpips",
                f"images: {out / 'synthetic'} (the synthetic set as PNG files in the MVTec"):
     assert step in printed
+  # Each fact once, in words; library notices only in the log file, which is named once.
+  assert captured.err.count("the VGG perceptual loss is off") == 1
+  assert captured.err.count(str(out / "af_jax.log")) == 1
+  logged = (out / "af_jax.log").read_text()
+  for notice in ("Using custom data configuration", "Given directory is read only",
+                 "Downloading and preparing"):
+    assert notice not in captured.out + captured.err
+  assert "Using custom data configuration" in logged and "Given directory is read only" in logged
   _check_outputs(out, json.loads((out / "metrics.json").read_text()))
   for category in ("circuit", "gear", "fabric"):  # The synthetic set as files (af-jax export).
     assert {p.name for p in (out / "synthetic" / category).iterdir()} == {
@@ -105,7 +117,7 @@ def test_quick_demo_on_real_data_reports_the_baseline_and_locality(bottle_dir, t
   config = json.loads((out / "runs" / "blaze" / "config.json").read_text())
   assert [s["dataset"] for s in config["data"]["sources"]] == ["synthetic", "mvtec_ad"]
   page = (out / "report.html").read_text()
-  assert "Per-pixel Gaussian baseline" in page and "mvtec_ad" in page
+  assert "<th class=row>per-pixel Gaussian baseline</th>" in page and "mvtec_ad" in page
 
 
 def test_demo_refuses_incomplete_real_data_requests(bottle_dir, tmp_path, capsys):
