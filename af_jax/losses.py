@@ -75,6 +75,22 @@ def perceptual_loss(vgg_params, x: jax.Array, y: jax.Array, weight: float = 10.0
   return weight * loss
 
 
-def heatmap_loss(pred: jax.Array, target: jax.Array, weight: float = 10.0) -> jax.Array:
-  """Mean squared error between the predicted and target heatmaps, times `weight`."""
-  return weight * _mse(pred, target.astype(jnp.float32))
+HEATMAP_LOSSES = ("l2", "bce")
+
+
+def heatmap_loss(pred: jax.Array, target: jax.Array, weight: float = 10.0,
+                 kind: str = "l2") -> jax.Array:
+  """`weight` x the mean 'l2' (squared error, the paper) or 'bce' (binary cross-entropy) of the
+  predicted heatmap (a sigmoid's output) against the target in [0, 1].
+
+  The squared error of a sigmoid fades as the prediction nears 0 or 1 (its gradient carries
+  sigmoid'), so a heatmap that should be 0 almost everywhere settles at a few percent; the
+  cross-entropy keeps pushing it at the rate of the error itself.
+  """
+  target = target.astype(jnp.float32)
+  if kind == "l2":
+    return weight * _mse(pred, target)
+  if kind == "bce":
+    p = jnp.clip(pred.astype(jnp.float32), 1e-6, 1.0 - 1e-6)
+    return weight * jnp.mean(-(target * jnp.log(p) + (1.0 - target) * jnp.log1p(-p)))
+  raise ValueError(f"heatmap loss kind must be one of {HEATMAP_LOSSES}, got {kind!r}")

@@ -100,7 +100,7 @@ def make_train_step(config, generator, discriminator, tx, schedule, inputs_fn):
                                               dtype=build.compute_dtype(config.model))
     if use_heatmap:
       terms["g_heatmap"] = losses.heatmap_loss(out["heatmap"], inputs.heatmap_target,
-                                               weight=w.heatmap)
+                                               weight=w.heatmap, kind=w.heatmap_kind)
     if w.l1 > 0:
       terms["g_l1"] = w.l1 * jnp.mean(jnp.abs(fake - inputs.target))
     return sum(terms.values()), (terms, fake)

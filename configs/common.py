@@ -54,7 +54,9 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   c.loss.feature_matching = 10.0  # Discriminator feature matching.
   c.loss.vgg = 10.0               # VGG19 perceptual loss; needs loss.vgg_weights.
   c.loss.vgg_weights = ""         # torchvision vgg19 state dict (.npz/.safetensors/.pth); "" = term off.
-  c.loss.heatmap = 10.0           # Heatmap L2 (Flare, Blaze).
+  c.loss.heatmap = 10.0           # Heatmap term's weight (Flare, Blaze).
+  c.loss.heatmap_kind = "l2"      # 'l2' (paper) | 'bce': cross-entropy drives near-zero parts
+                                  # of the heatmap on to zero (af_jax/losses.py).
   c.loss.l1 = 0.0                 # L1 to the target image; not in the paper, useful without VGG weights.
   # Whether the image terms (GAN, feature matching, VGG, L1) also train the heatmap H through
   # the fusion I_in * (1 - H) + T * H (the paper). While the texture T is still imperfect they

@@ -74,6 +74,18 @@ def test_heatmap_loss_is_mse_times_weight():
   assert float(losses.heatmap_loss(pred, target, weight=1.0)) == pytest.approx(0.3125)
 
 
+def test_bce_heatmap_loss_is_cross_entropy_and_keeps_pushing_near_zero():
+  pred, target = _a([[0.2, 0.9]]), _a([[0.0, 1.0]])
+  expected = -(np.log(0.8) + np.log(0.9)) / 2
+  assert float(losses.heatmap_loss(pred, target, 1.0, "bce")) == pytest.approx(expected, rel=1e-5)
+  # At a prediction of 0.03 for a target of 0, L2's gradient has all but vanished; BCE's has not.
+  grad = lambda kind: jax.grad(lambda p: losses.heatmap_loss(
+      jax.nn.sigmoid(p), jnp.zeros(()), 1.0, kind))(jnp.log(0.03 / 0.97))
+  assert float(grad("bce")) > 10 * float(grad("l2")) > 0
+  with pytest.raises(ValueError, match="must be one of"):
+    losses.heatmap_loss(pred, target, kind="l1")
+
+
 @pytest.fixture(scope="module")
 def vgg_params():
   return _random_variables(VGG19Features(), jnp.zeros((1, 32, 32, 3)))["params"]

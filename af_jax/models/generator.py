@@ -105,7 +105,7 @@ class Generator(nn.Module):
     [-1, 1]; `add_noise` needs rng 'noise'."""
     inputs = [edges, image] + ([] if guide is None else [guide])
     if any(x.shape[:3] != image.shape[:3] for x in inputs) or edges.shape[-1] != 1:
-      raise ValueError(f"Generator expects edges [B,H,W,1], image [B,H,W,C] and guide [B,H,W,G] "
+      raise ValueError("Generator expects edges [B,H,W,1], image [B,H,W,C] and guide [B,H,W,G] "
                        "of the same B,H,W; got " + ", ".join(
                            f"{name} {x.shape}" for name, x in zip(("edges", "image", "guide"),
                                                                   inputs)))
