@@ -297,7 +297,8 @@ def generate(args) -> pathlib.Path:
   if args.num < 1:
     raise ValueError(f"--num must be >= 1, got {args.num}")
   category, names, images, regions = _source_images(args)
-  generator = infer.Generator(args.workdir, **_stage_options(args))
+  generator = infer.Generator(args.workdir, bound_to_region=args.bound_to_region,
+                              **_stage_options(args))
   root = pathlib.Path(args.out) / category
   dirs = _prepare_output(root, GENERATE_DIRS, [MANIFEST, LOCALITY_JSON], args.overwrite)
   index, figures = 0, []
@@ -529,6 +530,9 @@ def generate_main(argv) -> int:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--mask_threshold", type=float, default=0.5,
                  help="heatmap level of the binary masks (inside the edited region)")
+  p.add_argument("--bound_to_region", action=argparse.BooleanOptionalAction, default=True,
+                 help="change no pixel outside the edited region (--no-bound_to_region: the "
+                      "paper's unbounded fusion)")
   p.add_argument("--out", required=True)
   p.add_argument("--overwrite", action="store_true", help="replace a previous output")
   args = p.parse_args(argv)
