@@ -65,6 +65,11 @@ def get_config(stage: str = "boot"):
   c.flare.target = "boot_in_region"
   c.manipulate.centre_on_edges_prob = 0.8
   c.blaze.synthetic_fraction = 0.5
+  c.blaze.reference = True
+  c.flare.region_input = True
+  if stage == "flare":
+    c.loss.image_terms_train_heatmap = False
+    c.loss.heatmap_kind = "bce"
   c.optim.constant_fraction = 0.5
   c.checkpoint_every_steps = 400
   c.log_every_steps = 100

@@ -1,7 +1,8 @@
 """The AnomalyFactory generator: one encoder, a texture decoder and a heatmap decoder (Sec. 3.1).
 
 The input is `concat(E, I_in)` (edge map first, then RGB, all in [-1, 1]), followed by the
-optional `guide` channels (BlazeDetector's reference deviation map, `af_jax.reference`). The encoder is the
+optional `guide` channels (BlazeDetector's reference deviation map, `af_jax.reference`, or
+FlareGenerator's edited region), which also join the heatmap decoder's last layer. The encoder is the
 pix2pixHD global generator's front half (7x7 conv, `n_downsampling` stride-2 convs, `n_blocks`
 residual blocks at `ngf * 2**n_downsampling` channels). Two decoders of identical structure turn
 the shared features into a texture `T` (tanh, 3 channels) and a heatmap `H` (sigmoid, 1 channel),
@@ -63,6 +64,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
   """Stride-2 transposed convs halving the width back to `ngf`, then a 7x7 conv to `out_channels`.
 
+  `skip` [B, H, W, G] (full resolution), when given, joins the features before that last conv.
   Returns pre-activation values; the caller applies tanh or sigmoid in float32.
   """
   out_channels: int
@@ -71,11 +73,13 @@ class Decoder(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, skip: jax.Array | None = None) -> jax.Array:
     for i in range(self.n_downsampling):
       x = layers.conv_transpose_x2(self.ngf * 2 ** (self.n_downsampling - i - 1),
                                    dtype=self.dtype, name=f"up_{i}")(x)
       x = nn.relu(layers.instance_norm(x))
+    if skip is not None:
+      x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
     x = layers.reflect_pad_conv(self.out_channels, 7, dtype=self.dtype, name="conv_out")(x)
     return x.astype(jnp.float32)
 
@@ -116,7 +120,9 @@ class Generator(nn.Module):
       features = features + self.feature_noise_std * noise
     texture = jnp.tanh(Decoder(self.texture_channels, self.ngf, self.n_downsampling,
                                dtype=self.dtype, name="texture_decoder")(features))
+    # The guide also skips to the heatmap's last layer: the heatmap must be pixel-precise, and
+    # the bottleneck (1/2**n_downsampling of the side) blurs what enters only the encoder.
     heatmap = nn.sigmoid(Decoder(1, self.ngf, self.n_downsampling, dtype=self.dtype,
-                                 name="heatmap_decoder")(features))
+                                 name="heatmap_decoder")(features, guide))
     output = fuse(image.astype(jnp.float32), texture, heatmap)
     return {"output": output, "texture": texture, "heatmap": heatmap}
