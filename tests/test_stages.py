@@ -46,9 +46,9 @@ class FakeTeacher:
   def __init__(self):
     self.calls = []
 
-  def apply(self, params, edges, image, add_noise=False, rngs=None):
+  def apply(self, params, edges, image, *guide, add_noise=False, rngs=None):
     del params, rngs
-    self.calls.append(dict(edges=edges, add_noise=add_noise))
+    self.calls.append(dict(edges=edges, add_noise=add_noise, guide=guide))
     return dict(output=jnp.full_like(image, 0.8), heatmap=jnp.full(edges.shape, 0.3))
 
 
@@ -73,9 +73,10 @@ def _batch():
   return dict(image=image, edges=edges, regions=regions)
 
 
-def _inputs(config, teacher=None, edge_fn=None):
-  inputs_fn = stages.make_inputs_fn(config, teacher and stages.Teacher(teacher, None), edge_fn)
-  batch = _batch()
+def _inputs(config, teacher=None, edge_fn=None, region_input=False, **batch_extra):
+  inputs_fn = stages.make_inputs_fn(
+      config, teacher and stages.Teacher(teacher, None, region_input), edge_fn)
+  batch = dict(_batch(), **batch_extra)
   return inputs_fn(jax.random.PRNGKey(0), batch, None), stages.decode_batch(
       batch, config.edge_threshold)
 
@@ -190,3 +191,31 @@ def test_stages_with_a_teacher_refuse_to_run_without_one():
         stages.make_inputs_fn(_config(name))
   with pytest.raises(ValueError, match="heatmap_target must be one of"):
     stages.make_inputs_fn(_config("blaze", heatmap_target="perlin"), stages.Teacher(None, None))
+
+
+def test_flare_region_input_is_its_guide_and_a_region_teacher_is_shown_the_region():
+  config = _config("flare")
+  out, _ = _inputs(config, FakeTeacher())
+  assert out.guide.shape == (BATCH, SIZE, SIZE, 0)  # The paper: no extra input.
+  config.flare.region_input = True
+  out, _ = _inputs(config, FakeTeacher())
+  np.testing.assert_array_equal(out.guide, np.asarray(out.region_mask) * 2 - 1)
+
+  teacher = FakeTeacher()  # Blaze learning from a Flare that takes the region.
+  out, _ = _inputs(_config("blaze", heatmap_target="region"), teacher, region_input=True)
+  (guide,), = [call["guide"] for call in teacher.calls]
+  np.testing.assert_array_equal(guide, np.asarray(out.region_mask) * 2 - 1)
+
+
+def test_blaze_reference_guide_compares_the_network_image_with_its_moved_reference():
+  from af_jax import reference  # pylint: disable=g-import-not-at-top
+  mean = np.random.default_rng(0).uniform(0, 1, (BATCH, SIZE, SIZE, 3)).astype(np.float32)
+  mean_std = np.concatenate([mean, np.full_like(mean, 0.1)], -1)
+  config = _config("blaze", reference=True, reference_eps=0.02, synthetic_fraction=0.5)
+  out, _ = _inputs(config, FakeTeacher(), reference=mean_std)
+  np.testing.assert_allclose(out.guide, reference.network_channels(out.image, mean_std, 0.02),
+                             atol=1e-5)
+  config.augment.flip_lr_prob = 1.0  # Every example mirrored: the reference must follow.
+  out, _ = _inputs(config, FakeTeacher(), reference=mean_std)
+  np.testing.assert_allclose(
+      out.guide, reference.network_channels(out.image, mean_std[:, :, ::-1], 0.02), atol=1e-5)
