@@ -530,9 +530,9 @@ def generate_main(argv) -> int:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--mask_threshold", type=float, default=0.5,
                  help="heatmap level of the binary masks (inside the edited region)")
-  p.add_argument("--bound_to_region", action=argparse.BooleanOptionalAction, default=True,
-                 help="change no pixel outside the edited region (--no-bound_to_region: the "
-                      "paper's unbounded fusion)")
+  p.add_argument("--bound_to_region", action=argparse.BooleanOptionalAction, default=None,
+                 help="change no pixel outside the edited region; --no-bound_to_region: the "
+                      "paper's unbounded fusion (default: the run's flare.bound_to_region)")
   p.add_argument("--out", required=True)
   p.add_argument("--overwrite", action="store_true", help="replace a previous output")
   args = p.parse_args(argv)

@@ -38,11 +38,12 @@ and merge edits take their donor edges from another image of the same call, chos
 draw among the others ranked by id, so the output does depend on which images are in the call
 (a single image is its own donor, rotated by 180 degrees, as in training).
 
-Generated anomalies stay inside the edited region (`bound_to_region`, default on): the
-heatmap is multiplied by the region before the fusion I_in * (1 - H) + T * H, so no pixel
-outside the region changes; the returned heatmap is that bounded one. Off, it is the paper's
-unbounded fusion, which leaks where the network's heatmap is soft at the region's border
-(a 64 px demo Flare: about a fifth of its change lay just outside its regions).
+Generated anomalies can be kept inside the edited region (`bound_to_region`; by default the
+run's `flare.bound_to_region`: off in the paper configs, on in the demo's): the heatmap is
+multiplied by the region before the fusion I_in * (1 - H) + T * H, so no pixel outside the
+region changes; the returned heatmap is that bounded one. Off, it is the paper's unbounded
+fusion, which leaks where the network's heatmap is soft at the region's border (a 64 px demo
+Flare: about a fifth of its change lay just outside its regions).
 
 Binary masks of generated anomalies: heatmap >= `mask_threshold` inside the edited region
 (the heatmap is the network's own estimate of where the image changed; the edited region
@@ -291,9 +292,12 @@ class Generator(_Stage):
            stage_registry.get(stage_registry.serving("generate").name).teacher)
 
   def __init__(self, workdir, *, manipulate_config: manipulate.ManipulateConfig | None = None,
-               bound_to_region: bool = True, **kwargs):
-    """`bound_to_region`: change no pixel outside the edited region (module docstring)."""
+               bound_to_region: bool | None = None, **kwargs):
+    """`bound_to_region`: change no pixel outside the edited region (module docstring); None:
+    as the run's config says."""
     super().__init__(workdir, **kwargs)
+    if bound_to_region is None:  # .get: runs saved before the field existed are unbounded.
+      bound_to_region = self.config.get("flare", {}).get("bound_to_region", False)
     self.bound_to_region = bool(bound_to_region)
     self.manipulate_config = manipulate_config or manipulate.ManipulateConfig(
         **{k: tuple(v) if isinstance(v, list) else v

@@ -91,6 +91,9 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   # cannot, so its heatmap stays low and diffuse and the change leaks outside the region.
   # False = the paper. A Blaze run learning from such a Flare passes it the region too.
   c.flare.region_input = False
+  # Generation only (af_jax/infer.py Generator): bound the heatmap by the edited region before
+  # the fusion, so no pixel outside the region changes. False = the paper's unbounded fusion.
+  c.flare.bound_to_region = False
 
   # Blaze options (af_jax/stages.py), used by the blaze stage only.
   c.blaze = ml_collections.ConfigDict()

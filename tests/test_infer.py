@@ -324,11 +324,12 @@ def test_region_input_flare_and_reference_blaze_train_and_serve(runs, tmp_path):
 def test_generation_changes_nothing_outside_the_edited_region_unless_unbounded(runs, generator):
   _, data_dir, names = runs
   images = pixels.resize_images(split_images(data_dir, names[0])[:3], generator.size)
-  bounded = generator.generate(images, n_variants=2, seed=3)
+  assert not generator.bound_to_region  # The run's config: the paper's default.
+  bounded = infer.Generator(generator.workdir, batch_size=4, bound_to_region=True).generate(
+      images, n_variants=2, seed=3)
   outside = ~bounded.region_masks
   np.testing.assert_array_equal(bounded.images[outside], images[bounded.source][outside])
   assert not bounded.heatmaps[outside].any()
-  free = infer.Generator(generator.workdir, batch_size=4, bound_to_region=False).generate(
-      images, n_variants=2, seed=3)
+  free = generator.generate(images, n_variants=2, seed=3)
   np.testing.assert_array_equal(free.region_masks, bounded.region_masks)
   assert np.abs(free.images[outside].astype(int) - images[free.source][outside]).max() > 0
