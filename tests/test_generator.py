@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from af_jax.models import flops
+from af_jax.models import flops, layers
 from af_jax.models.discriminator import MultiscaleDiscriminator
 from af_jax.models.generator import Generator, fuse
 from af_jax.models.vgg import VGG19Features
@@ -116,7 +116,7 @@ def _traced_conv_flops(module: nn.Module, *shapes) -> int:
 
   def count(next_fun, args, kwargs, context):
     out = next_fun(*args, **kwargs)
-    is_conv = isinstance(context.module, (nn.Conv, nn.ConvTranspose))
+    is_conv = isinstance(context.module, (nn.Conv, layers.ConvTransposeX2))
     if is_conv and context.method_name == "__call__":
       kernel = context.module.variables["params"]["kernel"]
       total.append(2 * int(np.prod(out.shape[1:-1])) * int(np.prod(kernel.shape)))

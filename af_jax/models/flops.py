@@ -3,8 +3,10 @@
 Accounting:
 - Only convolutions are counted, at 2 FLOPs per multiply-accumulate; biases, norms, activations,
   pooling and losses are a fraction of a percent and are left out.
-- A stride-2 transposed conv is counted as what `lax.conv_transpose` computes: a dense 3x3 conv over
-  the zero-dilated input, i.e. output pixels x 9 x C_in x C_out (4x the useful scatter MACs).
+- A stride-2 transposed conv is counted as a dense 3x3 conv over the zero-dilated input, i.e.
+  output pixels x 9 x C_in x C_out (4x the useful scatter MACs; the convention of the figures
+  below). `layers.ConvTransposeX2` computes it in sub-pixel form with 4 x C_in x C_out per output
+  pixel, so these counts overstate its real work.
 - A backward pass costs 2x its forward (input gradients + weight gradients).
 - Training step per image: generator forward + backward (3 G); discriminator on real and fake for
   the D loss, with backward (6 D); discriminator on fake for the G loss with backward to the input

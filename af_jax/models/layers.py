@@ -48,18 +48,51 @@ def reflect_pad_conv(features: int, kernel_size: int, *, dtype=jnp.float32,
   return lambda x: layer(reflect_pad(x, kernel_size // 2))
 
 
-def conv_transpose_x2(features: int, *, dtype=jnp.float32, name: str | None = None
-                      ) -> nn.ConvTranspose:
+# Sub-pixel form of the x2 transposed conv: output row 2m takes input row m through kernel row 1;
+# row 2m + 1 takes rows m and m + 1 through kernel rows 2 and 0 (PyTorch's scatter, p = 1). The
+# same holds for columns. (output phase, input offset) -> kernel index; absent pairs are zero.
+_SUBPIXEL_TAPS = {(0, 0): 1, (1, 0): 2, (1, 1): 0}
+
+
+class ConvTransposeX2(nn.Module):
   """The x2 upsampling of pix2pixHD: PyTorch `ConvTranspose2d(k=3, s=2, p=1, output_padding=1)`.
 
-  lax pads the stride-dilated input by (k - 1 - p, k - 1 - p + output_padding) = (1, 2) and
-  correlates with the flipped kernel, which is the PyTorch scatter definition; 'SAME' gives the
-  same shape but shifts the result by one pixel. The kernel is stored (kh, kw, out, in); a PyTorch
-  weight (in, out, kh, kw) maps to it by `transpose(2, 3, 1, 0)`.
+  Parameters as Flax's `nn.ConvTranspose(transpose_kernel=True)` stores them: `kernel`
+  (kh, kw, out, in), where a PyTorch weight (in, out, kh, kw) maps by `transpose(2, 3, 1, 0)`,
+  and `bias` (out,). Computed in sub-pixel form: one 2x2 convolution of the input (padded by one
+  zero row and column at the end) to the four output phases' channels, then depth-to-space.
+  That is exactly the transposed conv, without the zero-dilated input XLA would otherwise
+  convolve: 3x faster forward and backward on a CPU.
   """
-  return nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
-                          transpose_kernel=True, dtype=dtype, kernel_init=conv_kernel_init,
-                          name=name)
+  features: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c_in = x.shape[-1]
+    kernel = self.param("kernel", conv_kernel_init, (3, 3, self.features, c_in))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    k = jnp.transpose(kernel, (0, 1, 3, 2)).astype(self.dtype)  # (kh, kw, in, out)
+    zero = jnp.zeros((c_in, self.features), self.dtype)
+    def tap(phase_h, dh, phase_w, dw):
+      kh, kw = _SUBPIXEL_TAPS.get((phase_h, dh)), _SUBPIXEL_TAPS.get((phase_w, dw))
+      return zero if kh is None or kw is None else k[kh, kw]
+    # w[dh, dw, in, (phase_h, phase_w, out)]
+    w = jnp.stack([jnp.stack([jnp.stack([tap(a, dh, b, dw) for a in (0, 1) for b in (0, 1)], 1)
+                              for dw in (0, 1)]) for dh in (0, 1)])
+    w = w.reshape(2, 2, c_in, 4 * self.features)
+    x = jnp.pad(x.astype(self.dtype), ((0, 0), (0, 1), (0, 1), (0, 0)))
+    y = jax.lax.conv_general_dilated(x, w, (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    b, h, w_, _ = y.shape
+    y = y.reshape(b, h, w_, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(b, 2 * h, 2 * w_, self.features) + bias.astype(self.dtype)
+
+
+def conv_transpose_x2(features: int, *, dtype=jnp.float32, name: str | None = None
+                      ) -> ConvTransposeX2:
+  """`ConvTransposeX2`: PyTorch `ConvTranspose2d(k=3, s=2, p=1, output_padding=1)`."""
+  return ConvTransposeX2(features, dtype=dtype, name=name)
 
 
 def instance_norm(x: jax.Array) -> jax.Array:
