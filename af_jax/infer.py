@@ -483,6 +483,17 @@ class Detector(_Stage):
                          for tx in texture])
     return LocalizationResult(heatmaps=heatmaps, repaired=repaired, scores=np.asarray(scores))
 
+  def add_reference(self, name: str, normal_images) -> None:
+    """Adds (or replaces) the normal reference `name` of a run trained with `blaze.reference`,
+    from normal images of any size (at least 2), for a category it was not trained on; use it
+    with `localize(images, category=name)` (or let the nearest-reference choice find it). It
+    lives in this Detector only; the run's file is left as trained."""
+    if self.references is None:
+      raise ValueError(f"the run in {self.workdir} was trained without blaze.reference; it "
+                       "takes no reference")
+    moments = reference.Moments.of(pixels.resize_images(normal_images, self.size))
+    self.references = self.references.with_reference(name, moments)
+
   # -------------------------------------------------------------- thresholds
   def calibrate(self, normal_images, fpr: float = 0.01) -> dict:
     """Pixel and image thresholds at false-positive rate `fpr` on normal images; saved.

@@ -122,6 +122,17 @@ class References:
                 + (flat_m ** 2).sum(1)[None])
     return np.argmin(distance, axis=1)
 
+  def with_reference(self, name: str, moments: Moments) -> "References":
+    """These references plus (or with a new) `name` from `moments`."""
+    mean, std = moments.statistics()
+    if mean.shape != self.mean.shape[1:]:
+      raise ValueError(f"a reference of shape {mean.shape} does not match the run's "
+                       f"{self.mean.shape[1:]}")
+    keep = [i for i, n in enumerate(self.names) if n != name]
+    return References(tuple(self.names[i] for i in keep) + (name,),
+                      np.concatenate([self.mean[keep], mean[None]]),
+                      np.concatenate([self.std[keep], std[None]]))
+
   def index(self, name: str) -> int:
     matches = [i for i, n in enumerate(self.names) if n == name or n.split("/")[-1] == name]
     if len(matches) != 1:

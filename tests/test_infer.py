@@ -5,8 +5,6 @@ The `runs` fixture trains Boot -> Flare -> Blaze for two steps each on the tiny 
 """
 
 import json
-import os
-import pathlib
 import shutil
 import subprocess
 import sys
@@ -316,6 +314,15 @@ def test_region_input_flare_and_reference_blaze_train_and_serve(runs, tmp_path):
   np.testing.assert_array_equal(own_ref, det.localize(images, names[0]).heatmaps)
   other_ref = det.localize(images, names[1]).heatmaps
   assert np.abs(own_ref - other_ref).max() > 1e-4
+  # A category the run never saw gets its own reference from normal images of any size.
+  unseen = [np.ascontiguousarray(np.rot90(im)) for im in split_images(data_dir, names[2])]
+  det.add_reference("rotated", [cv2.resize(im, (48, 48)) for im in unseen])
+  assert det.references.names[-1] == "rotated"
+  np.testing.assert_array_equal(det.references.nearest(np.stack(unseen[:2])), [3, 3])
+  assert np.abs(det.localize(unseen[:2], "rotated").heatmaps
+                - det.localize(unseen[:2], names[2]).heatmaps).max() > 1e-4
+  with pytest.raises(ValueError, match="trained without blaze.reference"):
+    infer.Detector(root / "blaze").add_reference("x", unseen)
   (tmp_path / "blaze" / reference.FILE_NAME).unlink()
   with pytest.raises(FileNotFoundError, match="reference_statistics.npz is missing"):
     infer.Detector(tmp_path / "blaze")
