@@ -16,6 +16,7 @@ import pathlib
 import sys
 
 from af_jax import demo
+from af_jax import log_setup
 
 
 def _cells(values: dict) -> str:
@@ -37,8 +38,9 @@ def main(argv: list[str]) -> int:
     if (out / "metrics.json").is_file():
       metrics = json.loads((out / "metrics.json").read_text())
     else:
-      metrics = demo.run_demo(out, dataset=args.dataset, manual_dir=args.manual_dir,
-                              categories=args.categories.split(","), seed=seed)
+      with log_setup.routed("demo", ["--out", str(out)]):  # Library notices to its af_jax.log.
+        metrics = demo.run_demo(out, dataset=args.dataset, manual_dir=args.manual_dir,
+                                categories=args.categories.split(","), seed=seed)
     t = metrics["timings"]
     train_s = [t[f"train_{s}_s"] for s in ("boot", "flare", "blaze")]
     for category, values in metrics["per_category"].items():
