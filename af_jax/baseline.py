@@ -17,6 +17,7 @@ import dataclasses
 
 import numpy as np
 
+from af_jax import pixels
 from af_jax import reference
 from af_jax.metrics import localization
 
@@ -38,15 +39,15 @@ class PixelGaussianBaseline:
   def fit(self, normal_images: np.ndarray) -> "PixelGaussianBaseline":
     """`normal_images`: uint8 [S, S, 3] images of one size (an array or a list), as prepared
     datasets store them."""
-    _unit(normal_images)
-    self.mean, self.std = reference.Moments.of(normal_images).statistics()
+    images = pixels.check_uint8_rgb(normal_images, batch=True)
+    self.mean, self.std = reference.Moments.of(images).statistics()
     return self
 
   def localize(self, images) -> BaselineResult:
     """Score maps and image scores of uint8 images of the fitted size (an array or a list)."""
     if self.mean is None:
       raise ValueError("fit() the baseline on normal images first")
-    x = _unit(images)
+    x = pixels.uint8_to_unit(pixels.check_uint8_rgb(images, batch=True))
     if x.shape[1:] != self.mean.shape:
       raise ValueError(f"images of shape {x.shape[1:]} do not match the {self.mean.shape} "
                        "images the baseline was fitted on")
@@ -54,10 +55,3 @@ class PixelGaussianBaseline:
     maps = np.mean(reference.deviation(x, self.mean, self.std, self.eps), axis=-1)
     maps = localization.smooth_heatmaps(maps, sigma).astype(np.float32)
     return BaselineResult(heatmaps=maps, scores=localization.image_scores_from_heatmaps(maps))
-
-
-def _unit(images) -> np.ndarray:
-  x = np.asarray(images)
-  if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
-    raise ValueError(f"expected uint8 images [N, H, W, 3], got {x.dtype} {x.shape}")
-  return x.astype(np.float32) / 255.0

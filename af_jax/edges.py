@@ -91,7 +91,7 @@ def pidinet_edges(images: np.ndarray, checkpoint: str | pathlib.Path | None = No
   Returns:
     float32 [N, H, W] in [0, 1].
   """
-  images = _check_rgb_batch(images)
+  images = pixels.check_uint8_rgb(images, batch=True)
   if not len(images):
     return np.zeros(images.shape[:3], np.float32)
   edge_fn = make_edge_fn(checkpoint)
@@ -107,7 +107,7 @@ def pidinet_edges(images: np.ndarray, checkpoint: str | pathlib.Path | None = No
 
 def canny_edges(images: np.ndarray, low: float = 100, high: float = 200) -> np.ndarray:
   """OpenCV Canny edges of the grayscale images: float32 [N, H, W] with values in {0, 1}."""
-  images = _check_rgb_batch(images)
+  images = pixels.check_uint8_rgb(images, batch=True)
   edges = np.zeros(images.shape[:3], np.float32)
   for index, image in enumerate(images):
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
@@ -125,11 +125,3 @@ def compute_edges(images: np.ndarray, method: str = "pidinet") -> np.ndarray:
   if method == "canny":
     return canny_edges(images)
   raise ValueError(f"unknown edge method {method!r}; expected one of {pixels.EDGE_METHODS}")
-
-
-def _check_rgb_batch(images: np.ndarray) -> np.ndarray:
-  images = np.asarray(images)
-  if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-    raise ValueError(f"expected uint8 RGB images [N, H, W, 3], got {images.dtype} "
-                     f"{images.shape}")
-  return images

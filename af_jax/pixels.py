@@ -74,6 +74,15 @@ def as_rgb(image, index: int = 0) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ resizing
+def check_uint8_rgb(images, *, batch: bool) -> np.ndarray:
+  """`images` as an array, if it is uint8 RGB: [N, H, W, 3] (`batch`) or one [H, W, 3]."""
+  x = np.asarray(images)
+  if x.dtype != np.uint8 or x.ndim != (4 if batch else 3) or x.shape[-1] != 3:
+    raise ValueError(f"expected uint8 RGB images {'[N, H, W, 3]' if batch else '[H, W, 3]'}, "
+                     f"got {x.dtype} {x.shape}")
+  return x
+
+
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
   """`image` stretched to `size` x `size` by the one resize rule (module docstring)."""
   height, width = image.shape[:2]

@@ -31,6 +31,8 @@ import pathlib
 import jax.numpy as jnp
 import numpy as np
 
+from af_jax import pixels
+
 FILE_NAME = "reference_statistics.npz"
 CHANNELS = 3  # The deviation map's channels: one per colour channel.
 
@@ -73,11 +75,8 @@ def _mean_std(total, total_sq, count) -> tuple[np.ndarray, np.ndarray]:
   return mean.astype(np.float32), np.sqrt(var).astype(np.float32)
 
 
-def _unit(image) -> np.ndarray:
-  x = np.asarray(image)
-  if x.dtype != np.uint8 or x.shape[-1] != 3:
-    raise ValueError(f"expected uint8 RGB images [..., 3], got {x.dtype} {x.shape}")
-  return x.astype(np.float32) / 255.0
+def _unit(image, batch: bool = False) -> np.ndarray:
+  return pixels.uint8_to_unit(pixels.check_uint8_rgb(image, batch=batch))
 
 
 def deviation(unit_image, mean, std, eps: float):
@@ -113,7 +112,7 @@ class References:
   def nearest(self, images: np.ndarray) -> np.ndarray:
     """int [N]: for uint8 images [N, S, S, 3] of the references' size, the reference whose
     mean image is nearest (mean squared difference)."""
-    x = _unit(images)
+    x = _unit(images, batch=True)
     if x.shape[1:] != self.mean.shape[1:]:
       raise ValueError(f"images of shape {x.shape[1:]} do not match the references' "
                        f"{self.mean.shape[1:]}")

@@ -47,7 +47,7 @@ def test_bad_input_says_what_was_expected():
   fitted = baseline.PixelGaussianBaseline().fit(np.zeros((3, 8, 8, 3), np.uint8))
   with pytest.raises(ValueError, match="do not match"):
     fitted.localize(np.zeros((1, 16, 16, 3), np.uint8))
-  with pytest.raises(ValueError, match="uint8 images"):
+  with pytest.raises(ValueError, match=r"expected uint8 RGB images \[N, H, W, 3\]"):
     fitted.localize(np.zeros((1, 8, 8, 3), np.float32))
   with pytest.raises(ValueError, match="fit"):
     baseline.PixelGaussianBaseline().localize(np.zeros((1, 8, 8, 3), np.uint8))
