@@ -36,6 +36,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from af_jax import checkpoint_check
+from af_jax import files
 from af_jax import stage_registry
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,7 @@ def save_config(workdir, config: ml_collections.ConfigDict) -> None:
     return
   path = pathlib.Path(workdir) / CONFIG_FILE
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".json.tmp")
-  tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
-  tmp.replace(path)
+  files.write_text(path, config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def load_config(workdir) -> ml_collections.ConfigDict:
@@ -65,7 +64,16 @@ def load_config(workdir) -> ml_collections.ConfigDict:
   if not path.is_file():
     raise CheckpointError(f"{path} not found: {workdir} is not an af_jax training workdir "
                           "(train one with `af-jax train --config CONFIG.py --workdir DIR`)")
-  config = ml_collections.ConfigDict(json.loads(path.read_text()))
+  try:
+    fields = json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise CheckpointError(f"{path} is not valid JSON ({e}): the run's config is damaged; "
+                          "restore it from a copy of the run") from e
+  if not isinstance(fields, dict) or not all(k in fields for k in ("stage", "model", "data")):
+    raise CheckpointError(f"{path} is not an af_jax run config (it lacks 'stage', 'model' or "
+                          "'data'): the run's config is damaged; restore it from a copy of the "
+                          "run")
+  config = ml_collections.ConfigDict(fields)
   stage_registry.check_config(config, str(path))
   return config
 

@@ -21,8 +21,9 @@ restored, never deleted and can still be inspected.
 
 import hashlib
 import json
-import os
 import pathlib
+
+from af_jax import files
 
 MANIFEST = "af_jax_checksums.json"
 CORRUPT_DIR = "corrupt_checkpoints"
@@ -52,12 +53,7 @@ def write_manifest(step_dir) -> None:
   step_dir = pathlib.Path(step_dir)
   entries = {p.relative_to(step_dir).as_posix(): [p.stat().st_size, _sha256(p)]
              for p in _files(step_dir)}
-  tmp = step_dir / f".{MANIFEST}.tmp"
-  with tmp.open("w") as f:
-    json.dump(entries, f, indent=0, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())  # The rename below must never publish a manifest the disk lacks.
-  tmp.replace(step_dir / MANIFEST)
+  files.write_text(step_dir / MANIFEST, json.dumps(entries, indent=0, sort_keys=True))
 
 
 def verify(step_dir, items) -> bool:

@@ -23,15 +23,15 @@ import sys
 from af_jax import log_setup
 
 COMMANDS = {
-    "prepare": "af_jax.prepare:main",
-    "train": "af_jax.train:main",
-    "generate": "af_jax.commands:generate_main",
-    "localize": "af_jax.commands:localize_main",
-    "evaluate": "af_jax.commands:evaluate_main",
-    "evaluate-generation": "af_jax.generation_eval:main",
-    "convert-weights": "af_jax.convert_weights:main",
-    "export": "af_jax.export:main",
-    "demo": "af_jax.demo:main",
+    "prepare": "af_jax.commands.prepare:main",
+    "train": "af_jax.commands.train:main",
+    "generate": "af_jax.commands.generate:main",
+    "localize": "af_jax.commands.localize:main",
+    "evaluate": "af_jax.commands.evaluate:main",
+    "evaluate-generation": "af_jax.commands.evaluate_generation:main",
+    "convert-weights": "af_jax.commands.convert_weights:main",
+    "export": "af_jax.commands.export:main",
+    "demo": "af_jax.commands.demo:main",
 }
 
 

@@ -24,36 +24,41 @@ import cv2
 import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-# The extractors an edge map can come from (`af_jax.edges` runs them).
+# The extractors an edge map can come from (`af_jax.ops.edges` runs them).
 EDGE_METHODS = ("pidinet", "canny")
 
 
 # ------------------------------------------------------------------ reading
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-  """uint8 [H, W, 3] RGB; grayscale and 16-bit sources are converted.
-
-  Raises ValueError naming the file when it is missing, corrupt or not an image.
-  """
+def _decode(path: str | os.PathLike, what: str, flags: int) -> np.ndarray:
+  """The decoded image file, or a ValueError naming it: missing, empty, corrupt, not an image,
+  or of zero height or width."""
   try:
     data = np.fromfile(path, np.uint8)  # imdecode, unlike imread, takes any path encoding.
   except OSError as e:
-    raise ValueError(f"cannot read image {path} ({e.strerror or e})") from e
-  image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-  if image is None:
-    raise ValueError(f"cannot read image {path} (corrupt or not an image)")
-  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    raise ValueError(f"cannot read {what} {path} ({e.strerror or e})") from e
+  if not data.size:
+    raise ValueError(f"cannot read {what} {path} (the file is empty: 0 bytes)")
+  try:
+    image = cv2.imdecode(data, flags)
+  except cv2.error:
+    image = None
+  if image is None or not image.size:
+    raise ValueError(f"cannot read {what} {path} (corrupt or not an image)")
+  return image
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+  """uint8 [H, W, 3] RGB; grayscale and 16-bit sources are converted.
+
+  Raises ValueError naming the file when it is missing, empty, corrupt or not an image.
+  """
+  return cv2.cvtColor(_decode(path, "image", cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
   """bool [H, W]: True where any colour channel is non-zero (datasets encode defect types in
   the value). Raises ValueError naming the file when it cannot be read."""
-  try:
-    data = np.fromfile(path, np.uint8)
-  except OSError as e:
-    raise ValueError(f"cannot read mask {path} ({e.strerror or e})") from e
-  mask = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-  if mask is None:
-    raise ValueError(f"cannot read mask {path} (corrupt or not an image)")
+  mask = _decode(path, "mask", cv2.IMREAD_UNCHANGED)
   if mask.ndim == 3:
     mask = mask[..., :3].max(axis=-1)
   return mask > 0
@@ -70,7 +75,23 @@ def as_rgb(image, index: int = 0) -> np.ndarray:
   if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
     raise ValueError(f"image {index}: expected uint8 [H, W, 3] (or [H, W]), got "
                      f"{image.dtype} {image.shape}")
+  if not image.size:
+    raise ValueError(f"image {index} is empty: its shape is {image.shape}")
   return image
+
+
+def image_list(images, what: str = "images") -> list:
+  """Images given as a sequence of [H, W(, C)] arrays or as one [N, H, W, C] array, as a list.
+
+  One image as an array ([H, W, 3] or [H, W]) is refused: its rows would be read as images.
+  `what` names the argument in the error.
+  """
+  if isinstance(images, np.ndarray) or hasattr(images, "__array__") and hasattr(images, "ndim"):
+    if np.ndim(images) != 4:
+      raise ValueError(f"{what}: expected a list of images or an [N, H, W, C] array, got one "
+                       f"array of shape {np.shape(images)}; for a single image pass [image] "
+                       "(or image[None])")
+  return list(images)
 
 
 # ------------------------------------------------------------------ resizing
@@ -135,6 +156,11 @@ def uint8_to_unit(x):
   return x.astype(np.float32) / 255.0
 
 
+def signed_to_unit(x):
+  """[-1, 1] -> [0, 1] (numpy or jax arrays)."""
+  return (x + 1.0) / 2.0
+
+
 def unit_to_signed(x):
   """[0, 1] -> [-1, 1], the range every network input lives in (numpy or JAX arrays)."""
   return x * 2.0 - 1.0
@@ -171,3 +197,18 @@ def encode_png(image: np.ndarray) -> bytes:
   if not ok:
     raise ValueError(f"cannot PNG-encode an array of shape {image.shape} and dtype {image.dtype}")
   return encoded.tobytes()
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, threshold: float,
+            alpha: float = 0.6) -> np.ndarray:
+  """The image, coloured only where the heatmap nears or passes the pixel `threshold`.
+
+  Colour: `heat_colours` over [0, 2 x threshold] (green at the threshold, red at twice
+  it). Opacity: none up to half the threshold, rising to `alpha` at the threshold, so the
+  image keeps its own colours where the heatmap is low (a heatmap of 0 leaves it unchanged)
+  and the coloured parts are those its binary mask marks or nearly marks.
+  """
+  level = np.asarray(heatmap, np.float32) / max(2 * threshold, 1e-12)
+  weight = alpha * np.clip(4 * level - 1, 0, 1)[..., None]
+  blended = image * (1 - weight) + heat_colours(level) * weight
+  return np.round(blended).astype(np.uint8)

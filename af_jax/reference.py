@@ -4,13 +4,13 @@ A category's reference is the per-pixel, per-channel mean and standard deviation
 training images (values in [0, 1], model size). Two things use it:
 
 * The per-pixel Gaussian baseline (`af_jax.baseline`): the deviation map is the score itself.
-* BlazeDetector with `blaze.reference` on (`af_jax.stages`, `af_jax.infer`): the deviation map
-  is three extra input channels, so the network sees, beside the image, how far each pixel is
-  from what that category's normal images hold there. A convolutional network cannot
-  memorize a category's exact normal appearance per position from a few thousand examples; a
-  per-pixel mean can (it is why the no-learning baseline is strong on aligned objects), and
-  the network learns from its synthetic anomalies when to trust that map (aligned objects)
-  and when not (textures, rotated parts), instead of relearning it.
+* BlazeDetector with `blaze.reference` on (`af_jax.training.stage_inputs`, `af_jax.inference`):
+  the deviation map is three extra input channels, so the network sees, beside the image, how
+  far each pixel is from what that category's normal images hold there. A convolutional network
+  cannot memorize a category's exact normal appearance per position from a few thousand
+  examples; a per-pixel mean can (it is why the no-learning baseline is strong on aligned
+  objects), and the network learns from its synthetic anomalies when to trust that map (aligned
+  objects) and when not (textures, rotated parts), instead of relearning it.
 
 Deviation: d = |x - mean| / (std + eps) per channel; the network gets d / (1 + d), scaled to
 [-1, 1] like its other inputs (bounded, and still ordered where d is large).
@@ -27,10 +27,12 @@ of the category whose mean image is nearest to it (`References.nearest`), or a n
 
 import dataclasses
 import pathlib
+import zipfile
 
 import jax.numpy as jnp
 import numpy as np
 
+from af_jax import files
 from af_jax import pixels
 
 FILE_NAME = "reference_statistics.npz"
@@ -88,8 +90,8 @@ def deviation(unit_image, mean, std, eps: float):
 def network_channels(signed_image, mean_std, eps: float):
   """The network's deviation input [..., 3] in [-1, 1], from an image in [-1, 1] and
   `mean_std` [..., 6] (mean, then std, in [0, 1]); jittable."""
-  d = deviation((signed_image + 1.0) / 2.0, mean_std[..., :CHANNELS], mean_std[..., CHANNELS:],
-                eps)
+  d = deviation(pixels.signed_to_unit(signed_image), mean_std[..., :CHANNELS],
+                mean_std[..., CHANNELS:], eps)
   return 2.0 * d / (1.0 + d) - 1.0
 
 
@@ -141,10 +143,7 @@ class References:
   def save(self, workdir) -> pathlib.Path:
     """Writes `<workdir>/reference_statistics.npz` atomically (a rename)."""
     path = pathlib.Path(workdir) / FILE_NAME
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, names=np.asarray(self.names), mean=self.mean, std=self.std)
-    tmp.replace(path)
-    return path
+    return files.write_npz(path, names=np.asarray(self.names), mean=self.mean, std=self.std)
 
 
 def load(workdir) -> References:
@@ -156,7 +155,7 @@ def load(workdir) -> References:
   try:
     with np.load(path) as f:
       refs = References(tuple(str(n) for n in f["names"]), f["mean"], f["std"])
-  except (OSError, ValueError, KeyError) as e:
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
     raise ValueError(f"{path} is not a reference file ({e}); retrain the Blaze run or restore "
                      "the file") from e
   if refs.mean.shape != refs.std.shape or refs.mean.shape[0] != len(refs.names):

@@ -22,14 +22,21 @@ import socket
 
 
 class RunLockedError(RuntimeError):
-  """Another process is training in this workdir."""
+  """Another process is training in this workdir (or writing into this output folder)."""
 
 
 class RunLock:
-  """Holds the workdir's lock for process `process_index` while in use (a context manager)."""
+  """Holds the folder's lock for process `process_index` while in use (a context manager).
 
-  def __init__(self, workdir, process_index: int = 0):
-    self.path = pathlib.Path(workdir) / f"train.lock.process_{process_index}"
+  `purpose` names what the holder does there, for the lock file's name and the error: a
+  trainer's workdir ('train'), or a command's output folder ('output', see
+  `af_jax.commands.output_files`), so that two commands never write one output at once.
+  """
+
+  def __init__(self, workdir, process_index: int = 0, purpose: str = "train"):
+    prefix = "" if purpose == "train" else ".af_jax_"  # An output folder's lock stays hidden.
+    self.path = pathlib.Path(workdir) / f"{prefix}{purpose}.lock.process_{process_index}"
+    self.purpose = purpose
     self._fd = None
 
   def __enter__(self) -> "RunLock":
@@ -39,9 +46,12 @@ class RunLock:
     except BlockingIOError:
       holder = os.pread(fd, 1000, 0).decode(errors="replace").strip() or "another process"
       os.close(fd)
+      doing, elsewhere = (("training in it", "train in another --workdir")
+                          if self.purpose == "train" else
+                          ("writing output into it", "write to another --out"))
       raise RunLockedError(
-          f"{self.path.parent} is in use: {holder} is training in it (lock {self.path}). Wait "
-          "for it to finish or stop it, or train in another --workdir") from None
+          f"{self.path.parent} is in use: {holder} is {doing} (lock {self.path}). Wait for it "
+          f"to finish or stop it, or {elsewhere}") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
                   f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}\n".encode(), 0)

@@ -1,4 +1,4 @@
-"""The stages of the method, one record each: what every part of af_jax looks a stage up in.
+"""The stages of the method, one record each, and every rule that reads a run's stage options.
 
 | stage | learns from (teacher) | heatmap loss | config defaults                          | serves   |
 |-------|-----------------------|--------------|------------------------------------------|----------|
@@ -6,12 +6,16 @@
 | flare | a boot run            | on           | bottleneck noise 0.1 (diversity), 5 ep.  | generate |
 | blaze | a flare run           | on           | 5 epochs                                 | localize |
 
-`configs.common.get_config(stage)` applies a record's `config_defaults`; `train` loads the
-teacher the record names; `train_step` adds the heatmap loss where it is on; `infer` finds the
-stage a role is served by. What a stage feeds the network (its inputs function) is training
-code and lives in `af_jax.stages.INPUT_FNS` under the same name, so this module stays free of
-JAX and inference reads it without importing training. Adding a stage (e.g. the LogicAL
-baseline) is one record here, one inputs function there, a config file and tests.
+`configs.common.get_config(stage)` applies a record's `config_defaults`; training loads the
+teacher the record names and adds the heatmap loss where it is on; inference finds the stage a
+role is served by. What a stage feeds the network (its inputs function) is training code and
+lives in `af_jax.training.stage_inputs.INPUT_FNS` under the same name, so inference reads this
+module without importing training. Adding a stage (e.g. the LogicAL baseline) is one record
+here, one inputs function there, a config file and tests.
+
+The questions every part of af_jax asks about a run (does its generator take guide channels,
+how many, does it bound generation to the edited region, which edge extractor did it see) are
+answered here once, from its config, so training, teachers and inference cannot disagree.
 
 Blaze's options live in `config.blaze` (one field per option, documented in
 `configs/common.py`); fields that moved are listed in `MOVED_FIELDS` (`max_regions` became a
@@ -21,6 +25,8 @@ fact of the prepared data), and a config that still uses an old name (in a confi
 
 import dataclasses
 from typing import Any, Mapping
+
+from af_jax import reference
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,3 +111,23 @@ def uses_region_input(config) -> bool:
 def reextracts_edges(config) -> bool:
   """Whether the run feeds PiDiNet edges of the anomaly image (Blaze's `reextract_edges`)."""
   return config.stage == "blaze" and bool(config.blaze.reextract_edges)
+
+
+def guide_channels(config) -> int:
+  """The generator's extra input channels in a run of `config`: Blaze's reference deviation
+  map (`blaze.reference`), Flare's edited region (`flare.region_input`), or none."""
+  if uses_reference(config):
+    return reference.CHANNELS
+  return 1 if uses_region_input(config) else 0
+
+
+def bounds_to_region(config) -> bool:
+  """Whether generation with the run keeps every change inside the edited region by default
+  (`flare.bound_to_region`; runs saved before the field existed are unbounded)."""
+  return bool(config.get("flare", {}).get("bound_to_region", False))
+
+
+def training_edge_method(config) -> str:
+  """The edge extractor whose maps the run's networks saw: the one the training data was
+  prepared with, or PiDiNet for a Blaze run that re-extracts the edges of its anomalies."""
+  return "pidinet" if reextracts_edges(config) else config.data_facts.edge_method

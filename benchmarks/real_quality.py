@@ -15,7 +15,7 @@ import json
 import pathlib
 import sys
 
-from af_jax import demo
+from af_jax.commands import demo
 from af_jax import log_setup
 
 

@@ -20,8 +20,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from af_jax import sharding, stage_registry, stages, train
 from af_jax.models import build, flops
+from af_jax import sharding
+from af_jax import stage_registry
+from af_jax.training import stage_inputs
+from af_jax.training import train
 from configs import common
 
 MAX_REGIONS = 8  # Region labels of the random batches.
@@ -64,7 +67,7 @@ def teacher_for(config, mesh):
   params = jax.jit(build.init_generator, static_argnums=(1, 2),
                    out_shardings=sharding.replicated(mesh))(
                        jax.random.PRNGKey(1), generator, config.data.image_size)
-  return stages.Teacher(generator, params), params
+  return stage_inputs.Teacher(generator, params), params
 
 
 def vgg_params_for(config):

@@ -9,17 +9,14 @@ bottleneck noise in Flare, the paper's epochs), and change only what differs. An
 A config file may take an argument after a colon (`configs/demo.py:boot`).
 """
 
-import dataclasses
-
 import ml_collections
 
-from af_jax import augment, manipulate, stage_registry, synthetic_anomalies
+from af_jax import config_dataclasses
+from af_jax.ops import augment
+from af_jax.ops import manipulate
+from af_jax.ops import synthetic_anomalies
+from af_jax import stage_registry
 from configs import mix82
-
-
-def _from_dataclass(instance) -> ml_collections.ConfigDict:
-  """A ConfigDict mirroring a config dataclass, so defaults live in one place."""
-  return ml_collections.ConfigDict(dataclasses.asdict(instance))
 
 
 def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
@@ -33,7 +30,8 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   # Data: the paper's 82-category mix. `c.data.sources` selects any subset.
   c.data = mix82.get_data_config()
   c.batch_size = 32               # Global batch, split over all devices and hosts.
-  c.num_epochs = 30               # Paper: Boot 30, Flare 5, Blaze 5 (the stages' defaults).
+  # c.num_epochs: set by the stage's record in af_jax/stage_registry.py (paper: Boot 30,
+  # Flare 5, Blaze 5).
   c.num_steps = -1                # > 0 overrides num_epochs (handy for smoke runs).
   c.edge_threshold = 0.5          # Edge probability >= this becomes an edge (1); None = soft edges.
 
@@ -56,7 +54,7 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   c.loss.vgg_weights = ""         # torchvision vgg19 state dict (.npz/.safetensors/.pth); "" = term off.
   c.loss.heatmap = 10.0           # Heatmap term's weight (Flare, Blaze).
   c.loss.heatmap_kind = "l2"      # 'l2' (paper) | 'bce': cross-entropy drives near-zero parts
-                                  # of the heatmap on to zero (af_jax/losses.py).
+                                  # of the heatmap on to zero (af_jax/training/losses.py).
   c.loss.l1 = 0.0                 # L1 to the target image; not in the paper, useful without VGG weights.
   # Whether the image terms (GAN, feature matching, VGG, L1) also train the heatmap H through
   # the fusion I_in * (1 - H) + T * H (the paper). While the texture T is still imperfect they
@@ -72,13 +70,12 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   c.optim.b2 = 0.999
   c.optim.constant_fraction = 0.0  # Share of training at the initial rate before the linear decay.
 
-  # Augmentations (af_jax/augment.py); TPS only in Boot.
-  c.augment = _from_dataclass(augment.AugmentConfig())
-  c.augment.local_tps = False     # Boot's default: True.
-  # Edge manipulation (af_jax/manipulate.py): Flare and Blaze.
-  c.manipulate = _from_dataclass(manipulate.ManipulateConfig())
+  # Augmentations (af_jax/ops/augment.py); TPS only in Boot.
+  c.augment = config_dataclasses.to_config(augment.AugmentConfig())
+  # Edge manipulation (af_jax/ops/manipulate.py): Flare and Blaze.
+  c.manipulate = config_dataclasses.to_config(manipulate.ManipulateConfig())
 
-  # Flare options (af_jax/stages.py), used by the flare stage only.
+  # Flare options (af_jax/training/stage_inputs.py), used by the flare stage only.
   c.flare = ml_collections.ConfigDict()
   # The image Flare learns to output: 'boot' (paper: Boot's rendering of the edited edges,
   # everywhere) or 'boot_in_region' (that rendering inside the edited region, the input image
@@ -91,22 +88,22 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   # cannot, so its heatmap stays low and diffuse and the change leaks outside the region.
   # False = the paper. A Blaze run learning from such a Flare passes it the region too.
   c.flare.region_input = False
-  # Generation only (af_jax/infer.py Generator): bound the heatmap by the edited region before
+  # Generation only (af_jax/inference/generator.py): bound the heatmap by the edited region before
   # the fusion, so no pixel outside the region changes. False = the paper's unbounded fusion.
   c.flare.bound_to_region = False
 
-  # Blaze options (af_jax/stages.py), used by the blaze stage only.
+  # Blaze options (af_jax/training/stage_inputs.py), used by the blaze stage only.
   c.blaze = ml_collections.ConfigDict()
   c.blaze.reextract_edges = False  # PiDiNet edges of the anomaly image instead of the edited ones.
   c.blaze.normal_fraction = 0.0   # Share of examples left unedited (all-zero heatmap target).
   c.blaze.heatmap_target = "flare"  # 'flare' (paper) | 'flare_in_region' | 'region' |
-                                    # 'change_in_region' (stages.BLAZE_HEATMAP_TARGETS).
+                                    # 'change_in_region' (stage_inputs.BLAZE_HEATMAP_TARGETS).
   c.blaze.change_scale = 0.2      # 'change_in_region': a pixel change this large (in [-1, 1]) = 1.
-  # Share of examples that get a classic pasted anomaly (af_jax/synthetic_anomalies.py: a noise
+  # Share of examples that get a classic pasted anomaly (af_jax/ops/synthetic_anomalies.py: a noise
   # blob filled with misplaced, recoloured pixels of a training image) instead of Flare's.
   # 0 = the paper (Flare's anomalies only).
   c.blaze.synthetic_fraction = 0.0
-  c.blaze.synthetic = _from_dataclass(synthetic_anomalies.SyntheticAnomalyConfig())
+  c.blaze.synthetic = config_dataclasses.to_config(synthetic_anomalies.SyntheticAnomalyConfig())
   # Give the detector each category's normal reference (af_jax/reference.py): per-pixel mean
   # and std of its normal training images, fed as 3 extra input channels |x - mean| /
   # (std + reference_eps). The run saves the references in its workdir and inference picks, per

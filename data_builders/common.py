@@ -3,8 +3,8 @@
 A builder only says which file is which example (a list of `Record`s per split); this module
 turns records into examples of the schema in `features.py`:
 
-  read (grayscale -> RGB) -> resize to S x S -> edge maps (batched, `af_jax.edges`)
-  -> candidate regions (`af_jax.regions`) -> PNG bytes.
+  read (grayscale -> RGB) -> resize to S x S -> edge maps (batched, `af_jax.ops.edges`)
+  -> candidate regions (`af_jax.ops.regions`) -> PNG bytes.
 
 Reading and resizing follow `af_jax.pixels`, the rule inference applies too.
 
@@ -181,7 +181,7 @@ def read_region_masks(regions_dir: str | pathlib.Path, file_name: str,
   The masks are made offline on the source image, so they are read at its `shape` (H, W) and
   resized nearest-neighbour like the ground truth. Raises OSError/ValueError naming the file.
   """
-  from af_jax import regions as regions_lib  # pylint: disable=g-import-not-at-top
+  from af_jax.ops import regions as regions_lib  # pylint: disable=g-import-not-at-top
   masks = regions_lib.load_region_masks(regions_dir, file_name, shape)
   return [pixels.resize_labels(m.astype(np.uint8), size) > 0 for m in masks]
 
@@ -204,8 +204,8 @@ def annotate(images: np.ndarray, file_names: Sequence[str], config: config_lib.A
     0 (background) or 1..K.
   """
   # Imported here so reading built data never loads the edge network.
-  from af_jax import edges as edges_lib  # pylint: disable=g-import-not-at-top
-  from af_jax import regions as regions_lib  # pylint: disable=g-import-not-at-top
+  from af_jax.ops import edges as edges_lib  # pylint: disable=g-import-not-at-top
+  from af_jax.ops import regions as regions_lib  # pylint: disable=g-import-not-at-top
   if region_masks is None:
     region_masks = [read_region_masks(config.regions_dir, name, image.shape[:2], len(image))
                     if config.regions_dir else None for image, name in zip(images, file_names)]

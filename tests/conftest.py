@@ -81,7 +81,7 @@ def subprocess_env(**extra) -> dict:
 
 _TRAIN_CHAIN = """
   import sys
-  from af_jax import train
+  from af_jax.training import train
   from tiny_config import tiny_config
   data_dir, names, root = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
   teacher = ""

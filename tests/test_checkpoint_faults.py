@@ -2,7 +2,7 @@
 
 Real checkpoints of the session's tiny runs, corrupted the way disks and copies corrupt them:
 cut short, bytes overwritten, an item folder missing. (A corrupt newest checkpoint that a
-resumed run skips, continuing bitwise like an uninterrupted one: tests/test_train.py.)
+resumed run skips, continuing bitwise like an uninterrupted one: tests/training/test_train.py.)
 """
 
 import logging
@@ -12,7 +12,12 @@ import shutil
 import numpy as np
 import pytest
 
-from af_jax import checkpoint, checkpoint_check, cli, infer, input_pipeline, train
+from af_jax import checkpoint
+from af_jax import checkpoint_check
+from af_jax import cli
+from af_jax import infer
+from af_jax import input_pipeline
+from af_jax.training import train
 from conftest import copy_run, corrupt_bytes, largest_file
 from tiny_config import tiny_config
 

@@ -6,7 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from af_jax import checkpoint, data_facts, input_pipeline
+from af_jax import checkpoint
+from af_jax import data_facts
+from af_jax import input_pipeline
 from configs import mix82
 
 

@@ -1,7 +1,7 @@
 """Prepared dataset files gone bad: one error naming dataset, split, file and the rebuild command.
 
 Real ArrayRecord shards of the tiny synthetic set, with bytes overwritten or cut short. (The
-rebuild itself, `af-jax prepare --overwrite`: tests/test_prepare.py.)
+rebuild itself, `af-jax prepare --overwrite`: tests/commands/test_prepare.py.)
 """
 
 import os
@@ -9,7 +9,8 @@ import shutil
 
 import pytest
 
-from af_jax import cli, input_pipeline
+from af_jax import cli
+from af_jax import input_pipeline
 from conftest import corrupt_bytes
 from tiny_config import tiny_config
 

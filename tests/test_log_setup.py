@@ -7,7 +7,8 @@ import sys
 
 import ml_collections
 
-from af_jax import log_setup, train
+from af_jax import log_setup
+from af_jax.training import train
 from conftest import subprocess_env
 
 LIBRARY_NOTICE = "Given directory is read only=/runs/boot/checkpoints"
@@ -18,8 +19,8 @@ def test_library_warnings_go_to_the_file_and_ours_to_the_console(tmp_path, capsy
   with log_setup.routed("demo", ["--quick", f"--out={tmp_path}"]) as path:
     logging.getLogger("absl").warning(LIBRARY_NOTICE)
     logging.getLogger("absl").warning("Using custom data configuration: SyntheticConfig(...)")
-    logging.getLogger("af_jax.train").warning("the VGG perceptual loss is off")
-    logging.getLogger("af_jax.train").info("stage boot: 4 steps")
+    logging.getLogger("af_jax.training.train").warning("the VGG perceptual loss is off")
+    logging.getLogger("af_jax.training.train").info("stage boot: 4 steps")
     logging.getLogger("orbax").error("cannot save the checkpoint")
   assert path == tmp_path / "af_jax.log"
   err = capsys.readouterr().err
@@ -38,7 +39,7 @@ def test_library_warnings_go_to_the_file_and_ours_to_the_console(tmp_path, capsy
 def test_train_shows_its_own_info_and_a_verb_without_a_folder_keeps_library_warnings(
     tmp_path, capsys):
   with log_setup.routed("train", ["--config", "c.py", "--workdir", str(tmp_path / "run")]):
-    logging.getLogger("af_jax.train").info("resumed from step 2")
+    logging.getLogger("af_jax.training.train").info("resumed from step 2")
     logging.getLogger("absl").info("Finished saving checkpoint")
   assert capsys.readouterr().err == "INFO: resumed from step 2\n"
   assert "Finished saving checkpoint" in (tmp_path / "run" / "af_jax.log").read_text()
@@ -70,12 +71,12 @@ def test_help_writes_no_log_file(tmp_path):
 def test_the_vgg_fact_is_said_once_in_words(caplog):
   config = ml_collections.ConfigDict(dict(loss=dict(vgg=10.0, vgg_weights="")))
   train._warn_once.cache_clear()  # pylint: disable=protected-access
-  with caplog.at_level(logging.INFO, logger="af_jax.train"):
+  with caplog.at_level(logging.INFO, logger="af_jax.training.train"):
     for _ in range(3):  # The demo's three stages.
       assert train.load_vgg(config) is None
     config.loss.vgg = 0.0
     assert train.load_vgg(config) is None  # Off by choice: nothing to say.
-  assert [r.getMessage() for r in caplog.records if r.name == "af_jax.train"] == [
+  assert [r.getMessage() for r in caplog.records if r.name == "af_jax.training.train"] == [
       "the VGG perceptual loss is off: no VGG19 weights were given (config.loss.vgg_weights: "
       "torchvision's vgg19 as .npz, .safetensors or .pth)"]
 

@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from af_jax import infer, pixels, prepare, stages
+from af_jax.commands import prepare
+from af_jax import infer
+from af_jax import pixels
+from af_jax.training import stage_inputs
 
 
 def _stripes(height, width):
@@ -72,7 +75,7 @@ def test_prepared_data_and_the_detector_feed_the_network_identical_arrays(
                        detector.edge_method]) == 0
   example = tfds.data_source(f"mvtec_ad/bottle-{size}px-{detector.edge_method}",
                              data_dir=str(tmp_path / "tfds"), download=False)["train"][0]
-  trained = stages.decode_batch({k: np.asarray(example[k])[None] for k in ("image", "edges",
+  trained = stage_inputs.decode_batch({k: np.asarray(example[k])[None] for k in ("image", "edges",
                                                                             "regions")},
                                 detector.edge_threshold)
 
@@ -80,3 +83,22 @@ def test_prepared_data_and_the_detector_feed_the_network_identical_arrays(
   assert image.shape == (1, size, size, 3) and edges.shape == (1, size, size, 1)
   np.testing.assert_array_equal(np.asarray(trained["image"]), image)
   np.testing.assert_array_equal(np.asarray(trained["edges"]), edges)
+
+
+def test_overlay_colours_only_where_the_heatmap_nears_the_threshold():
+  image = np.random.default_rng(0).integers(0, 256, (4, 6, 3), np.uint8)
+  threshold = 0.02
+  heatmap = np.array([[0.0, 0.004, 0.01, 0.015, 0.02, 0.5]] * 4, np.float32)
+  out = pixels.overlay(image, heatmap, threshold)
+  # Up to half the threshold the image is untouched; at and above it, fully tinted.
+  np.testing.assert_array_equal(out[:, :3], image[:, :3])
+  expected = image[:, 4:] * 0.4 + pixels.heat_colours(heatmap[:, 4:] / 0.04) * 0.6
+  np.testing.assert_allclose(out[:, 4:], expected, atol=0.5 + 1e-4)
+  assert (out[:, 3] != image[:, 3]).any()  # Fading in between.
+  np.testing.assert_array_equal(pixels.overlay(image, np.zeros((4, 6)), threshold), image)
+
+
+@pytest.mark.parametrize("level, rgb", [(0.0, (0, 0, 128)), (1.0, (128, 0, 0)),
+                                        (2.0, (128, 0, 0))])
+def test_heat_colours_run_blue_to_red(level, rgb):
+  assert tuple(pixels.heat_colours(level)) == rgb

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from af_jax import pixels, reference
+from af_jax import pixels
+from af_jax import reference
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
 BOTTLE = SHARED / "data" / "mvtec_ad" / "bottle"

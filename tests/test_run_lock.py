@@ -7,7 +7,9 @@ import textwrap
 
 import pytest
 
-from af_jax import checkpoint, cli, run_lock
+from af_jax import checkpoint
+from af_jax import cli
+from af_jax import run_lock
 from conftest import subprocess_env
 
 _HOLD = """

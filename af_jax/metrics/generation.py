@@ -43,10 +43,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from af_jax import package_data
 from af_jax.models import inception as inception_lib
 from af_jax.models import lpips as lpips_lib
 from af_jax.models import torch_weights
+from af_jax import package_data
+from af_jax import pixels
 
 SHIPPED_LPIPS_HEADS = "lpips_vgg_heads.npz"  # In af_jax/pretrained (`package_data`).
 IS_SPLITS = 10
@@ -209,19 +210,16 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ LPIPS
-def _signed(images: jax.Array) -> jax.Array:
-  """uint8 -> [-1, 1], the range LPIPS takes (`lpips.im2tensor`)."""
-  return images.astype(jnp.float32) / 127.5 - 1.0
-
-
 @jax.jit
 def _lpips_apply(variables, a, b):
-  return lpips_lib.LPIPS().apply(variables, _signed(a), _signed(b))
+  return lpips_lib.LPIPS().apply(variables, pixels.uint8_to_signed(a),
+                                 pixels.uint8_to_signed(b))
 
 
 @jax.jit
 def _lpips_features(variables, images):
-  return lpips_lib.LPIPS().apply(variables, _signed(images), method=lpips_lib.LPIPS.features)
+  return lpips_lib.LPIPS().apply(variables, pixels.uint8_to_signed(images),
+                                 method=lpips_lib.LPIPS.features)
 
 
 @jax.jit

@@ -6,8 +6,8 @@ AD papers report them:
 * `pixel_auroc`: ROC AUC over every pixel of every test image.
 * `aupro`: the MVTec AD official area under the per-region-overlap curve up to
   a false positive rate of 0.3, normalized by that limit (see `aupro`).
-* `image_auroc`: ROC AUC of one score per image; `image_scores_from_heatmaps`
-  gives the usual score, the maximum of the (optionally smoothed) heatmap.
+* `image_auroc`: ROC AUC of one score per image (the detector's own image score, the maximum
+  of its smoothed heatmap, is its post-processing: `af_jax.inference.postprocess`).
 
 Masks may be bool or any numeric type; nonzero means anomalous. Everything is
 vectorized (one sort, cumulative sums), so a category of 200 images at 256 px
@@ -84,31 +84,6 @@ def image_auroc(image_scores, labels) -> float:
   if not np.all(np.isfinite(image_scores)):
     raise ValueError("image_auroc: image_scores contain NaN or infinite values")
   return _auroc(image_scores, labels != 0, "image_auroc")
-
-
-def smooth_heatmaps(heatmaps, sigma: float) -> np.ndarray:
-  """Gaussian blur of standard deviation `sigma` pixels over the spatial axes of [N, H, W]
-  heatmaps (reflected borders), in float64. 0 returns them unblurred."""
-  heatmaps = np.asarray(heatmaps, dtype=np.float64)
-  if heatmaps.ndim != 3:
-    raise ValueError(f"expected heatmaps of shape [N, H, W], got {heatmaps.shape}")
-  if sigma < 0:
-    raise ValueError(f"smoothing sigma must be >= 0, got {sigma}")
-  return ndimage.gaussian_filter(heatmaps, sigma=(0, sigma, sigma)) if sigma > 0 else heatmaps
-
-
-def image_scores_from_heatmaps(heatmaps, smoothing_sigma: float = 0.0) -> np.ndarray:
-  """One anomaly score per image: the maximum of its heatmap.
-
-  Args:
-    heatmaps: float [N, H, W].
-    smoothing_sigma: `smooth_heatmaps` first with this sigma (0: no blur). Blurring makes
-      the maximum less sensitive to single noisy pixels.
-
-  Returns:
-    float64 [N] image scores.
-  """
-  return smooth_heatmaps(heatmaps, smoothing_sigma).max(axis=(1, 2))
 
 
 def _region_weights(masks: np.ndarray) -> tuple[np.ndarray, int]:

@@ -1,6 +1,6 @@
 """Networks of AnomalyFactory and their weight import.
 
-- `generator.Generator`: the shared-encoder, texture + heatmap generator (paper Sec. 3.1).
+- `generator.GlobalGenerator`: the shared-encoder, texture + heatmap generator (paper Sec. 3.1).
 - `discriminator.MultiscaleDiscriminator`: pix2pixHD's 2-scale PatchGAN with intermediate features.
 - `vgg.VGG19Features` / `vgg.load_vgg19_params`: the perceptual-loss network and its weights.
 - `inception.InceptionV3Compat`, `lpips.LPIPS`: the generation-metric networks (torch-fidelity's

@@ -5,7 +5,7 @@ discriminator here, so one model config always means one network and one paramet
 
 The generator takes an edge map [B, S, S, 1], an image [B, S, S, 3] and, for a Blaze run with
 `blaze.reference`, the reference deviation map [B, S, S, 3] (or, for a Flare run with
-`flare.region_input`, the edited region [B, S, S, 1]: `guide_channels`); the
+`flare.region_input`, the edited region [B, S, S, 1]: `stage_registry.guide_channels`); the
 discriminator sees edges and image concatenated with a real or generated image
 (`DISCRIMINATOR_CHANNELS`).
 """
@@ -13,10 +13,8 @@ discriminator sees edges and image concatenated with a real or generated image
 import jax
 import jax.numpy as jnp
 
-from af_jax import reference
-from af_jax import stage_registry
 from af_jax.models.discriminator import MultiscaleDiscriminator
-from af_jax.models.generator import Generator
+from af_jax.models.generator import GlobalGenerator
 
 EDGE_CHANNELS, IMAGE_CHANNELS = 1, 3
 # concat(edges, reference image, real or generated image), as pix2pixHD conditions its D.
@@ -28,17 +26,9 @@ def compute_dtype(model_config) -> jnp.dtype:
   return jnp.dtype(model_config.compute_dtype)
 
 
-def guide_channels(config) -> int:
-  """The generator's extra input channels in a run of `config` (stage and options): Blaze's
-  reference deviation map, or Flare's edited region."""
-  if stage_registry.uses_reference(config):
-    return reference.CHANNELS
-  return 1 if stage_registry.uses_region_input(config) else 0
-
-
-def generator(model_config, dtype=None) -> Generator:
+def generator(model_config, dtype=None) -> GlobalGenerator:
   """The generator of `model_config`, computing in `dtype` (default: the config's)."""
-  return Generator(ngf=model_config.ngf, n_downsampling=model_config.n_downsampling,
+  return GlobalGenerator(ngf=model_config.ngf, n_downsampling=model_config.n_downsampling,
                    n_blocks=model_config.n_blocks,
                    feature_noise_std=model_config.feature_noise_std,
                    dtype=jnp.dtype(dtype) if dtype else compute_dtype(model_config))
@@ -62,7 +52,7 @@ def discriminator_input(size: int, batch: int = 1) -> jax.Array:
   return jnp.zeros((batch, size, size, DISCRIMINATOR_CHANNELS), jnp.float32)
 
 
-def init_generator(key, module: Generator, size: int, guide: int = 0):
+def init_generator(key, module: GlobalGenerator, size: int, guide: int = 0):
   """Fresh generator parameters for `size` x `size` images and `guide` extra channels."""
   return module.init(key, *generator_inputs(size, guide=guide))
 
@@ -72,7 +62,7 @@ def init_discriminator(key, module: MultiscaleDiscriminator, size: int):
   return module.init(key, discriminator_input(size))
 
 
-def abstract_generator_params(module: Generator, size: int, sharding=None, guide: int = 0):
+def abstract_generator_params(module: GlobalGenerator, size: int, sharding=None, guide: int = 0):
   """The generator's parameter tree as `jax.ShapeDtypeStruct`s (no memory, no compute);
   with `sharding`, every leaf carries it (what a checkpoint restores into)."""
   abstract = jax.eval_shape(lambda key: init_generator(key, module, size, guide),

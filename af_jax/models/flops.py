@@ -46,7 +46,7 @@ def _decoder_flops(h: int, w: int, ngf: int, n_downsampling: int, out_channels: 
 
 def generator_flops(image_size, ngf: int = 64, n_downsampling: int = 4, n_blocks: int = 9,
                     texture_channels: int = 3) -> int:
-  """Forward FLOPs of `Generator` for one image (encoder + texture and heatmap decoders)."""
+  """Forward FLOPs of `GlobalGenerator` for one image (encoder + texture and heatmap decoders)."""
   h, w = _hw(image_size)
   flops = _conv_flops(h, w, 1 + 3, ngf, 7)
   width = ngf

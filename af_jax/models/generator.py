@@ -84,8 +84,11 @@ class Decoder(nn.Module):
     return x.astype(jnp.float32)
 
 
-class Generator(nn.Module):
+class GlobalGenerator(nn.Module):
   """Edge map + image in, `{'output', 'texture', 'heatmap'}` out (see the module docstring).
+
+  pix2pixHD calls this network the global generator; `af_jax.infer.Generator` is the
+  inference wrapper that generates anomalies with a trained one.
 
   Attributes:
     ngf: width of the first layer; doubled at every downsampling.
@@ -109,8 +112,8 @@ class Generator(nn.Module):
     [-1, 1]; `add_noise` needs rng 'noise'."""
     inputs = [edges, image] + ([] if guide is None else [guide])
     if any(x.shape[:3] != image.shape[:3] for x in inputs) or edges.shape[-1] != 1:
-      raise ValueError("Generator expects edges [B,H,W,1], image [B,H,W,C] and guide [B,H,W,G] "
-                       "of the same B,H,W; got " + ", ".join(
+      raise ValueError("GlobalGenerator expects edges [B,H,W,1], image [B,H,W,C] and guide "
+                       "[B,H,W,G] of the same B,H,W; got " + ", ".join(
                            f"{name} {x.shape}" for name, x in zip(("edges", "image", "guide"),
                                                                   inputs)))
     features = Encoder(self.ngf, self.n_downsampling, self.n_blocks, dtype=self.dtype,

@@ -9,8 +9,8 @@ structural and logical anomalies and exact masks; no download. Build it with
 """
 
 from data_builders.synthetic import render
-from data_builders.synthetic.synthetic_builder import Synthetic
-from data_builders.synthetic.synthetic_builder import SyntheticConfig
-from data_builders.synthetic.synthetic_builder import NAME_PATTERNS
 from data_builders.synthetic.synthetic_builder import build
 from data_builders.synthetic.synthetic_builder import config_for
+from data_builders.synthetic.synthetic_builder import NAME_PATTERNS
+from data_builders.synthetic.synthetic_builder import Synthetic
+from data_builders.synthetic.synthetic_builder import SyntheticConfig

@@ -43,6 +43,8 @@ import dataclasses
 import cv2
 import numpy as np
 
+from af_jax import pixels
+
 MIN_SIZE = 16
 _SUBPIXEL_BITS = 4  # OpenCV fixed-point drawing, for anti-aliased sub-pixel shapes
 _MAX_TRIES = 20
@@ -92,7 +94,7 @@ def _fill(size, polygons):
   """Anti-aliased coverage in [0, 1] of pixel-space polygons."""
   canvas = np.zeros((size, size), np.uint8)
   cv2.fillPoly(canvas, [_fixed(p) for p in polygons], 255, cv2.LINE_AA, _SUBPIXEL_BITS)
-  return canvas.astype(np.float32) / 255
+  return pixels.uint8_to_unit(canvas)
 
 
 def _stroke(size, polylines, width):
@@ -101,7 +103,7 @@ def _stroke(size, polylines, width):
   thickness = max(1, int(round(width)))
   cv2.polylines(canvas, [_fixed(p) for p in polylines], False, 255, thickness, cv2.LINE_AA,
                 _SUBPIXEL_BITS)
-  return canvas.astype(np.float32) / 255
+  return pixels.uint8_to_unit(canvas)
 
 
 def _paint(image, alpha, color):

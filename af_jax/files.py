@@ -1,0 +1,156 @@
+"""Writing files and folders so that a reader never sees half of one.
+
+Every file af_jax writes (images, arrays, JSON, config.json, checkpoint manifests, reference
+statistics, thresholds) goes through `atomic_write`: written under a temporary name in the
+same folder, flushed to disk, then renamed over the target, so a reader sees the old file or
+the whole new one, and a failed write (a full disk) leaves no partial file behind. Whole
+folders (a rebuilt dataset, an exported category) are built beside their target and swapped in
+with `swap_in_folder`. Files are written by Python, not by OpenCV, so a failing write is an
+OSError that names the file.
+"""
+
+import contextlib
+import errno
+import io
+import json
+import os
+import pathlib
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+
+# A plain name: letters, digits, '_', '-' and '.', not starting with '.' or '-'.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def check_plain_name(name: str, what: str) -> str:
+  """`name` if it is a plain name that can only ever be one folder or file inside another (no
+  path separator, no '..', no leading '.' or '-'); a ValueError saying so otherwise. Names
+  taken from users (categories) go through it before they become paths."""
+  if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or name.strip(".") == "":
+    raise ValueError(f"{what} must be a plain name (letters, digits, '_', '-', '.'; no path), "
+                     f"got {name!r}")
+  return name
+
+
+def atomic_write(path, write: Callable[[pathlib.Path], None]) -> pathlib.Path:
+  """Calls `write(tmp)` for a temporary path beside `path`, then renames it to `path`.
+
+  The temporary name keeps the suffix (writers such as `np.savez` add one otherwise) and
+  starts with a dot, so listings of the folder skip it.
+  """
+  path = pathlib.Path(path)
+  tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+  try:
+    write(tmp)
+    with open(tmp, "rb+") as f:
+      os.fsync(f.fileno())  # The rename must never publish a file the disk lacks.
+    os.replace(tmp, path)
+  finally:
+    tmp.unlink(missing_ok=True)
+  return path
+
+
+def write_bytes(path, data: bytes) -> pathlib.Path:
+  return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_text(path, text: str) -> pathlib.Path:
+  return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json(path, value, **dumps_kwargs) -> pathlib.Path:
+  return write_text(path, json.dumps(value, indent=2, **dumps_kwargs))
+
+
+def write_npy(path, array: np.ndarray) -> pathlib.Path:
+  return write_bytes(path, _serialized(np.save, array))
+
+
+def write_npz(path, **arrays: np.ndarray) -> pathlib.Path:
+  return write_bytes(path, _serialized(np.savez, **arrays))
+
+
+def _serialized(save, *args, **kwargs) -> bytes:
+  """What `save(file, ...)` writes, in memory: the disk write is then one Python write, whose
+  failure (a full disk) is an OSError with its errno, not numpy's short-write message."""
+  buffer = io.BytesIO()
+  save(buffer, *args, **kwargs)
+  return buffer.getvalue()
+
+
+def append_line(path, line: str) -> None:
+  """Appends `line` and a newline, whole or not at all.
+
+  A failed write (a full disk) is cut back off the file, so a listing such as a manifest
+  never holds a partial line.
+  """
+  data = (line + "\n").encode()
+  fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+  try:
+    size = os.lseek(fd, 0, os.SEEK_END)
+    try:
+      written = os.write(fd, data)
+      if written != len(data):
+        raise OSError(errno.ENOSPC, f"only {written} of {len(data)} bytes written", str(path))
+    except OSError:
+      os.ftruncate(fd, size)
+      raise
+  finally:
+    os.close(fd)
+
+
+def write_all(writes: list[tuple]) -> None:
+  """Runs `(writer, path, data)` writes; on any failure removes those done, then re-raises.
+
+  A line listing them (`append_line`) goes last, so it is there only when they all are.
+  """
+  done = []
+  try:
+    for writer, path, data in writes:
+      writer(path, data)
+      done.append(pathlib.Path(path))
+  except BaseException:
+    for path in done:
+      path.unlink(missing_ok=True)
+    raise
+
+
+@contextlib.contextmanager
+def staged_folder(target, prefix: str) -> Iterator[pathlib.Path]:
+  """Yields an empty folder beside `target` to build its new content in; on success swaps it in.
+
+  The staging folder lies in `target`'s parent, so the swap is two renames on one file system:
+  the previous `target` (if any) is renamed aside, the new one into its place (readers see the
+  old folder until the first rename and the whole new one after the second), and the old one
+  is deleted last. Any failure deletes only the staging folder: `target` stays as it was.
+  """
+  target = pathlib.Path(target)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{prefix}-", dir=target.parent))
+  try:
+    yield staging / "new"
+    swap_in_folder(staging / "new", target, aside=staging / "previous")
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def swap_in_folder(new, target, aside) -> None:
+  """Renames `new` to `target`, moving a previous `target` to `aside` first (same file system).
+
+  If the second rename fails, the previous folder goes back, so `target` is never missing.
+  """
+  new, target, aside = pathlib.Path(new), pathlib.Path(target), pathlib.Path(aside)
+  had_previous = target.exists()
+  if had_previous:
+    target.rename(aside)
+  try:
+    new.rename(target)
+  except OSError:
+    if had_previous:
+      aside.rename(target)
+    raise

@@ -1,0 +1,202 @@
+"""Localize anomalies with a trained BlazeDetector: images in, heatmaps, repaired images, scores out.
+
+  det = Detector("runs/blaze")
+  det.calibrate(normal_images, fpr=0.01)                     # thresholds without anomalies
+  loc = det.localize(test_images)                            # one size H x W per call
+  masks = loc.heatmaps >= det.threshold("pixel")             # bool [N, H, W]
+
+Sizes. Images of any size are resized to the model's training size by the rule the dataset
+builders applied to its training data (`af_jax.pixels.resize_image`); heatmaps and repaired
+images are resized back to the images' size (bilinear) and returned stacked, so one `localize`
+call takes images of one size (`batching.batches_by_size` splits a mixed list).
+
+Heatmaps are the network's heatmap, averaged over flipped views when `flip_tta` is on, then
+blurred by a Gaussian of `smoothing_sigma` pixels at the model's size (`postprocess`).
+
+* Flip test-time augmentation: the image (with its edge map) is also run mirrored left-right,
+  top-bottom and both, as far as the run's training augmentation drew those flips (so every
+  view is one the network was trained on), and the heatmaps, mirrored back, are averaged.
+  Each view errs differently, so the average ranks defects above normal structure more
+  reliably, for 4x the network time (README, Performance). The repaired image comes from the
+  unflipped view.
+* Smoothing removes the pixel-scale speckle of the decoder, which otherwise ranks isolated
+  normal pixels above the body of a defect. 0 keeps the unblurred heatmap.
+
+The image score is the maximum of the final heatmap. Calibrated thresholds record both
+settings (`thresholds`).
+"""
+
+import dataclasses
+import functools
+
+import jax
+import numpy as np
+
+from af_jax import pixels
+from af_jax import reference
+from af_jax import stage_registry
+from af_jax.inference import batching
+from af_jax.inference import defaults
+from af_jax.inference import postprocess
+from af_jax.inference import thresholds as thresholds_lib
+from af_jax.inference import trained_network
+
+
+@dataclasses.dataclass
+class LocalizationResult:
+  """`Detector.localize` of N images of one size H x W (the size they came in)."""
+  heatmaps: np.ndarray      # float32 [N, H, W] in [0, 1]: per-pixel anomaly heatmaps.
+  repaired: np.ndarray      # uint8 [N, H, W, 3] in [0, 255]: the repaired (normal) images.
+  scores: np.ndarray        # float64 [N] in [0, 1]: image anomaly scores (heatmap maxima).
+
+
+@functools.lru_cache(maxsize=8)
+def _localize_fn(generator):
+  """jit of (params, binary edges, image, guide) -> (heatmap [B, S, S], repaired texture
+  [B, S, S, 3]); a guide of 0 channels is none."""
+  def run(params, edges, image, guide):
+    out = generator.apply(params, pixels.unit_to_signed(edges), image,
+                          guide if guide.shape[-1] else None)
+    return out["heatmap"][..., 0], out["texture"]
+
+  return jax.jit(run)
+
+
+class Detector(trained_network.TrainedNetwork):
+  """A trained BlazeDetector (module docstring)."""
+
+  stages = (stage_registry.serving("localize").name,)
+
+  def __init__(self, workdir, *, smoothing_sigma: float = defaults.SMOOTHING_SIGMA,
+               flip_tta: bool = True, **kwargs):
+    if not np.isfinite(smoothing_sigma) or smoothing_sigma < 0:
+      raise ValueError(f"smoothing_sigma must be finite and >= 0, got {smoothing_sigma}")
+    super().__init__(workdir, **kwargs)
+    self.smoothing_sigma = smoothing_sigma
+    self.flip_tta = bool(flip_tta)
+    self._run = _localize_fn(self.generator)
+    self.thresholds = thresholds_lib.load(self.workdir)
+    self.references = (reference.load(self.workdir) if stage_registry.uses_reference(self.config)
+                       else None)
+
+  def views(self) -> list[tuple[bool, bool]]:
+    """(left-right, top-bottom) flips of the views averaged; (False, False) is the image."""
+    aug = self.config.augment
+    lr = [False, True] if self.flip_tta and aug.flip_lr_prob > 0 else [False]
+    ud = [False, True] if self.flip_tta and aug.flip_ud_prob > 0 else [False]
+    return [(a, b) for b in ud for a in lr]
+
+  def network_inputs(self, images, category: str | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the network sees of uint8 images of any size: (edges [N, S, S, 1] binarised to
+    {0, 1}, images [N, S, S, 3] in [-1, 1], guide [N, S, S, G] in [-1, 1]), as training
+    decodes its prepared batches. The guide is the deviation from the reference (G = 3) of
+    `category`, or of each image's nearest category, for a run with `blaze.reference`; G = 0
+    otherwise."""
+    resized = pixels.resize_images(images, self.size)
+    edge_maps = pixels.binarize_edges(self.edges(resized)[..., None], self.edge_threshold)
+    signed = pixels.uint8_to_signed(resized)
+    guide = np.zeros(signed.shape[:3] + (0,), np.float32)
+    if self.references is not None:
+      which = (self.references.nearest(resized) if category is None
+               else np.full(len(resized), self.references.index(category)))
+      guide = reference.network_channels(signed, self.references.mean_std(which),
+                                         self.config.blaze.reference_eps).astype(np.float32)
+    return edge_maps, signed, guide
+
+  def network_outputs(self, edge_maps: np.ndarray, signed: np.ndarray, guide: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """One view: (heatmaps [N, S, S], textures [N, S, S, 3] in [-1, 1]) of `network_inputs`."""
+    heat, texture = [], []
+    for start, stop in batching.spans(len(signed), self.batch_size):
+      h, t = self._run(self.params, self.device_batch(edge_maps[start:stop]),
+                       self.device_batch(signed[start:stop]),
+                       self.device_batch(guide[start:stop]))
+      heat.append(np.asarray(h, np.float32)[:stop - start])
+      texture.append(np.asarray(t, np.float32)[:stop - start])
+    return np.concatenate(heat), np.concatenate(texture)
+
+  def localize(self, images, category: str | None = None) -> LocalizationResult:
+    """Heatmaps, repaired images and scores of uint8 RGB images [H, W, 3] of one size.
+
+    Any H x W goes in; the outputs come back at that size (`LocalizationResult`: heatmaps
+    float32 [N, H, W] in [0, 1], repaired uint8 [N, H, W, 3], scores [N] in [0, 1]). Images
+    of different sizes go in separate calls (`batching.batches_by_size` groups them); mixing
+    them in one call is a ValueError naming the sizes.
+
+    `category`: for a run with `blaze.reference`, the training category whose reference the
+    images are compared with (default: each image's nearest, `af_jax.reference`).
+    """
+    images = pixels.image_list(images)
+    shapes = sorted({np.shape(im)[:2] for im in images})
+    if not shapes:
+      raise ValueError("localize() got no images")
+    if len(shapes) > 1:
+      raise ValueError("localize() needs images of one size (its outputs are stacked "
+                       f"arrays); got {len(images)} images of sizes (H, W) {shapes}: call it "
+                       "once per size")
+    inputs = self.network_inputs(images, category)
+    views, heat = self.views(), 0.0
+    for lr, ud in views:
+      view_heat, view_texture = self.network_outputs(
+          *(postprocess.flip(x, lr, ud) for x in inputs))
+      heat = heat + postprocess.flip(view_heat, lr, ud)
+      if not (lr or ud):
+        texture = view_texture
+    heat = postprocess.smooth_heatmaps(heat / len(views), self.smoothing_sigma
+                                       ).astype(np.float32)
+    scores = postprocess.image_scores(heat)
+    heatmaps = np.stack([pixels.resize_back(hm, shapes[0]) for hm in heat])
+    repaired = np.stack([pixels.resize_back(pixels.signed_to_uint8(tx), shapes[0])
+                         for tx in texture])
+    return LocalizationResult(heatmaps=heatmaps, repaired=repaired, scores=np.asarray(scores))
+
+  def add_reference(self, name: str, normal_images) -> None:
+    """Adds (or replaces) the normal reference `name` of a run trained with `blaze.reference`,
+    from normal images of any size (at least 2), for a category it was not trained on; use it
+    with `localize(images, category=name)` (or let the nearest-reference choice find it). It
+    lives in this Detector only; the run's file is left as trained."""
+    if self.references is None:
+      raise ValueError(f"the run in {self.workdir} was trained without blaze.reference; it "
+                       "takes no reference")
+    moments = reference.Moments.of(pixels.resize_images(pixels.image_list(normal_images),
+                                                        self.size))
+    self.references = self.references.with_reference(name, moments)
+
+  # -------------------------------------------------------------- thresholds
+  def settings(self) -> dict:
+    """What calibrated thresholds depend on (`thresholds.MEASURED_WITH`), as now set."""
+    return dict(step=self.step, edge_method=self.edge_method,
+                smoothing_sigma=self.smoothing_sigma, flip_tta=self.flip_tta)
+
+  def calibrate(self, normal_images, fpr: float = defaults.CALIBRATION_FPR, *,
+                min_images: int = defaults.MIN_CALIBRATION_IMAGES, save: bool = True) -> dict:
+    """Pixel and image thresholds at false-positive rate `fpr` on normal images.
+
+    The images may differ in size; fewer than `min_images` are refused (the (1 - fpr)
+    quantile of a handful of images says little about unseen ones; lower it knowingly).
+    With `save` the thresholds are written to the run (`thresholds`) at once; without it they
+    serve this Detector until `save_thresholds()` writes them. Returns them.
+    """
+    if not 0 < fpr < 1:
+      raise ValueError(f"fpr must be in (0, 1), got {fpr}")
+    normal_images = pixels.image_list(normal_images, "normal_images")
+    if len(normal_images) < max(min_images, 1):
+      raise ValueError(f"calibration needs at least {max(min_images, 1)} normal images, got "
+                       f"{len(normal_images)}")
+    results = [self.localize([normal_images[i] for i in batch])
+               for batch in batching.batches_by_size(normal_images)]
+    self.thresholds = thresholds_lib.measure(
+        np.concatenate([r.heatmaps.ravel() for r in results]),
+        np.concatenate([r.scores for r in results]), fpr, self.settings())
+    if save:
+      self.save_thresholds()
+    return self.thresholds
+
+  def save_thresholds(self) -> None:
+    """Writes the thresholds of the last `calibrate` to the run's thresholds.json."""
+    thresholds_lib.save(self.workdir, self.thresholds)
+
+  def threshold(self, kind: str, override: float | None = None) -> float:
+    """The pixel/image threshold: the override, else the calibrated one, else an error."""
+    return thresholds_lib.choose(kind, self.thresholds, self.settings(), self.workdir, override)

@@ -1,0 +1,176 @@
+"""`af-jax demo`: the short form in the default suite, the full one behind the `slow` marker."""
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+
+import pytest
+
+from af_jax import cli
+from af_jax.commands import demo
+from af_jax.training import train
+from conftest import FAST_XLA, REPO, subprocess_env
+
+
+def _check_outputs(out, metrics):
+  on_disk = json.loads((out / "metrics.json").read_text())
+  assert on_disk["mean"] == pytest.approx(metrics["mean"])
+  categories = set(on_disk["per_category"])
+  assert {c.split("-")[0] for c in categories} == {"circuit", "gear", "fabric"}
+  for values in on_disk["per_category"].values():
+    for key in ("pixel_auroc", "aupro", "image_auroc"):
+      assert 0.0 <= values[key] <= 1.0
+  page = (out / "report.html").read_text()
+  assert "<th>pixel AUROC (%)</th>" in page and "|---" not in page  # HTML tables, not Markdown.
+  for heading in ("generated anomaly", "binary mask", "overlay", "ground truth"):
+    assert f"<th>{heading}</th>" in page
+  assert page.count("aria-label='colour scale'") == 2  # One per grid of heatmaps.
+  assert all(f"aria-label='{stage} losses'" in page for stage in ("boot", "flare", "blaze"))
+  for stage in ("boot", "flare", "blaze"):
+    assert (out / "runs" / stage / "config.json").is_file()
+
+
+def readme_next_steps() -> list[str]:
+  """The commands of README.md's "Next steps" block, continuation lines joined."""
+  readme = (REPO / "README.md").read_text()
+  section = readme[readme.index("### Next steps"):]
+  start = section.index("```bash\n") + len("```bash\n")
+  block = section[start:section.index("\n```", start)]
+  return [line for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def test_quick_demo_runs_every_step_and_the_readme_next_steps_on_its_outputs(
+    tmp_path, capsys, monkeypatch):
+  out = tmp_path / "demo_out"  # Where README's "Next steps" find the demo's outputs.
+  train._warn_once.cache_clear()  # pylint: disable=protected-access
+  assert cli.main(["demo", "--quick", "--out", str(out)]) == 0
+  captured = capsys.readouterr()
+  printed = captured.out
+  for step in ("[1/5]", "[2/5] training boot", "[2/5] training blaze", "[3/5]", "[4/5]",
+               "[5/5]", "report:", "generation metrics skipped: pass --inception and --lpips",
+               f"images: {out / 'synthetic'} (the synthetic set as PNG files in the MVTec"):
+    assert step in printed
+  # Each fact once, in words; library notices only in the log file, which is named once.
+  assert captured.err.count("the VGG perceptual loss is off") == 1
+  assert captured.err.count(str(out / "af_jax.log")) == 1
+  logged = (out / "af_jax.log").read_text()
+  for notice in ("Using custom data configuration", "Given directory is read only",
+                 "Downloading and preparing"):
+    assert notice not in captured.out + captured.err
+  assert "Using custom data configuration" in logged and "Given directory is read only" in logged
+  _check_outputs(out, json.loads((out / "metrics.json").read_text()))
+  for category in ("circuit", "gear", "fabric"):  # The synthetic set as files (af-jax export).
+    assert {p.name for p in (out / "synthetic" / category).iterdir()} == {
+        "train", "test", "ground_truth"}
+
+  # Every command of README.md's "Next steps", exactly as written, from the demo's folder.
+  commands = readme_next_steps()
+  assert [c.split()[1] for c in commands] == ["generate", "localize", "evaluate", "export"]
+  monkeypatch.chdir(tmp_path)
+  for command in commands:
+    argv = shlex.split(command)
+    assert argv[0] == "af-jax" and cli.main(argv[1:]) == 0, (command, capsys.readouterr().err)
+  generated = list((out / "gen" / "circuit" / "images").glob("*.png"))
+  assert len(generated) == 2 * demo.QUICK_DATA["num_train"]
+  summary = json.loads((out / "loc" / "circuit" / "summary.json").read_text())
+  assert summary["num_images"] == 6 and set(summary["metrics"]) == {
+      "pixel_auroc", "aupro", "image_auroc"}
+  evaluated = json.loads((out / "runs" / "blaze" / "eval" / "metrics.json").read_text())
+  assert list(evaluated["per_category"]) == ["circuit", "gear", "fabric"]
+  assert "baseline" in evaluated
+  assert (tmp_path / "my_images" / "gear" / "train" / "good").is_dir()
+
+
+def _mini_bottle(bottle_dir, root, with_ground_truth=True):
+  """A small MVTec-layout copy of the real bottle: 6 train/good, 2 test/good, 2 broken_large."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  cat = root / "bottle"
+  for split, defect, count in (("train", "good", 6), ("test", "good", 2),
+                               ("test", "broken_large", 2)):
+    (cat / split / defect).mkdir(parents=True)
+    for f in sorted((bottle_dir / split / defect).glob("*.png"))[:count]:
+      shutil.copy(f, cat / split / defect / f.name)
+      if defect != "good" and with_ground_truth:
+        (cat / "ground_truth" / defect).mkdir(parents=True, exist_ok=True)
+        shutil.copy(bottle_dir / "ground_truth" / defect / f"{f.stem}_mask.png",
+                    cat / "ground_truth" / defect)
+  return root
+
+
+def test_quick_demo_on_real_data_reports_the_baseline_and_locality(bottle_dir, tmp_path, capsys):
+  from af_jax.commands import evaluate  # pylint: disable=g-import-not-at-top
+  manual = _mini_bottle(bottle_dir, tmp_path / "mvtec")
+  out = tmp_path / "out"
+  assert cli.main(["demo", "--quick", "--dataset", "mvtec_ad", "--manual_dir", str(manual),
+                   "--categories", "bottle", "--out", str(out)]) == 0
+  printed = capsys.readouterr().out
+  assert "Per-pixel Gaussian baseline" in printed and "of the change inside the masks" in printed
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert list(metrics["per_category"]) == ["bottle-64px"]  # The user's category, as built.
+  for result in (metrics, metrics["baseline"]):
+    assert set(result) >= {"per_category", "mean"}
+    assert {"pixel_auroc", "aupro", "image_auroc"} <= set(result["per_category"]["bottle-64px"])
+  assert metrics["baseline"]["per_category"]["bottle-64px"] == pytest.approx(
+      evaluate.evaluate_baseline_category(out / "data", "mvtec_ad", "bottle-64px"))
+  assert set(metrics["generation_locality"]["bottle-64px"]) == {
+      "change_inside", "heatmap_iou", "change_outside"}
+  # One unified model: the synthetic categories and the user's were trained together.
+  config = json.loads((out / "runs" / "blaze" / "config.json").read_text())
+  assert [s["dataset"] for s in config["data"]["sources"]] == ["synthetic", "mvtec_ad"]
+  page = (out / "report.html").read_text()
+  assert "<th class=row>per-pixel Gaussian baseline</th>" in page and "mvtec_ad" in page
+
+
+def test_demo_refuses_incomplete_real_data_requests(bottle_dir, tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["demo", "--dataset", "mvtec_ad", "--out", str(tmp_path)])
+  assert exit_info.value.code == 2 and "--manual_dir go together" in capsys.readouterr().err
+  manual = _mini_bottle(bottle_dir, tmp_path / "mvtec", with_ground_truth=False)
+  assert cli.main(["demo", "--quick", "--dataset", "mvtec_ad", "--manual_dir", str(manual),
+                   "--out", str(tmp_path / "out")]) == 1
+  err = capsys.readouterr().err
+  assert "ground_truth" in err and "could not prepare mvtec_ad" in err
+  assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def _demo_process(args, out):
+  """`af-jax demo ARGS --out OUT` in its own process with XLA's default optimization, as a user
+  runs it (the suite's fast-compile flags would make its training several times slower)."""
+  env = subprocess_env()
+  if env.get("XLA_FLAGS") == FAST_XLA:
+    del env["XLA_FLAGS"]
+  start = time.perf_counter()
+  proc = subprocess.run([sys.executable, "-m", "af_jax.cli", "demo", *args, "--out", str(out)],
+                        env=env, capture_output=True, text=True, timeout=1800, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads((out / "metrics.json").read_text()), time.perf_counter() - start
+
+
+@pytest.mark.slow
+def test_real_bottle_detector_beats_the_baseline_and_anomalies_stay_local(bottle_dir, tmp_path):
+  """Issue 10's floor on the real MVTec AD bottle (seed 0): pixel AUROC and AUPRO above the
+  per-pixel baseline, image AUROC >= 0.90; generated anomalies with >= 80% of their change
+  inside their masks, heatmap IoU >= 0.5 with the edited region, < 1% change outside."""
+  metrics, _ = _demo_process(["--dataset", "mvtec_ad", "--manual_dir", str(bottle_dir.parent),
+                              "--categories", "bottle", "--seed", "0"], tmp_path)
+  detector = metrics["per_category"]["bottle-64px"]
+  floor = metrics["baseline"]["per_category"]["bottle-64px"]
+  print(f"bottle: detector {detector}, baseline {floor}")
+  assert detector["pixel_auroc"] > floor["pixel_auroc"]
+  assert detector["aupro"] > floor["aupro"]
+  assert detector["image_auroc"] >= 0.90
+  local = metrics["generation_locality"]["bottle-64px"]
+  assert local["change_inside"] >= 0.8 and local["heatmap_iou"] >= 0.5
+  assert local["change_outside"] < 0.01
+
+
+@pytest.mark.slow
+def test_full_demo_meets_its_quality_floor(tmp_path):
+  """`af-jax demo` as a user runs it, on the synthetic set (its time: benchmarks/real_quality.py
+  and the README)."""
+  metrics, elapsed = _demo_process([], tmp_path)
+  _check_outputs(tmp_path, metrics)
+  print(f"full demo: {elapsed:.0f} s, mean {metrics['mean']}")
+  assert metrics["mean"]["pixel_auroc"] >= 0.85
