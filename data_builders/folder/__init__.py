@@ -1,0 +1,10 @@
+"""A user's own image folders laid out like MVTec AD, registered with TFDS as `folder`.
+
+Any category name works (the name of its folder in `--manual_dir`); see
+`data_builders.folder.builder` for the layout, the naming rules and the error cases.
+"""
+
+from data_builders.folder.builder import check_category
+from data_builders.folder.builder import config_for
+from data_builders.folder.builder import Folder
+from data_builders.folder.builder import parse_config_name
