@@ -8,6 +8,7 @@
   af-jax evaluate-generation  Inception Score and IC-LPIPS of generated images
   af-jax convert-weights      a .pth state dict (Inception, VGG16, ...) to .npz
   af-jax export    a prepared category as PNG files in the MVTec AD layout
+  af-jax export-detector      a trained detector as one StableHLO file, callable with JAX alone
   af-jax demo      everything above on the built-in synthetic data, on CPU, in minutes
 
 Every verb is one line of `COMMANDS`: the function `module:function` that takes the verb's
@@ -31,6 +32,7 @@ COMMANDS = {
     "evaluate-generation": "af_jax.commands.evaluate_generation:main",
     "convert-weights": "af_jax.commands.convert_weights:main",
     "export": "af_jax.commands.export:main",
+    "export-detector": "af_jax.commands.export_detector:main",
     "demo": "af_jax.commands.demo:main",
 }
 

@@ -111,6 +111,40 @@ def runs(tiny_synthetic, tmp_path_factory):
   return root, data_dir, names
 
 
+_PIDINET_CHAIN = """
+  import sys
+  from af_jax.training import train
+  from data_builders import synthetic
+  from tiny_config import tiny_config
+  root = sys.argv[1]
+  names = synthetic.build(f"{root}/data", size=32, edges="pidinet", num_train=8,
+                          num_test_normal=2, num_test_anomalous=4)
+  teacher = ""
+  for stage in ("boot", "flare", "blaze", "blaze_reference"):
+    config = tiny_config(stage.split("_")[0], f"{root}/data", names, teacher=teacher, steps=2)
+    config.model.num_d, config.model.n_layers_d = 1, 1
+    config.blaze.reference = stage == "blaze_reference"
+    train.train(config, f"{root}/{stage}")
+    teacher = f"{root}/{stage}" if stage in ("boot", "flare") else teacher
+  print(",".join(names))
+"""
+
+
+@pytest.fixture(scope="session")
+def pidinet_runs(tmp_path_factory):
+  """(root, names): a tiny chain on PiDiNet edges (the default edges, the ones that export),
+  with two Blaze runs: `blaze` without and `blaze_reference` with `blaze.reference`; trained
+  once a session, in a subprocess."""
+  root = tmp_path_factory.getbasetemp() / "pidinet_runs"
+  done = root / "trained"
+  if not done.exists():
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(_PIDINET_CHAIN), str(root)],
+                          env=subprocess_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    done.write_text(proc.stdout.strip().splitlines()[-1])
+  return root, done.read_text().split(",")
+
+
 @pytest.fixture
 def restore_logging():
   """For tests running `af-jax train` in-process, whose main configures logging globally."""

@@ -48,6 +48,8 @@ class LocalizationResult:
   heatmaps: np.ndarray      # float32 [N, H, W] in [0, 1]: per-pixel anomaly heatmaps.
   repaired: np.ndarray      # uint8 [N, H, W, 3] in [0, 255]: the repaired (normal) images.
   scores: np.ndarray        # float64 [N] in [0, 1]: image anomaly scores (heatmap maxima).
+  references: list | None = None  # The reference each image was compared with (a run with
+                                  # `blaze.reference`), else None.
 
 
 @functools.lru_cache(maxsize=8)
@@ -94,15 +96,26 @@ class Detector(trained_network.TrainedNetwork):
     `category`, or of each image's nearest category, for a run with `blaze.reference`; G = 0
     otherwise."""
     resized = pixels.resize_images(images, self.size)
+    return self._inputs(resized, self.reference_indices(resized, category))
+
+  def _inputs(self, resized: np.ndarray, which: np.ndarray | None):
+    """`network_inputs` of model-size images compared with references `which` (or none)."""
     edge_maps = pixels.binarize_edges(self.edges(resized)[..., None], self.edge_threshold)
     signed = pixels.uint8_to_signed(resized)
     guide = np.zeros(signed.shape[:3] + (0,), np.float32)
-    if self.references is not None:
-      which = (self.references.nearest(resized) if category is None
-               else np.full(len(resized), self.references.index(category)))
+    if which is not None:
       guide = reference.network_channels(signed, self.references.mean_std(which),
                                          self.config.blaze.reference_eps).astype(np.float32)
     return edge_maps, signed, guide
+
+  def reference_indices(self, resized: np.ndarray, category: str | None) -> np.ndarray | None:
+    """int [N]: the reference each model-size image is compared with (`category`'s, else
+    each image's nearest); None for a run without references."""
+    if self.references is None:
+      return None
+    if category is None:
+      return self.references.nearest(resized)
+    return np.full(len(resized), self.references.index(category))
 
   def network_outputs(self, edge_maps: np.ndarray, signed: np.ndarray, guide: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -135,21 +148,18 @@ class Detector(trained_network.TrainedNetwork):
       raise ValueError("localize() needs images of one size (its outputs are stacked "
                        f"arrays); got {len(images)} images of sizes (H, W) {shapes}: call it "
                        "once per size")
-    inputs = self.network_inputs(images, category)
-    views, heat = self.views(), 0.0
-    for lr, ud in views:
-      view_heat, view_texture = self.network_outputs(
-          *(postprocess.flip(x, lr, ud) for x in inputs))
-      heat = heat + postprocess.flip(view_heat, lr, ud)
-      if not (lr or ud):
-        texture = view_texture
-    heat = postprocess.smooth_heatmaps(heat / len(views), self.smoothing_sigma
-                                       ).astype(np.float32)
+    resized = pixels.resize_images(images, self.size)
+    which = self.reference_indices(resized, category)
+    heat, (_, texture) = postprocess.average_views(self.network_outputs, self.views(),
+                                                   *self._inputs(resized, which))
+    heat = postprocess.smooth_heatmaps(heat, self.smoothing_sigma).astype(np.float32)
     scores = postprocess.image_scores(heat)
     heatmaps = np.stack([pixels.resize_back(hm, shapes[0]) for hm in heat])
     repaired = np.stack([pixels.resize_back(pixels.signed_to_uint8(tx), shapes[0])
                          for tx in texture])
-    return LocalizationResult(heatmaps=heatmaps, repaired=repaired, scores=np.asarray(scores))
+    names = None if which is None else [self.references.names[i] for i in which]
+    return LocalizationResult(heatmaps=heatmaps, repaired=repaired, scores=np.asarray(scores),
+                              references=names)
 
   def add_reference(self, name: str, normal_images) -> None:
     """Adds (or replaces) the normal reference `name` of a run trained with `blaze.reference`,
@@ -170,10 +180,12 @@ class Detector(trained_network.TrainedNetwork):
                 smoothing_sigma=self.smoothing_sigma, flip_tta=self.flip_tta)
 
   def calibrate(self, normal_images, fpr: float = defaults.CALIBRATION_FPR, *,
-                min_images: int = defaults.MIN_CALIBRATION_IMAGES, save: bool = True) -> dict:
+                category: str | None = None, min_images: int = defaults.MIN_CALIBRATION_IMAGES,
+                save: bool = True) -> dict:
     """Pixel and image thresholds at false-positive rate `fpr` on normal images.
 
-    The images may differ in size; fewer than `min_images` are refused (the (1 - fpr)
+    The images may differ in size and are localized with `category`'s reference (as
+    `localize`; recorded as `reference`); fewer than `min_images` are refused (the (1 - fpr)
     quantile of a handful of images says little about unseen ones; lower it knowingly).
     With `save` the thresholds are written to the run (`thresholds`) at once; without it they
     serve this Detector until `save_thresholds()` writes them. Returns them.
@@ -184,11 +196,12 @@ class Detector(trained_network.TrainedNetwork):
     if len(normal_images) < max(min_images, 1):
       raise ValueError(f"calibration needs at least {max(min_images, 1)} normal images, got "
                        f"{len(normal_images)}")
-    results = [self.localize([normal_images[i] for i in batch])
+    results = [self.localize([normal_images[i] for i in batch], category)
                for batch in batching.batches_by_size(normal_images)]
     self.thresholds = thresholds_lib.measure(
         np.concatenate([r.heatmaps.ravel() for r in results]),
         np.concatenate([r.scores for r in results]), fpr, self.settings())
+    self.thresholds["reference"] = category
     if save:
       self.save_thresholds()
     return self.thresholds

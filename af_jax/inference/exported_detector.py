@@ -1,0 +1,102 @@
+"""A trained detector as one serialized StableHLO function that a production line calls with JAX alone.
+
+  af-jax export-detector --workdir runs/blaze --out detector/
+
+writes `detector/detector.stablehlo` (the bytes of `jax.export.export(...).serialize()`) and
+`detector/detector.json` (what it takes and gives: the model size S, the categories of its
+references in index order, the calibrated thresholds when the run has them, the af_jax version).
+The function takes uint8 images [N, S, S, 3] (N symbolic: any batch size) and, for a run
+trained with `blaze.reference`, the index of each image's category int32 [N] into
+`categories`; it returns (heatmaps float32 [N, S, S] in [0, 1], scores float32 [N]), what
+`Detector.localize(images, category=categories[i])` gives for S x S images: the same edge
+extractor, reference channels, flip averaging (`postprocess.average_views`), smoothing
+(`postprocess.smooth_heatmaps`) and image score, traced once with the parameters as
+constants. Loading needs `jax` only:
+
+  import json, jax
+  from jax import export
+  detector = export.deserialize(open("detector/detector.stablehlo", "rb").read())
+  size = json.load(open("detector/detector.json"))["size"]
+  heatmaps, scores = detector.call(images)     # uint8 [N, size, size, 3]
+
+Images of another size or dtype are refused by `call` (the exported shapes are checked),
+never computed. Only PiDiNet-edge runs export: Canny is OpenCV code, not a JAX function.
+"""
+
+import json
+
+import jax
+from jax import export
+import jax.numpy as jnp
+import numpy as np
+
+from af_jax import pixels
+from af_jax import reference
+from af_jax.inference import postprocess
+from af_jax.ops import edges as edges_lib
+
+FUNCTION_FILE = "detector.stablehlo"
+METADATA_FILE = "detector.json"
+
+
+def detector_function(detector):
+  """The pure JAX function of a `Detector` (module docstring): (images[, category]) ->
+  (heatmaps, scores), closing over its parameters and references."""
+  if detector.edge_method != "pidinet":
+    raise ValueError(f"the run in {detector.workdir} sees {detector.edge_method!r} edges, which "
+                     "are computed by OpenCV and cannot be exported; export a run trained on "
+                     "PiDiNet edges (af-jax prepare's default)")
+  edge_fn = edges_lib.make_edge_fn()
+  params, views, sigma = detector.params, detector.views(), detector.smoothing_sigma
+  threshold, mean_std, eps = detector.edge_threshold, None, None
+  if detector.references is not None:
+    mean_std = jnp.asarray(detector.references.mean_std(np.arange(len(
+        detector.references.names))))
+    eps = detector.config.blaze.reference_eps
+
+  def network(edges, signed, guide):
+    out = detector.generator.apply(params, pixels.unit_to_signed(edges), signed,
+                                   guide if guide.shape[-1] else None)
+    return (out["heatmap"][..., 0],)
+
+  def run(images, category=None):
+    signed = pixels.uint8_to_signed(images)
+    edges = pixels.binarize_edges(edge_fn(signed), threshold)
+    guide = jnp.zeros(signed.shape[:3] + (0,), jnp.float32)
+    if mean_std is not None:
+      guide = reference.network_channels(signed, mean_std[category], eps)
+    heat, _ = postprocess.average_views(network, views, edges, signed, guide)
+    heat = postprocess.smooth_heatmaps(heat, sigma)
+    return heat, postprocess.image_scores(heat)
+
+  return run
+
+
+def export_detector(detector) -> tuple[bytes, str]:
+  """(the serialized function, its metadata as JSON) of a `Detector` (module docstring)."""
+  size = detector.size
+  batch = export.symbolic_shape("N")[0]
+  args = [jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8)]
+  categories = None
+  if detector.references is not None:
+    args.append(jax.ShapeDtypeStruct((batch,), jnp.int32))
+    categories = list(detector.references.names)
+  exported = export.export(jax.jit(detector_function(detector)))(*args)
+  from af_jax import __version__  # pylint: disable=g-import-not-at-top
+  metadata = dict(
+      size=size, inputs=["images uint8 [N, S, S, 3]"]
+      + (["category int32 [N] (index into categories)"] if categories else []),
+      outputs=["heatmaps float32 [N, S, S] in [0, 1]", "scores float32 [N]"],
+      categories=categories, thresholds=_thresholds(detector), step=detector.step,
+      edge_method=detector.edge_method, smoothing_sigma=detector.smoothing_sigma,
+      flip_tta=detector.flip_tta, af_jax_version=__version__, workdir=str(detector.workdir))
+  return exported.serialize(), json.dumps(metadata, indent=2)
+
+
+def _thresholds(detector) -> dict | None:
+  """The run's calibrated thresholds, if they were measured with this detector's settings."""
+  try:
+    return dict(pixel=detector.threshold("pixel"), image=detector.threshold("image"),
+                fpr=detector.thresholds["fpr"])
+  except ValueError:
+    return None

@@ -1,0 +1,190 @@
+"""The exported detector (af-jax export-detector) and unseen categories' references at inference.
+
+Runs come from the session's `pidinet_runs` fixture (tests/conftest.py): PiDiNet edges, one
+Blaze run without and one with `blaze.reference`.
+"""
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from af_jax import cli
+from af_jax import infer
+from af_jax import input_pipeline
+from af_jax.inference import exported_detector
+from conftest import copy_run, subprocess_env
+
+
+def _images(root, name, split="test"):
+  return np.stack([np.asarray(ex["image"]) for ex in
+                   input_pipeline.make_eval_dataset(root / "data", "synthetic", name, split)])
+
+
+def _run(*args, capsys):
+  try:
+    code = cli.main([*map(str, args)])
+  except SystemExit as e:
+    code = e.code
+  err = capsys.readouterr().err
+  assert "Traceback" not in err, err
+  return code, err
+
+
+@pytest.fixture(scope="module")
+def exports(pidinet_runs, tmp_path_factory):
+  """{run name: export folder} of both Blaze runs, exported by the command."""
+  root, _ = pidinet_runs
+  out = tmp_path_factory.mktemp("exports")
+  for run in ("blaze", "blaze_reference"):
+    assert cli.main(["export-detector", "--workdir", str(root / run), "--out",
+                     str(out / run)]) == 0
+  return {run: out / run for run in ("blaze", "blaze_reference")}
+
+
+def _load(folder):
+  from jax import export  # pylint: disable=g-import-not-at-top
+  meta = json.loads((folder / exported_detector.METADATA_FILE).read_text())
+  return export.deserialize((folder / exported_detector.FUNCTION_FILE).read_bytes()), meta
+
+
+def test_the_export_equals_the_detector_without_references(pidinet_runs, exports):
+  root, names = pidinet_runs
+  function, meta = _load(exports["blaze"])
+  assert meta["size"] == 32 and meta["categories"] is None and meta["thresholds"] is None
+  images = np.concatenate([_images(root, n) for n in names])
+  expected = infer.Detector(root / "blaze").localize(images)
+  heatmaps, scores = function.call(images)
+  assert heatmaps.shape == (len(images), 32, 32) and heatmaps.dtype == np.float32
+  np.testing.assert_allclose(heatmaps, expected.heatmaps, atol=1e-4)
+  np.testing.assert_allclose(scores, expected.scores, atol=1e-4)
+  single, _ = function.call(images[:1])  # Any batch size: N is symbolic.
+  np.testing.assert_allclose(single[0], expected.heatmaps[0], atol=1e-4)
+
+
+def test_the_export_equals_the_detector_for_every_reference(pidinet_runs, exports):
+  root, names = pidinet_runs
+  function, meta = _load(exports["blaze_reference"])
+  assert meta["categories"] == [f"synthetic/{n}" for n in names]
+  detector = infer.Detector(root / "blaze_reference")
+  images = _images(root, names[0])
+  for index, category in enumerate(meta["categories"]):
+    heatmaps, scores = function.call(images, np.full(len(images), index, np.int32))
+    expected = detector.localize(images, category=category)
+    assert expected.references == [category] * len(images)
+    np.testing.assert_allclose(heatmaps, expected.heatmaps, atol=1e-4)
+    np.testing.assert_allclose(scores, expected.scores, atol=1e-4)
+  mixed = np.arange(len(images), dtype=np.int32) % len(names)  # One category per image.
+  heatmaps, _ = function.call(images, mixed)
+  for i, index in enumerate(mixed):
+    np.testing.assert_allclose(
+        heatmaps[i], detector.localize(images[i:i + 1], meta["categories"][index]).heatmaps[0],
+        atol=1e-4)
+
+
+def test_the_export_refuses_other_sizes_and_dtypes(exports):
+  function, _ = _load(exports["blaze"])
+  with pytest.raises(Exception, match="shape|32"):
+    function.call(np.zeros((2, 64, 64, 3), np.uint8))
+  with pytest.raises(Exception, match="uint8|float32|dtype"):
+    function.call(np.zeros((2, 32, 32, 3), np.float32))
+
+
+_JAX_ONLY = """
+  import importlib.abc, sys
+  class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+      if name.split(".")[0] in ("af_jax", "flax", "orbax", "tensorflow_datasets", "tensorflow",
+                                "grain", "optax"):
+        raise ImportError(f"{name} must not be needed")
+  sys.meta_path.insert(0, Refuse())
+  import json, numpy as np, jax
+  from jax import export
+  folder, images, out = sys.argv[1:4]
+  detector = export.deserialize(open(f"{folder}/detector.stablehlo", "rb").read())
+  size = json.load(open(f"{folder}/detector.json"))["size"]
+  heatmaps, scores = detector.call(np.load(images))
+  assert heatmaps.shape[1:] == (size, size)
+  np.savez(out, heatmaps=heatmaps, scores=scores)
+  assert not any(m.split(".")[0] in ("af_jax", "flax", "orbax") for m in sys.modules)
+"""
+
+
+def test_the_export_runs_with_jax_alone(pidinet_runs, exports, tmp_path):
+  root, names = pidinet_runs
+  images = _images(root, names[1])
+  np.save(tmp_path / "images.npy", images)
+  env = subprocess_env()
+  env["PYTHONPATH"] = ""  # Not even the repository on the path.
+  proc = subprocess.run([sys.executable, "-c", textwrap.dedent(_JAX_ONLY),
+                         str(exports["blaze"]), str(tmp_path / "images.npy"),
+                         str(tmp_path / "out.npz")], env=env, capture_output=True, text=True,
+                        timeout=300, cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  expected = infer.Detector(root / "blaze").localize(images)
+  np.testing.assert_allclose(np.load(tmp_path / "out.npz")["heatmaps"], expected.heatmaps,
+                             atol=1e-4)
+
+
+def test_export_carries_calibrated_thresholds_and_refuses_canny_runs(pidinet_runs, runs,
+                                                                     tmp_path, capsys):
+  root, names = pidinet_runs
+  workdir = copy_run(root / "blaze", tmp_path / "blaze")
+  infer.Detector(workdir).calibrate(list(_images(root, names[0], "train")), fpr=0.1,
+                                    min_images=8)
+  code, err = _run("export-detector", "--workdir", workdir, "--out", tmp_path / "e",
+                   capsys=capsys)
+  assert code == 0, err
+  meta = json.loads((tmp_path / "e" / exported_detector.METADATA_FILE).read_text())
+  saved = json.loads((workdir / infer.THRESHOLDS_FILE).read_text())
+  assert meta["thresholds"] == dict(pixel=saved["pixel"], image=saved["image"], fpr=0.1)
+  code, err = _run("export-detector", "--workdir", workdir, "--out", tmp_path / "e",
+                   capsys=capsys)
+  assert code == 1 and "already holds output" in err
+  code, err = _run("export-detector", "--workdir", runs[0] / "blaze", "--out",
+                   tmp_path / "canny", capsys=capsys)
+  assert code == 1 and "'canny' edges" in err and "cannot be exported" in err, err
+
+
+def test_localize_with_the_images_own_reference(pidinet_runs, tmp_path, capsys):
+  """An unseen category: its own normal images are the reference, named after its folder."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  root, names = pidinet_runs
+  widget = tmp_path / "widget"
+  for split, folder in (("train", "train/good"), ("test", "test/crack")):
+    (widget / folder).mkdir(parents=True)
+    for k, image in enumerate(_images(root, names[2], split)):
+      assert cv2.imwrite(str(widget / folder / f"{k:03d}.png"), image[..., ::-1])
+  code, err = _run("localize", "--workdir", root / "blaze_reference", "--images",
+                   widget / "test", "--out", tmp_path / "loc", "--reference",
+                   widget / "train" / "good", "--pixel_threshold", 0.5, "--image_threshold",
+                   0.5, capsys=capsys)
+  assert code == 0, err
+  with (tmp_path / "loc" / "scores.csv").open(newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert {r["reference"] for r in rows} == {"widget"} and len(rows) == 6
+  summary = json.loads((tmp_path / "loc" / "summary.json").read_text())
+  assert summary["references"] == {"widget": 6}
+  # Without --reference each image uses its nearest trained category, and says which.
+  code, err = _run("localize", "--workdir", root / "blaze_reference", "--images",
+                   widget / "test", "--out", tmp_path / "near", "--pixel_threshold", 0.5,
+                   "--image_threshold", 0.5, capsys=capsys)
+  assert code == 0, err
+  summary = json.loads((tmp_path / "near" / "summary.json").read_text())
+  assert set(summary["references"]) <= {f"synthetic/{n}" for n in names}
+  # --reference alone: the --calibrate images serve as the reference.
+  code, err = _run("localize", "--workdir", copy_run(root / "blaze_reference", tmp_path / "r"),
+                   "--images", widget / "test", "--out", tmp_path / "cal", "--calibrate",
+                   widget / "train" / "good", "--min_calibration_images", 8, "--reference",
+                   capsys=capsys)
+  assert code == 0, err
+  assert json.loads((tmp_path / "cal" / "summary.json").read_text())["references"] == {
+      "widget": 6}
+  code, err = _run("localize", "--workdir", root / "blaze", "--images", widget / "test",
+                   "--out", tmp_path / "none", "--reference", widget / "train" / "good",
+                   capsys=capsys)
+  assert code == 1 and "trained without blaze.reference" in err, err
