@@ -16,9 +16,10 @@ maximum.
 
 The floor of a category is the better of the two, metric by metric: a learned detector that
 does not beat it there has learned nothing useful (`af-jax evaluate --baseline` and the demo
-report the per-pixel one next to BlazeDetector). B.11's anchors at 64 px, px-AUROC / AUPRO /
-image AUROC, per-pixel then nearest patch: MVTec AD bottle 93.9 / 75.8 / 98.7 and 90.7 / 73.9
-/ 93.7; MPDD metal_plate 84.7 / 48.3 / 79.9 and 95.9 / 76.7 / 99.2.
+report both floors, and the floor, next to BlazeDetector: `af_jax.commands.evaluate`). `FLOORS`
+names them. B.11's anchors at 64 px, px-AUROC / AUPRO / image AUROC, per-pixel then nearest
+patch: MVTec AD bottle 93.9 / 75.8 / 98.7 and 90.7 / 73.9 / 93.7; MPDD metal_plate 84.7 / 48.3
+/ 79.9 and 95.9 / 76.7 / 99.2.
 """
 
 import dataclasses
@@ -37,6 +38,8 @@ from af_jax.inference import postprocess
 # (128 MiB) at a time, whatever the number of test pixels or the memory size.
 QUERY_CHUNK = 4096
 MEMORY_CHUNK = 8192
+# B.11's nearest-patch memory: 80,000 patches, those of 20 normal images at 64 px.
+MEMORY_SIZE = 80_000
 
 
 @dataclasses.dataclass
@@ -57,14 +60,23 @@ class _Floor:
   of the fitted size -> [N, S, S] unblurred maps) and `_smooth` (maps, sigma -> blurred).
   """
 
+  title = ""  # What tables call it.
+
   def __init__(self, sigma: float | None):
     self.sigma = sigma
     self.image_shape = None  # (S, S, 3) of the images fit() saw.
+
+  def check_normal_images(self, count: int, height: int, width: int) -> None:
+    """Raises ValueError when `count` normal images of height x width px are too few to fit
+    on: callers can refuse a category before reading its images (or training on it)."""
+    if count < 2:  # One image says nothing of how normal images vary.
+      raise ValueError(f"a floor needs at least 2 normal images, got {count}")
 
   def fit(self, normal_images) -> typing.Self:
     """`normal_images`: uint8 [S, S, 3] images of one size (an array or a list), as prepared
     datasets store them."""
     images = pixels.check_uint8_rgb(normal_images, batch=True)
+    self.check_normal_images(*images.shape[:3])
     self._fit(images)
     self.image_shape = images.shape[1:]
     return self
@@ -93,6 +105,7 @@ class _Floor:
 
 class PixelGaussianBaseline(_Floor):
   """Per-pixel mean/std of normal images; scores are normalized absolute deviations."""
+  title = "per-pixel Gaussian floor"
 
   def __init__(self, eps: float = 0.02, sigma: float | None = None):
     super().__init__(sigma)
@@ -121,8 +134,9 @@ class NearestPatchBaseline(_Floor):
   on JAX's default device (a GPU when there is one) in float32, in bounded blocks
   (`QUERY_CHUNK` x `MEMORY_CHUNK`).
   """
+  title = "nearest-patch floor"
 
-  def __init__(self, memory_size: int = 80_000, patch_size: int = 7, seed: int = 0,
+  def __init__(self, memory_size: int = MEMORY_SIZE, patch_size: int = 7, seed: int = 0,
                sigma: float | None = None):
     if memory_size < 1:
       raise ValueError(f"memory_size must be at least 1, got {memory_size}")
@@ -136,13 +150,17 @@ class NearestPatchBaseline(_Floor):
     self.memory = None  # float32 [memory_size, patch_size**2 * 3], the kept patches.
     self._search = None  # (centre, memory blocks, their squared norms) on the device.
 
-  def _fit(self, images):
-    count, height, width = images.shape[:3]
+  def check_normal_images(self, count, height, width):
+    super().check_normal_images(count, height, width)
     total = count * height * width
     if total < self.memory_size:
       raise ValueError(f"{count} normal images of {height}x{width} px give only {total} "
-                       f"patches; the nearest-patch memory needs {self.memory_size} (pass "
-                       f"memory_size={total} or less, or more images)")
+                       f"patches; the nearest-patch memory needs {self.memory_size} (give more "
+                       f"images, or keep at most {total}: memory_size={total}, or --patch_memory "
+                       f"{total} in af-jax evaluate and demo)")
+
+  def _fit(self, images):
+    total = int(np.prod(images.shape[:3]))
     keep = np.random.default_rng(self.seed).choice(total, self.memory_size, replace=False)
     self.memory = pixels.uint8_to_unit(patches(self._padded(images), keep, self.patch_size))
     self._search = _search_arrays(self.memory)
@@ -165,6 +183,10 @@ class NearestPatchBaseline(_Floor):
   def _padded(self, images: np.ndarray) -> np.ndarray:
     r = self.patch_size // 2
     return np.pad(images, ((0, 0), (r, r), (r, r), (0, 0)), mode="reflect")
+
+
+# Both floors by the names metrics.json gives them (`af_jax.commands.evaluate`).
+FLOORS = {"pixel_gaussian": PixelGaussianBaseline, "nearest_patch": NearestPatchBaseline}
 
 
 def patches(padded: np.ndarray, flat_indices, patch_size: int) -> np.ndarray:

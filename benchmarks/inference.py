@@ -55,7 +55,7 @@ def images_per_second(fn, batch, repeats: int) -> float:
 
 
 def measure(workdir: pathlib.Path, batches: list[int], repeats: int) -> list[tuple]:
-  """(size, batch, localize img/s, exported img/s) of one run."""
+  """(size, batch, localize img/s, exported img/s) of one run, each row printed as measured."""
   detector = infer.Detector(workdir, batch_size=max(batches))
   serialized, _ = exported_detector.export_detector(detector)
   exported = export.deserialize(serialized)
@@ -68,6 +68,7 @@ def measure(workdir: pathlib.Path, batches: list[int], repeats: int) -> list[tup
     localize = images_per_second(lambda x: detector.localize(x).heatmaps, images, repeats)
     function = images_per_second(lambda x: exported.call(x, *category)[0], images, repeats)
     rows.append((detector.size, batch, localize, function))
+    print(f"| {detector.size} | {batch} | {localize:.1f} | {function:.1f} |", flush=True)
   return rows
 
 
@@ -81,18 +82,14 @@ def main():
   args = parser.parse_args()
   batches = [int(b) for b in args.batches.split(",")]
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()})")
-  rows = []
+  print("| size | batch | Detector.localize img/s | exported function img/s |")
+  print("|---|---|---|---|", flush=True)  # Rows follow as they are measured.
   if args.workdir:
-    rows += measure(pathlib.Path(args.workdir), batches, args.repeats)
-  else:
-    with tempfile.TemporaryDirectory() as tmp:
-      for size in (int(s) for s in args.sizes.split(",")):
-        rows += measure(demo_network_run(pathlib.Path(tmp) / str(size), size), batches,
-                        args.repeats)
-  print("\n| size | batch | Detector.localize img/s | exported function img/s |")
-  print("|---|---|---|---|")
-  for size, batch, localize, function in rows:
-    print(f"| {size} | {batch} | {localize:.1f} | {function:.1f} |")
+    measure(pathlib.Path(args.workdir), batches, args.repeats)
+    return
+  with tempfile.TemporaryDirectory() as tmp:
+    for size in (int(s) for s in args.sizes.split(",")):
+      measure(demo_network_run(pathlib.Path(tmp) / str(size), size), batches, args.repeats)
 
 
 if __name__ == "__main__":

@@ -154,10 +154,24 @@ def test_too_few_images_or_a_bad_setting_say_so():
   with pytest.raises(ValueError, match="at least 2"):
     baseline.PixelGaussianBaseline().fit(np.zeros((1, 8, 8, 3), np.uint8))
   with pytest.raises(ValueError, match=r"2 normal images of 8x8 px give only 128 patches; the "
-                                       r"nearest-patch memory needs 80000 \(pass "
-                                       r"memory_size=128 or less, or more images\)"):
+                                       r"nearest-patch memory needs 80000 \(give more images, or "
+                                       r"keep at most 128: memory_size=128, or --patch_memory "
+                                       r"128 in af-jax evaluate and demo\)"):
     baseline.NearestPatchBaseline().fit(np.zeros((2, 8, 8, 3), np.uint8))
   with pytest.raises(ValueError, match="patch_size must be odd"):
     baseline.NearestPatchBaseline(patch_size=6)
   with pytest.raises(ValueError, match="memory_size must be at least 1"):
     baseline.NearestPatchBaseline(memory_size=0)
+
+
+@pytest.mark.parametrize("floor, count, message", [
+    (baseline.PixelGaussianBaseline(), 1, "at least 2 normal images, got 1"),
+    (baseline.NearestPatchBaseline(memory_size=129), 2, "2 normal images of 8x8 px give only 128")])
+def test_the_count_of_normal_images_is_checked_before_any_is_read(floor, count, message):
+  """What `fit` refuses, `check_normal_images` refuses from the count alone (callers check a
+  category's train split before reading it); one more image is enough."""
+  with pytest.raises(ValueError, match=message):
+    floor.check_normal_images(count, 8, 8)
+  with pytest.raises(ValueError, match=message):
+    floor.fit(np.zeros((count, 8, 8, 3), np.uint8))
+  floor.check_normal_images(count + 1, 8, 8)

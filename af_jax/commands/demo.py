@@ -2,24 +2,28 @@
 
   af-jax demo [--out demo_out] [--quick] [--seed 0]
   af-jax demo --dataset mvtec_ad --manual_dir /data/mvtec_ad --categories bottle,cable
+  af-jax demo --dataset folder --manual_dir /data/mine --categories widget,gadget
 
 1. builds the synthetic data set (`data_builders/synthetic`, PiDiNet edges), no download, and
    writes it as PNG files in the MVTec AD layout to `<out>/synthetic/<category>/` (`af-jax
    export`), for `af-jax generate --images` and `af-jax localize` (README "Next steps");
 2. trains tiny BootGenerator -> FlareGenerator -> BlazeDetector (`configs/demo.py`);
 3. generates anomalies (with heatmaps and masks) from normal images;
-4. localizes the synthetic test set and scores it (pixel AUROC, AUPRO, image AUROC);
+4. localizes the synthetic test set and scores it (pixel AUROC, AUPRO, image AUROC) beside
+   both no-learning floors (af_jax/baseline.py, fitted on each category's training images);
 5. writes `report.html` (metric tables, labelled image grids, each stage's loss curves;
    af_jax/commands/demo_report.py) and `metrics.json`.
 
 With `--dataset NAME --manual_dir DIR [--categories a,b]` it also prepares your categories (any
-image size, in the dataset's own layout) at the demo's size and trains ONE model over the
-synthetic categories and yours; steps 3-4 then run on your categories. Every localization table
-has the per-pixel Gaussian baseline (af_jax/baseline.py) beside it: the no-learning floor.
-`metrics.json` holds `per_category` and `mean` (pixel_auroc, aupro, image_auroc) of the
-detector, the same under `baseline`, and `generation_locality` (af_jax/metrics/locality.py:
-how local the generated anomalies are) per category; categories are named as built (e.g.
-`bottle-64px`).
+image size, in the dataset's own layout; `folder` reads any folder laid out like MVTec AD) at
+the demo's size and trains ONE model over the synthetic categories and yours; steps 3-4 then
+run on your categories. Before training it checks that each category can be scored (normal
+test images, anomalous ones with ground-truth masks) and has enough training images for the
+floors (`--patch_memory`), and stops naming the category if not. `metrics.json` holds
+`per_category` and `mean` (pixel_auroc, aupro, image_auroc) of the detector, the floors'
+`baselines`, `floor`, `beats_floor` and `patch_memory` (af_jax/commands/evaluate.py), and
+`generation_locality` (af_jax/metrics/locality.py: how local the generated anomalies are) per
+category; categories are named as built (e.g. `bottle-64px`).
 
 With `--inception FILE --lpips FILE` (the weights of `af-jax evaluate-generation`), step 3 also
 scores the generated anomalies: IS and IC-LPIPS per category, `QUALITY_NORMALS` normal images
@@ -40,6 +44,7 @@ import time
 import numpy as np
 
 from af_jax.commands import demo_report
+from af_jax.commands import evaluate
 from af_jax.inference import defaults
 from af_jax import files
 from af_jax import pixels
@@ -51,9 +56,10 @@ QUALITY_NORMALS, QUALITY_VARIANTS = 8, 2
 # Normal images per category whose anomalies (2 each) are measured for locality; the first
 # GRID_ANOMALIES of them are shown in the report.
 LOCALITY_NORMALS, GRID_ANOMALIES = 16, 4
-# At least defaults.MIN_CALIBRATION_IMAGES train images, so README's `localize --calibrate`
-# runs on a quick demo's outputs too.
-QUICK_DATA = dict(num_train=10, num_test_normal=2, num_test_anomalous=4)
+# 20 train images at 64 px hold the 80,000 patches of the nearest-patch floor's memory (and at
+# least defaults.MIN_CALIBRATION_IMAGES), so README's `localize --calibrate` and `evaluate
+# --baseline` run on a quick demo's outputs too.
+QUICK_DATA = dict(num_train=20, num_test_normal=2, num_test_anomalous=4)
 EXPORT_DIR = "synthetic"  # In <out>: the synthetic set as PNG files (`af-jax export`).
 
 
@@ -124,15 +130,22 @@ def _generation_quality(generator, data_dir, evaluated, inception, lpips) -> dic
   return per_category
 
 
+def _has_test_split(data_dir, dataset: str, category: str) -> bool:
+  """Whether the prepared category has a test split (a `folder` category may have none)."""
+  from af_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  info = input_pipeline.open_split(data_dir, dataset, category, "train").dataset_info
+  return "test" in info.splits
+
+
 def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *, dataset=None,
-             manual_dir=None, categories=None, seed: int = 0) -> dict:
+             manual_dir=None, categories=None, seed: int = 0,
+             patch_memory: int | None = None) -> dict:
   """Runs every step of the demo into `out`; returns the metrics written to metrics.json.
 
   `inception` / `lpips`: weight files of the generation metrics (module docstring).
   `dataset`, `manual_dir`, `categories`: the user's data (module docstring); `seed`: of every
-  stage.
+  stage; `patch_memory`: of the nearest-patch floor (`evaluate.floor_factories`).
   """
-  from af_jax.commands import evaluate  # pylint: disable=g-import-not-at-top
   from af_jax.commands import generate  # pylint: disable=g-import-not-at-top
   from af_jax.commands import export  # pylint: disable=g-import-not-at-top
   from af_jax import infer  # pylint: disable=g-import-not-at-top
@@ -162,7 +175,14 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *,
     names = _prepare_user_data(dataset, manual_dir, categories, data_dir,
                                demo_config.DATA["size"])
     sources += mix82.sources_for(dataset, names)
-    evaluated = [(dataset, c) for c in names]
+    evaluated = [(dataset, c) for c in names if _has_test_split(data_dir, dataset, c)]
+    for name in sorted(set(names) - {c for _, c in evaluated}):
+      print(f"      {dataset}/{name} has no test images: trained on, not scored", flush=True)
+    if not evaluated:
+      raise ValueError(f"none of {', '.join(names)} has test images to score the detector on; "
+                       "train on them with `af-jax train`, or add test/ images")
+  floors = evaluate.floor_factories(patch_memory)
+  tests = evaluate.scorable(data_dir, evaluated, floors)  # Refusals come before training.
   timings["data_s"] = time.perf_counter() - t
 
   # 2. training: one model over the synthetic categories and the user's -------------------
@@ -209,7 +229,7 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *,
           f"{' and '.join(missing)} weight files to report IS and IC-LPIPS", flush=True)
   timings["generate_s"] = time.perf_counter() - t
 
-  # 4. localization + metrics, next to the no-learning baseline ---------------------------
+  # 4. localization + metrics, next to the no-learning floors ----------------------------
   print(f"[4/5] localizing the {dataset or 'synthetic'} test set", flush=True)
   t = time.perf_counter()
   detector = infer.Detector(out / "runs" / stage_registry.serving("localize").name, batch_size=8)
@@ -220,10 +240,9 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *,
   threshold = detector.calibrate(calibration, fpr=defaults.CALIBRATION_FPR,
                                  min_images=1)["pixel"]
   loc_scale = demo_report.ColourScale(2 * threshold, (("threshold", threshold),))
-  per_category, floor, loc_rows = {}, {}, []
+  per_category, loc_rows = {}, []
   for ds, category in evaluated:
-    per_category[category] = evaluate.evaluate_category(detector, data_dir, ds, category)
-    floor[category] = evaluate.evaluate_baseline_category(data_dir, ds, category)
+    per_category[category] = evaluate.score(detector, tests[category])
     examples = [ex for ex in input_pipeline.make_eval_dataset(data_dir, ds, category)
                 if int(ex["label"]) == 1][:3]
     result = detector.localize([np.asarray(ex["image"]) for ex in examples])
@@ -232,17 +251,21 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *,
                        [np.asarray(ex["image"]), loc_scale.colour(hm),
                         pixels.overlay(np.asarray(ex["image"]), hm, threshold),
                         _gray(np.asarray(ex["mask"])[..., 0] > 0)]))
-  summary, table = localization.evaluation_summary(per_category)
-  baseline, floor_table = localization.evaluation_summary(floor)
-  table = (f"BlazeDetector:\n\n{table}\n\n{evaluate.BASELINE_TITLE}\n\n{floor_table}\n\n"
+  timings["localize_s"] = time.perf_counter() - t
+  print("      scoring the no-learning floors", flush=True)
+  t = time.perf_counter()
+  floor_results = {name: {category: evaluate.score_floor(floor, test)
+                          for category, test in tests.items()} for name, floor in floors.items()}
+  summary = evaluate.with_floors(localization.evaluation_summary(per_category)[0], floors,
+                                 floor_results)
+  table = (f"{evaluate.markdown_table(*evaluate.comparison_rows(summary))}\n\n"
            "Generated anomalies (FlareGenerator):\n" +
            "\n".join(f"  {c}: {generate.locality_line(v)}" for c, v in local.items()))
-  timings["localize_s"] = time.perf_counter() - t
+  timings["floors_s"] = time.perf_counter() - t
 
   # 5. report --------------------------------------------------------------------------
   timings["total_s"] = time.perf_counter() - started
-  metrics = dict(summary, baseline=baseline, generation_locality=local, timings=timings,
-                 quick=quick, seed=seed)
+  metrics = dict(summary, generation_locality=local, timings=timings, quick=quick, seed=seed)
   if quality is not None:
     metrics["generation"] = quality
   files.write_json(out / "metrics.json", metrics)
@@ -275,12 +298,14 @@ def main(argv) -> int:
   parser.add_argument("--inception", help="torch-fidelity Inception weights: also report IS")
   parser.add_argument("--lpips", help="torchvision VGG16 weights: also report IC-LPIPS")
   parser.add_argument("--dataset", help="your data instead of the synthetic test set: a dataset "
-                      "of `af-jax prepare` (mvtec_ad, visa, mvtec_loco, madsim, real_iad)")
+                      "of `af-jax prepare` (mvtec_ad, visa, mvtec_loco, madsim, real_iad, or "
+                      "folder: any folder of categories laid out like MVTec AD)")
   parser.add_argument("--manual_dir", type=pathlib.Path,
                       help="with --dataset: the folder of the download, in its own layout")
   parser.add_argument("--categories", type=lambda v: [c for c in v.split(",") if c],
                       help="with --dataset: comma-separated categories (default: all found)")
   parser.add_argument("--seed", type=int, default=0, help="seed of every training stage")
+  evaluate.add_patch_memory_flag(parser)
   args = parser.parse_args(argv)
   if (args.dataset is None) != (args.manual_dir is None):
     parser.error("--dataset and --manual_dir go together")
@@ -289,7 +314,7 @@ def main(argv) -> int:
   try:
     run_demo(args.out, quick=args.quick, inception=args.inception, lpips=args.lpips,
              dataset=args.dataset, manual_dir=args.manual_dir, categories=args.categories,
-             seed=args.seed)
+             seed=args.seed, patch_memory=args.patch_memory)
   except ValueError as e:
     print(f"af-jax demo: error: {e}", file=sys.stderr)
     return 1

@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from af_jax.commands import evaluate
+from af_jax import files
 from af_jax import pixels
 from af_jax import stage_registry
 
@@ -23,8 +25,6 @@ SCALE_NOTE = (
     "quality. The paper configuration (configs/boot.py, flare.py, blaze.py: 256 px, batch 32, "
     "the 82-category mix) is what to train on a GPU for the paper's results.")
 QUICK_NOTE = "This is a --quick run: a few training steps only, a smoke test of the chain."
-LOCALIZATION_METRICS = {"pixel_auroc": "pixel AUROC (%)", "aupro": "AUPRO (%)",
-                        "image_auroc": "image AUROC (%)"}
 LOSSES = {"g_loss": ("generator", "#d62728"), "d_loss": ("discriminator", "#1f77b4")}
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:70em}"
          "table{border-collapse:collapse;margin:.5em 0 1.5em}"
@@ -69,23 +69,14 @@ def table(header: list[str], rows: list[list[str]], labels: int = 1) -> str:
   return f"<table><tr>{_cells('th', header)}</tr>{body}</table>"
 
 
-def _percent(value, decimals: int = 1) -> str:
-  return "-" if value is None else f"{100 * value:.{decimals}f}"
+def _percent(value: float, decimals: int = 1) -> str:
+  return f"{100 * value:.{decimals}f}"
 
 
 def localization_table(metrics: dict) -> str:
-  """BlazeDetector and the per-pixel baseline, per category and their mean."""
-  models = [("BlazeDetector", metrics)]
-  if "baseline" in metrics:
-    models.append(("per-pixel Gaussian baseline", metrics["baseline"]))
-  rows = []
-  for category in [*metrics["per_category"], "mean"]:
-    for model, result in models:
-      values = result["mean"] if category == "mean" else result["per_category"].get(category, {})
-      count = "" if category == "mean" else str(values.get("num_images", "-"))
-      rows.append([category, model, *(_percent(values.get(k)) for k in LOCALIZATION_METRICS),
-                   count])
-  return table(["category", "model", *LOCALIZATION_METRICS.values(), "test images"], rows, 2)
+  """BlazeDetector, both no-learning floors and the floor, per category and their mean: the
+  rows of `af-jax evaluate`'s table (`evaluate.comparison_rows`)."""
+  return table(*evaluate.comparison_rows(metrics), labels=2)
 
 
 def locality_table(locality: dict) -> str:
@@ -218,9 +209,8 @@ def render(title: str, metrics: dict, grids: list[Grid], runs: pathlib.Path) -> 
            f"<title>af_jax demo: {html.escape(title)}</title><style>{STYLE}</style>",
            f"<h1>af_jax demo: {html.escape(title)}</h1>",
            *(f"<p>{html.escape(note)}</p>" for note in notes),
-           "<h2>Localization</h2>",
-           "<p>Beside the detector, the per-pixel Gaussian baseline (no learning; "
-           "af_jax/baseline.py): the floor to beat.</p>", localization_table(metrics)]
+           "<h2>Localization</h2>", f"<p>{html.escape(evaluate.FLOOR_NOTE)}</p>",
+           localization_table(metrics)]
   if "generation_locality" in metrics:
     parts += ["<h2>Generated anomalies: how local they are</h2>",
               locality_table(metrics["generation_locality"])]
@@ -236,6 +226,4 @@ def render(title: str, metrics: dict, grids: list[Grid], runs: pathlib.Path) -> 
 
 def write_report(out: pathlib.Path, title: str, metrics: dict, grids: list[Grid]) -> pathlib.Path:
   """Writes `out/report.html` from the demo's results and its runs in `out/runs`."""
-  path = out / "report.html"
-  path.write_text(render(title, metrics, grids, out / "runs"))
-  return path
+  return files.write_text(out / "report.html", render(title, metrics, grids, out / "runs"))

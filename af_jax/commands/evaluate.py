@@ -1,14 +1,31 @@
 """`af-jax evaluate`: pixel AUROC, AUPRO and image AUROC of a BlazeDetector on prepared test sets.
 
   af-jax evaluate --workdir runs/blaze --dataset mvtec_ad --categories bottle --data_dir data \\
-      [--baseline]
+      [--baseline [--patch_memory N]]
 
-It writes `metrics.json` and `metrics.md` (per category and mean pixel AUROC, AUPRO at FPR 0.3,
-image AUROC) to `--out` (default `<workdir>/eval`); `--baseline` adds the no-learning floor's
-figures (`af_jax/baseline.py`), fitted on each category's train split.
+It writes `metrics.md` (the table it prints) and `metrics.json` to `--out` (default
+`<workdir>/eval`): `per_category` and `mean` pixel AUROC, AUPRO at FPR 0.3 and image AUROC.
+`--baseline` also scores both no-learning floors (af_jax/baseline.py), each fitted on the
+category's train split at its prepared size, and adds to metrics.json:
+
+  baselines     {"pixel_gaussian": {per_category, mean}, "nearest_patch": {per_category, mean}}
+  floor         {per_category, mean}: per category, the better of the two floors per metric
+  beats_floor   {category: {metric: bool}}: whether the detector passes the floor there
+                (`FLOOR_MARGIN`: pixel AUROC and AUPRO at or above it, image AUROC at most 2
+                points below it)
+  patch_memory  the nearest-patch floor's memory (DESIGN.md B.11: 80,000 patches)
+
+The nearest-patch floor's time grows with test pixels x memory: on 2 CPU cores about 40 s for
+MVTec AD bottle at 64 px, some 16 times that at 256 px (a GPU takes it when JAX has one).
+
+Every category's test split (normal images, and anomalous ones with ground-truth masks) and,
+with `--baseline`, its train split's size are checked before anything is scored, so a bad
+category stops the run at once, naming it. Each file is written whole (`files.write_json`),
+metrics.json last: only a finished evaluation writes (or replaces) it.
 """
 
-import json
+import dataclasses
+import functools
 import pathlib
 
 import numpy as np
@@ -18,68 +35,232 @@ from af_jax.commands import run_flags
 from af_jax import files
 from af_jax import progress
 
-BASELINE_TITLE = "Per-pixel Gaussian baseline (no learning; af_jax/baseline.py):"
+METRICS = {"pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "image_auroc": "image AUROC"}
+# Issue 19's bar: how far below the floor a detector's figure may stay and still pass it.
+FLOOR_MARGIN = {"pixel_auroc": 0.0, "aupro": 0.0, "image_auroc": 0.02}
+DETECTOR = "BlazeDetector"
+FLOOR = "floor (the better of the two)"
+FLOOR_NOTE = ("Beside the detector, the two no-learning floors (af_jax/baseline.py): per-pixel "
+              "Gaussian statistics (DESIGN.md B.10) and the nearest patch on raw pixels (B.11), "
+              "each fitted on the category's training images. The floor is the better of the two "
+              "per metric; the detector beats it where its pixel AUROC and AUPRO reach the floor "
+              "and its image AUROC is at most 2 points below it.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TestSet:
+  """One prepared category's split, checked to be scorable (`load_test_set`)."""
+  data_dir: str
+  dataset: str
+  category: str
+  images: list[np.ndarray]  # uint8 [S, S, 3] each, as prepared.
+  masks: list[np.ndarray]   # bool [S, S] each.
+  labels: list[int]         # 1: anomalous.
+
+  @property
+  def name(self) -> str:
+    return f"{self.dataset}/{self.category}"
+
+
+def load_test_set(data_dir, dataset, category, split="test") -> TestSet:
+  """The split's images, masks and labels. ValueError naming the category when it cannot be
+  scored: no such split (a `folder` category built without test images), or no normal image,
+  or no anomalous one with an anomalous pixel in its ground-truth mask (AUROCs and AUPRO need
+  both)."""
+  from af_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  where = f"{dataset}/{category}"
+  try:
+    examples = list(input_pipeline.make_eval_dataset(data_dir, dataset, category, split=split))
+  except KeyError as e:  # No such split; its message lists the splits there are.
+    raise ValueError(f"cannot score {where}: {e.args[0]}") from None
+  masks = [np.asarray(ex["mask"])[..., 0] > 0 for ex in examples]
+  labels = [int(ex["label"]) for ex in examples]
+  anomalous, with_truth = sum(labels), sum(bool(m.any()) for m in masks)
+  if anomalous == len(labels) or not with_truth:
+    raise ValueError(
+        f"cannot score {where}: its {split!r} split in {data_dir} has "
+        f"{len(labels) - anomalous} normal and {anomalous} anomalous images, {with_truth} with "
+        "anomalous pixels in their ground-truth masks; scoring needs normal images and "
+        "anomalous ones with ground-truth masks")
+  return TestSet(str(data_dir), dataset, category, [np.asarray(ex["image"]) for ex in examples],
+                 masks, labels)
+
+
+def score(model, test: TestSet) -> dict:
+  """Pixel AUROC, AUPRO (FPR 0.3), image AUROC and num_images of `model` on `test`.
+
+  `model`: anything whose `localize(images)` gives `.heatmaps` and `.scores` (an
+  `infer.Detector`, a fitted floor of `af_jax.baseline`).
+  """
+  result = model.localize(test.images)
+  return dict(localize_command.metrics(result.heatmaps, test.masks, result.scores, test.labels),
+              num_images=len(test.images))
 
 
 def evaluate_category(detector, data_dir, dataset, category, split="test") -> dict:
-  """Pixel AUROC, AUPRO (FPR 0.3) and image AUROC of one prepared category.
+  """`score` of `detector` on one prepared category's split."""
+  return score(detector, load_test_set(data_dir, dataset, category, split))
 
-  `detector`: anything whose `localize(images)` gives `.heatmaps` and `.scores` (an
-  `infer.Detector`, or a fitted `baseline.PixelGaussianBaseline`).
+
+# ------------------------------------------------------------------ the no-learning floors
+def floor_factories(patch_memory: int | None = None) -> dict:
+  """Both floors by name (`baseline.FLOORS`), the nearest-patch one keeping `patch_memory`
+  training patches (None: B.11's `baseline.MEMORY_SIZE`)."""
+  from af_jax import baseline  # pylint: disable=g-import-not-at-top
+  memory = baseline.MEMORY_SIZE if patch_memory is None else patch_memory
+  return dict(baseline.FLOORS,
+              nearest_patch=functools.partial(baseline.NearestPatchBaseline, memory_size=memory))
+
+
+def checked_floor(floor, test: TestSet):
+  """An unfitted floor that fits on the train split of `test`'s category, checked from the
+  split's size before any image is read; ValueError naming the category if it does not.
+
+  `floor`: a name of `baseline.FLOORS`, or a class (or any callable making one, such as a
+  `functools.partial` with options).
   """
-  from af_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  examples = list(input_pipeline.make_eval_dataset(data_dir, dataset, category, split=split))
-  if not examples:
-    raise ValueError(f"{dataset}/{category} in {data_dir} has no {split!r} examples")
-  images = [np.asarray(ex["image"]) for ex in examples]
-  masks = [np.asarray(ex["mask"])[..., 0] > 0 for ex in examples]
-  labels = [int(ex["label"]) for ex in examples]
-  result = detector.localize(images)
-  return dict(localize_command.metrics(result.heatmaps, masks, result.scores, labels), num_images=len(images))
-
-
-def evaluate_baseline_category(data_dir, dataset, category, split="test") -> dict:
-  """`evaluate_category` of the per-pixel Gaussian baseline fitted on the category's train split."""
   from af_jax import baseline  # pylint: disable=g-import-not-at-top
   from af_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  normal = [np.asarray(ex["image"]) for ex in
-            input_pipeline.make_eval_dataset(data_dir, dataset, category, split="train")]
-  return evaluate_category(baseline.PixelGaussianBaseline().fit(normal), data_dir, dataset,
-                           category, split)
+  if isinstance(floor, str):
+    if floor not in baseline.FLOORS:
+      raise ValueError(f"no floor named {floor!r}; the floors are {', '.join(baseline.FLOORS)}")
+    floor = baseline.FLOORS[floor]
+  made = floor()
+  count = len(input_pipeline.make_eval_dataset(test.data_dir, test.dataset, test.category,
+                                               split="train"))
+  try:
+    made.check_normal_images(count, *test.images[0].shape[:2])
+  except ValueError as e:
+    raise ValueError(f"cannot fit the {made.title} on {test.name}'s train split: {e}") from None
+  return made
 
 
+def score_floor(floor, test: TestSet) -> dict:
+  """`score` of a floor (`checked_floor`) fitted on the train split of `test`'s category."""
+  from af_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  made = checked_floor(floor, test)
+  train = input_pipeline.make_eval_dataset(test.data_dir, test.dataset, test.category,
+                                           split="train")
+  # In file order, as B.11 samples its memory; builds store their examples shuffled.
+  normal = [np.asarray(ex["image"]) for ex in sorted(train, key=lambda ex: ex["file_name"])]
+  return score(made.fit(normal), test)
+
+
+def evaluate_baseline_category(floor, data_dir, dataset, category, split="test") -> dict:
+  """`score_floor` of `floor` (a name or a class, `checked_floor`) on one prepared category."""
+  return score_floor(floor, load_test_set(data_dir, dataset, category, split))
+
+
+def scorable(data_dir, categories, floors: dict, split="test") -> dict[str, TestSet]:
+  """Each (dataset, category)'s test set by category, each checked (`load_test_set`) and each
+  floor checked to fit on it (`checked_floor`): every refusal comes before anything is scored
+  (or, in the demo, trained)."""
+  tests = {category: load_test_set(data_dir, dataset, category, split)
+           for dataset, category in categories}
+  for test in tests.values():
+    for floor in floors.values():
+      checked_floor(floor, test)
+  return tests
+
+
+def with_floors(detector: dict, floors: dict, results: dict[str, dict[str, dict]]) -> dict:
+  """`detector`'s summary (`localization.evaluation_summary`) with `baselines`, `floor`,
+  `beats_floor` and `patch_memory` (module docstring), from `floors` (`floor_factories`) and
+  their per-category `results` (by floor name)."""
+  from af_jax.metrics import localization  # pylint: disable=g-import-not-at-top
+  best = {category: {k: max(by_category[category][k] for by_category in results.values())
+                     for k in METRICS} for category in detector["per_category"]}
+  beats = {category: {k: values[k] >= best[category][k] - FLOOR_MARGIN[k] for k in METRICS}
+           for category, values in detector["per_category"].items()}
+  return dict(detector,
+              baselines={name: localization.evaluation_summary(by_category)[0]
+                         for name, by_category in results.items()},
+              floor=localization.evaluation_summary(best)[0], beats_floor=beats,
+              patch_memory=floors["nearest_patch"]().memory_size)
+
+
+# ------------------------------------------------------------------ tables
+def floor_title(name: str) -> str:
+  from af_jax import baseline  # pylint: disable=g-import-not-at-top
+  return baseline.FLOORS[name].title
+
+
+def verdict(beats: dict[str, bool]) -> str:
+  """'yes', or 'no: ' and the metrics that stay below the floor."""
+  below = [METRICS[k] for k, passed in beats.items() if not passed]
+  return f"no: {', '.join(below)}" if below else "yes"
+
+
+def comparison_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
+  """Header and rows of the localization table of a metrics.json dict: per category, then the
+  mean, a row for the detector and, where scored, one per floor and one for the floor; the
+  detector's row says whether it beats the floor."""
+  models = [(DETECTOR, metrics), *((floor_title(name), results)
+                                   for name, results in metrics.get("baselines", {}).items())]
+  if "floor" in metrics:
+    models.append((FLOOR, metrics["floor"]))
+  beats = metrics.get("beats_floor")
+  header = ["category", "model", *(f"{title} (%)" for title in METRICS.values()), "test images"]
+  header += ["beats the floor"] if beats else []
+  rows = []
+  for category in [*metrics["per_category"], "mean"]:
+    for model, results in models:
+      values = results["mean"] if category == "mean" else results["per_category"][category]
+      row = [category, model,
+             *(f"{100 * values[k]:.1f}" if k in values else "-" for k in METRICS),
+             "" if category == "mean" else str(values.get("num_images", ""))]
+      if beats:
+        row.append(verdict(beats[category]) if model == DETECTOR and category in beats else "")
+      rows.append(row)
+  return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+  return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, ["---"] * len(header),
+                                                                   *rows])
+
+
+# ------------------------------------------------------------------ the command
 def evaluate(args) -> dict:
-  """metrics.json and metrics.md over `--categories`; returns the summary."""
+  """metrics.md and metrics.json over `--categories`; returns the summary."""
   from af_jax import infer  # pylint: disable=g-import-not-at-top
   from af_jax.metrics import localization  # pylint: disable=g-import-not-at-top
   categories = [c.strip() for c in args.categories.split(",") if c.strip()]
   if not categories:
     raise ValueError(f"--categories names no category: {args.categories!r}")
+  floors = floor_factories(args.patch_memory) if args.baseline else {}
+  tests = scorable(args.data_dir, [(args.dataset, c) for c in categories], floors, args.split)
   detector = infer.Detector(args.workdir, smoothing_sigma=args.smoothing_sigma,
                             flip_tta=args.flip_tta, **run_flags.network_options(args))
-  per_category, floor = {}, {}
+  per_category, floor_results = {}, {name: {} for name in floors}
   bar = progress.Progress(len(categories), "evaluate", unit="category")
-  for category in categories:
-    per_category[category] = evaluate_category(detector, args.data_dir, args.dataset, category,
-                                               args.split)
-    if args.baseline:
-      floor[category] = evaluate_baseline_category(args.data_dir, args.dataset, category,
-                                                   args.split)
+  for category, test in tests.items():
+    per_category[category] = score(detector, test)
+    for name, floor in floors.items():
+      floor_results[name][category] = score_floor(floor, test)
     bar.update(1)
   bar.close()
-  summary, table = localization.evaluation_summary(per_category)
+  summary, _ = localization.evaluation_summary(per_category)
   summary.update(dataset=args.dataset, split=args.split, workdir=str(args.workdir),
                  step=detector.step, edge_method=detector.edge_method)
-  if args.baseline:
-    summary["baseline"], floor_table = localization.evaluation_summary(floor)
-    table += f"\n\n{BASELINE_TITLE}\n\n{floor_table}"
+  if floors:
+    summary = with_floors(summary, floors, floor_results)
+  table = markdown_table(*comparison_rows(summary))
   out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "eval")
   out.mkdir(parents=True, exist_ok=True)
-  files.write_text(out / "metrics.json", json.dumps(summary, indent=2))
   files.write_text(out / "metrics.md", table + "\n")
+  files.write_json(out / "metrics.json", summary)
   print(table)
   print(f"written: {out / 'metrics.json'}, {out / 'metrics.md'}")
   return summary
+
+
+def add_patch_memory_flag(parser) -> None:
+  """`--patch_memory`, of `evaluate --baseline` and the demo (both score the floors)."""
+  parser.add_argument("--patch_memory", type=int,
+                      help="training patches the nearest-patch floor keeps, its memory_size "
+                           "(default 80000, DESIGN.md B.11: 20 training images at 64 px); "
+                           "fewer for categories with fewer training images")
 
 
 def main(argv) -> int:
@@ -91,6 +272,9 @@ def main(argv) -> int:
   p.add_argument("--split", default="test")
   p.add_argument("--out", help="output folder (default: WORKDIR/eval)")
   p.add_argument("--baseline", action="store_true",
-                 help="also score the per-pixel Gaussian baseline (af_jax/baseline.py), fitted on "
-                      "each category's train split: the no-learning floor to beat")
-  return run_flags.run("evaluate", evaluate, p.parse_args(argv), show_result=False)  # It prints a table.
+                 help="also score both no-learning floors (af_jax/baseline.py: per-pixel "
+                      "Gaussian and nearest patch), fitted on each category's train split, and "
+                      "whether the detector beats the better of the two")
+  add_patch_memory_flag(p)
+  # It prints its table.
+  return run_flags.run("evaluate", evaluate, p.parse_args(argv), show_result=False)

@@ -4,24 +4,32 @@ import html.parser
 import json
 
 import numpy as np
+import pytest
 
 from af_jax.commands import demo_report
+from af_jax.commands import evaluate
 from af_jax import pixels
 
 CATEGORIES = ("circuit-64px", "gear-64px")
 
 
-def _result(pixel_auroc: float) -> dict:
-  per_category = {c: dict(pixel_auroc=pixel_auroc + i / 10, aupro=0.5, image_auroc=0.75,
+def _result(pixel_auroc: float, image_auroc: float = 0.75) -> dict:
+  per_category = {c: dict(pixel_auroc=pixel_auroc + i / 10, aupro=0.5, image_auroc=image_auroc,
                           num_images=28) for i, c in enumerate(CATEGORIES)}
   return dict(per_category=per_category,
-              mean=dict(pixel_auroc=pixel_auroc + 0.05, aupro=0.5, image_auroc=0.75,
+              mean=dict(pixel_auroc=pixel_auroc + 0.05, aupro=0.5, image_auroc=image_auroc,
                         num_images=28.0))
 
 
+# The detector beats the per-pixel floor's pixel AUROC, ties both floors' AUPRO and stays 2
+# and 4 points below the nearest-patch floor's image AUROC.
+FLOORS = {"pixel_gaussian": {c: dict(pixel_auroc=0.7 + i / 10, aupro=0.5, image_auroc=0.75,
+                                     num_images=28) for i, c in enumerate(CATEGORIES)},
+          "nearest_patch": {c: dict(pixel_auroc=0.6, aupro=0.5, image_auroc=0.77 + i / 50,
+                                    num_images=28) for i, c in enumerate(CATEGORIES)}}
+FACTORIES = evaluate.floor_factories(patch_memory=100)
 METRICS = dict(
-    _result(0.8),
-    baseline=_result(0.7),
+    evaluate.with_floors(_result(0.8), FACTORIES, FLOORS),
     generation_locality={c: dict(change_inside=0.36, heatmap_iou=0.0, change_outside=0.0022)
                          for c in CATEGORIES},
     timings=dict(data_s=22.0, train_boot_s=131.0, total_s=417.0), quick=False, seed=0)
@@ -76,21 +84,43 @@ def _fake_demo(out):
   return demo_report.write_report(out, "AnomalyFactory on <synthetic>", METRICS, [grid])
 
 
-def test_metrics_are_html_tables_with_baseline_rows_and_locality(tmp_path):
+def test_the_floor_is_the_better_floor_per_metric_and_the_bar_allows_2_image_points():
+  floor = METRICS["floor"]["per_category"]
+  assert floor["circuit-64px"] == pytest.approx(dict(pixel_auroc=0.7, aupro=0.5, image_auroc=0.77))
+  assert floor["gear-64px"] == pytest.approx(dict(pixel_auroc=0.8, aupro=0.5, image_auroc=0.79))
+  assert METRICS["floor"]["mean"] == pytest.approx(dict(pixel_auroc=0.75, aupro=0.5,
+                                                        image_auroc=0.78))
+  assert METRICS["beats_floor"] == {
+      "circuit-64px": dict(pixel_auroc=True, aupro=True, image_auroc=True),
+      "gear-64px": dict(pixel_auroc=True, aupro=True, image_auroc=False)}
+  assert set(METRICS["baselines"]) == set(FLOORS) and METRICS["patch_memory"] == 100
+  for name, results in FLOORS.items():
+    assert METRICS["baselines"][name]["per_category"] == results
+
+
+def test_metrics_are_html_tables_with_both_floors_rows_and_locality(tmp_path):
   page = _fake_demo(tmp_path).read_text()
   assert "|" not in page and "<pre>|" not in page  # No Markdown table anywhere.
   assert "AnomalyFactory on &lt;synthetic&gt;" in page
   assert "tiny CPU models" in page and "256 px" in page and "GPU" in page
   assert "Time: 417 s in all (data 22 s, training boot 131 s)." in page
+  assert "at most 2 points below it" in page
   scores, local, grid = _Tables(page).tables
   assert scores == [
-      ["category", "model", "pixel AUROC (%)", "AUPRO (%)", "image AUROC (%)", "test images"],
-      ["circuit-64px", "BlazeDetector", "80.0", "50.0", "75.0", "28"],
-      ["circuit-64px", "per-pixel Gaussian baseline", "70.0", "50.0", "75.0", "28"],
-      ["gear-64px", "BlazeDetector", "90.0", "50.0", "75.0", "28"],
-      ["gear-64px", "per-pixel Gaussian baseline", "80.0", "50.0", "75.0", "28"],
-      ["mean", "BlazeDetector", "85.0", "50.0", "75.0", ""],
-      ["mean", "per-pixel Gaussian baseline", "75.0", "50.0", "75.0", ""]]
+      ["category", "model", "pixel AUROC (%)", "AUPRO (%)", "image AUROC (%)", "test images",
+       "beats the floor"],
+      ["circuit-64px", "BlazeDetector", "80.0", "50.0", "75.0", "28", "yes"],
+      ["circuit-64px", "per-pixel Gaussian floor", "70.0", "50.0", "75.0", "28", ""],
+      ["circuit-64px", "nearest-patch floor", "60.0", "50.0", "77.0", "28", ""],
+      ["circuit-64px", "floor (the better of the two)", "70.0", "50.0", "77.0", "", ""],
+      ["gear-64px", "BlazeDetector", "90.0", "50.0", "75.0", "28", "no: image AUROC"],
+      ["gear-64px", "per-pixel Gaussian floor", "80.0", "50.0", "75.0", "28", ""],
+      ["gear-64px", "nearest-patch floor", "60.0", "50.0", "79.0", "28", ""],
+      ["gear-64px", "floor (the better of the two)", "80.0", "50.0", "79.0", "", ""],
+      ["mean", "BlazeDetector", "85.0", "50.0", "75.0", "", ""],
+      ["mean", "per-pixel Gaussian floor", "75.0", "50.0", "75.0", "", ""],
+      ["mean", "nearest-patch floor", "60.0", "50.0", "78.0", "", ""],
+      ["mean", "floor (the better of the two)", "75.0", "50.0", "78.0", "", ""]]
   assert local[1:] == [[c, "36.0", "0.00", "0.22"] for c in CATEGORIES]
   assert "change inside the masks (%)" in local[0]
   assert grid == [["", "test image", "heatmap"],

@@ -5,6 +5,7 @@ the tiny synthetic set written out in the MVTec AD layout.
 """
 
 import csv
+import functools
 import json
 import pathlib
 import shutil
@@ -13,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from af_jax import baseline
 from af_jax import cli
 from af_jax.commands import evaluate
 from af_jax.commands import image_files
@@ -23,6 +25,7 @@ from af_jax import input_pipeline
 from af_jax.metrics import locality
 from af_jax.ops import manipulate
 from conftest import copy_run
+from test_baseline import NEAREST_PATCH, PER_PIXEL  # DESIGN.md B.11's figures.
 
 
 def _write_rgb(path: pathlib.Path, image: np.ndarray) -> None:
@@ -360,8 +363,11 @@ def test_evaluate_writes_json_and_markdown(runs, tmp_path, capsys):
   np.testing.assert_allclose(
       metrics["mean"]["aupro"], np.mean([v["aupro"] for v in metrics["per_category"].values()]))
   table = (tmp_path / "metrics.md").read_text().splitlines()
-  assert table[0].startswith("| category | pixel_auroc (%) | aupro (%) | image_auroc (%)")
-  assert [line.split(" | ")[0] for line in table[2:]] == [f"| {n}" for n in names[:2]] + ["| mean"]
+  assert table[0] == ("| category | model | pixel AUROC (%) | AUPRO (%) | image AUROC (%) | "
+                      "test images |")
+  assert [line.split(" | ")[:2] for line in table[2:]] == [
+      [f"| {n}", "BlazeDetector"] for n in [*names[:2], "mean"]]
+  assert "baselines" not in metrics
 
   code, err = _run("evaluate", "--workdir", root / "blaze", "--dataset", "synthetic",
                    "--categories", names[0], "--data_dir", data_dir, "--smoothing_sigma", "0",
@@ -373,17 +379,34 @@ def test_evaluate_writes_json_and_markdown(runs, tmp_path, capsys):
                                                          names[0]))
   assert raw["pixel_auroc"] != metrics["per_category"][names[0]]["pixel_auroc"]
 
-  # --baseline: the per-pixel Gaussian floor, fitted on the train split, in the same shape.
-  code, err = _run("evaluate", "--workdir", root / "blaze", "--dataset", "synthetic",
-                   "--categories", names[0], "--data_dir", data_dir, "--baseline",
-                   "--out", tmp_path / "floor", capsys=capsys)
-  assert code == 0, err
-  floor = json.loads((tmp_path / "floor" / "metrics.json").read_text())
-  assert floor["per_category"][names[0]] == metrics["per_category"][names[0]]
-  assert list(floor["baseline"]["per_category"]) == [names[0]]
-  assert floor["baseline"]["per_category"][names[0]] == pytest.approx(
-      evaluate.evaluate_baseline_category(data_dir, "synthetic", names[0]))
-  assert "Per-pixel Gaussian baseline" in (tmp_path / "floor" / "metrics.md").read_text()
+  # --baseline: both floors, fitted on the train split, in the same shape; the floor is the
+  # better one per metric. The 8 train images of 32 px hold 8192 patches: a small memory.
+  code, out = _run("evaluate", "--workdir", root / "blaze", "--dataset", "synthetic",
+                   "--categories", ",".join(names[:2]), "--data_dir", data_dir, "--baseline",
+                   "--patch_memory", 2000, "--out", tmp_path / "floor", capsys=capsys, stdout=True)
+  assert code == 0, out
+  floors = json.loads((tmp_path / "floor" / "metrics.json").read_text())
+  assert floors["per_category"] == metrics["per_category"] and floors["patch_memory"] == 2000
+  small = functools.partial(baseline.NearestPatchBaseline, memory_size=2000)
+  for name, floor in (("pixel_gaussian", "pixel_gaussian"), ("nearest_patch", small)):
+    assert set(floors["baselines"][name]) == {"per_category", "mean"}
+    assert floors["baselines"][name]["per_category"][names[1]] == pytest.approx(
+        evaluate.evaluate_baseline_category(floor, data_dir, "synthetic", names[1]))
+  for category in names[:2]:
+    both = [floors["baselines"][f]["per_category"][category] for f in baseline.FLOORS]
+    best = floors["floor"]["per_category"][category]
+    detector = floors["per_category"][category]
+    assert best == {k: max(b[k] for b in both) for k in ("pixel_auroc", "aupro", "image_auroc")}
+    assert floors["beats_floor"][category] == {
+        "pixel_auroc": detector["pixel_auroc"] >= best["pixel_auroc"],
+        "aupro": detector["aupro"] >= best["aupro"],
+        "image_auroc": detector["image_auroc"] >= best["image_auroc"] - 0.02}
+  table = (tmp_path / "floor" / "metrics.md").read_text()
+  assert table in out  # The table it prints is the one it writes.
+  assert [line.split(" | ")[1] for line in table.splitlines()[2:6]] == [
+      "BlazeDetector", "per-pixel Gaussian floor", "nearest-patch floor",
+      "floor (the better of the two)"]
+  assert table.splitlines()[0].endswith("| test images | beats the floor |")
 
   # A category's own name finds its only build; results are named as the user named them.
   short = names[0].split("-")[0]
@@ -398,3 +421,52 @@ def test_evaluate_writes_json_and_markdown(runs, tmp_path, capsys):
                    "--categories", "nowhere", "--data_dir", data_dir, "--out", tmp_path / "x",
                    capsys=capsys)
   assert code == 1 and "synthetic/nowhere is not prepared" in err
+
+
+@pytest.mark.slow  # The nearest-patch floor at B.11's memory: a minute on 2 shared cores.
+def test_the_floors_of_a_prepared_category_are_the_design_figures(bottle_dir, tmp_path, capsys):
+  """Prepared at 64 px and fitted on the train split in file order (builds store it
+  shuffled), both floors give DESIGN.md B.11's figures for the real bottle."""
+  data_dir = tmp_path / "data"
+  assert cli.main(["prepare", "--dataset", "folder", "--manual_dir", str(bottle_dir.parent),
+                   "--categories", "bottle", "--data_dir", str(data_dir), "--size", "64",
+                   "--edges", "canny"]) == 0, capsys.readouterr().err
+  for name, expected in (("pixel_gaussian", PER_PIXEL["bottle_dir"]),
+                         ("nearest_patch", NEAREST_PATCH["bottle_dir"])):
+    figures = evaluate.evaluate_baseline_category(name, data_dir, "folder", "bottle")
+    assert [figures[k] for k in ("pixel_auroc", "aupro", "image_auroc")] == pytest.approx(
+        expected, abs=0.003), name
+
+
+def test_evaluate_refuses_categories_it_cannot_score(runs, tmp_path, capsys):
+  """Each refusal names the category and what it lacks; nothing is written."""
+  root, data_dir, names = runs
+  manual = tmp_path / "manual"
+  for category, splits in (("trainonly", ("train",)), ("goodonly", ("train", "test"))):
+    for split in splits:  # Normal images only.
+      for ex in input_pipeline.make_eval_dataset(data_dir, "synthetic", names[0], split=split):
+        if not ex["label"]:
+          _write_rgb(manual / category / split / "good" / pathlib.Path(ex["file_name"]).name,
+                     np.asarray(ex["image"]))
+  folder_data = tmp_path / "data"
+  assert cli.main(["prepare", "--dataset", "folder", "--manual_dir", str(manual), "--data_dir",
+                   str(folder_data), "--size", "32", "--edges", "canny"]) == 0
+  capsys.readouterr()
+
+  def refused(dataset, where, categories, *flags):
+    code, err = _run("evaluate", "--workdir", root / "blaze", "--dataset", dataset,
+                     "--categories", categories, "--data_dir", where, "--out",
+                     tmp_path / "out", *flags, capsys=capsys)
+    assert code == 1 and not (tmp_path / "out").exists()
+    return err
+
+  err = refused("folder", folder_data, "trainonly")
+  assert "cannot score folder/trainonly: " in err and "has no split 'test'" in err
+  err = refused("folder", folder_data, "goodonly", "--baseline")
+  assert ("cannot score folder/goodonly: its 'test' split in " in err and
+          "has 2 normal and 0 anomalous images, 0 with anomalous pixels in their ground-truth "
+          "masks; scoring needs normal images and anomalous ones" in err)
+  # The nearest-patch floor's memory (B.11: 80,000 patches) needs more than 8 images of 32 px.
+  err = refused("synthetic", data_dir, names[0], "--baseline")
+  assert (f"cannot fit the nearest-patch floor on synthetic/{names[0]}'s train split: 8 normal "
+          "images of 32x32 px give only 8192 patches; the nearest-patch memory needs 80000" in err)
