@@ -31,10 +31,12 @@ import pathlib
 import numpy as np
 
 from af_jax.commands import localize as localize_command
+from af_jax.commands import output_files
 from af_jax.commands import run_flags
 from af_jax import files
 from af_jax import progress
 
+OUTPUT_FILES = ("metrics.md", "metrics.json")
 METRICS = {"pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "image_auroc": "image AUROC"}
 # Issue 19's bar: how far below the floor a detector's figure may stay and still pass it.
 FLOOR_MARGIN = {"pixel_auroc": 0.0, "aupro": 0.0, "image_auroc": 0.02}
@@ -232,26 +234,26 @@ def evaluate(args) -> dict:
   tests = scorable(args.data_dir, [(args.dataset, c) for c in categories], floors, args.split)
   detector = infer.Detector(args.workdir, smoothing_sigma=args.smoothing_sigma,
                             flip_tta=args.flip_tta, **run_flags.network_options(args))
-  per_category, floor_results = {}, {name: {} for name in floors}
-  bar = progress.Progress(len(categories), "evaluate", unit="category")
-  for category, test in tests.items():
-    per_category[category] = score(detector, test)
-    for name, floor in floors.items():
-      floor_results[name][category] = score_floor(floor, test)
-    bar.update(1)
-  bar.close()
-  summary, _ = localization.evaluation_summary(per_category)
-  summary.update(dataset=args.dataset, split=args.split, workdir=str(args.workdir),
-                 step=detector.step, edge_method=detector.edge_method)
-  if floors:
-    summary = with_floors(summary, floors, floor_results)
-  table = markdown_table(*comparison_rows(summary))
   out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "eval")
-  out.mkdir(parents=True, exist_ok=True)
-  files.write_text(out / "metrics.md", table + "\n")
-  files.write_json(out / "metrics.json", summary)
+  with output_files.output_folder(out, (), OUTPUT_FILES, args.overwrite) as folder:
+    per_category, floor_results = {}, {name: {} for name in floors}
+    bar = progress.Progress(len(categories), "evaluate", unit="category")
+    for category, test in tests.items():
+      per_category[category] = score(detector, test)
+      for name, floor in floors.items():
+        floor_results[name][category] = score_floor(floor, test)
+      bar.update(1)
+    bar.close()
+    summary, _ = localization.evaluation_summary(per_category)
+    summary.update(dataset=args.dataset, split=args.split, workdir=str(args.workdir),
+                   step=detector.step, edge_method=detector.edge_method)
+    if floors:
+      summary = with_floors(summary, floors, floor_results)
+    table = markdown_table(*comparison_rows(summary))
+    folder.write(files.write_text, out / OUTPUT_FILES[0], table + "\n")
+    folder.write(files.write_json, out / OUTPUT_FILES[1], summary)  # Last: a finished run.
   print(table)
-  print(f"written: {out / 'metrics.json'}, {out / 'metrics.md'}")
+  print(f"written: {out / OUTPUT_FILES[1]}, {out / OUTPUT_FILES[0]}")
   return summary
 
 
@@ -271,6 +273,7 @@ def main(argv) -> int:
   p.add_argument("--data_dir", required=True)
   p.add_argument("--split", default="test")
   p.add_argument("--out", help="output folder (default: WORKDIR/eval)")
+  p.add_argument("--overwrite", action="store_true", help="replace a previous evaluation there")
   p.add_argument("--baseline", action="store_true",
                  help="also score both no-learning floors (af_jax/baseline.py: per-pixel "
                       "Gaussian and nearest patch), fitted on each category's train split, and "

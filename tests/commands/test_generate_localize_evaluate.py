@@ -368,6 +368,13 @@ def test_evaluate_writes_json_and_markdown(runs, tmp_path, capsys):
   assert [line.split(" | ")[:2] for line in table[2:]] == [
       [f"| {n}", "BlazeDetector"] for n in [*names[:2], "mean"]]
   assert "baselines" not in metrics
+  again = ("evaluate", "--workdir", root / "blaze", "--dataset", "synthetic", "--categories",
+           names[0], "--data_dir", data_dir, "--out", tmp_path)
+  code, err = _run(*again, capsys=capsys)
+  assert code == 1 and "already holds output (metrics.md, metrics.json" in err, err
+  assert json.loads((tmp_path / "metrics.json").read_text()) == metrics  # Left as it was.
+  assert _run(*again, "--overwrite", capsys=capsys)[0] == 0
+  assert list(json.loads((tmp_path / "metrics.json").read_text())["per_category"]) == names[:1]
 
   code, err = _run("evaluate", "--workdir", root / "blaze", "--dataset", "synthetic",
                    "--categories", names[0], "--data_dir", data_dir, "--smoothing_sigma", "0",
