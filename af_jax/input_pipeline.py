@@ -136,11 +136,24 @@ def resolve_category(data_dir, dataset: str, category: str) -> str:
   if _is_built(root / category) or not root.is_dir():
     return category
   builds = sorted(p.name for p in root.iterdir()
-                  if p.name.startswith(f"{category}-") and _is_built(p))
+                  if p.name != category and _category_of_build(dataset, p.name) == category
+                  and _is_built(p))
   if len(builds) > 1:
     raise FileNotFoundError(f"{dataset}/{category} has several builds in {root.parent}: "
                             f"{', '.join(builds)}; name the one you mean")
   return builds[0] if builds else category
+
+
+def _category_of_build(dataset: str, name: str) -> str | None:
+  """The category a build's name starts with: up to the first '-', or for `folder` (whose
+  categories may hold '-') what its options, read from the right, leave."""
+  if dataset != "folder":
+    return name.split("-")[0]
+  from data_builders import folder  # pylint: disable=g-import-not-at-top
+  try:
+    return folder.parse_config_name(name)[0]
+  except ValueError:
+    return None
 
 
 def open_split(data_dir: str, dataset: str, category: str, split: str, *,

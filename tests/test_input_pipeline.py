@@ -316,3 +316,14 @@ def test_a_category_s_own_name_finds_its_only_build(tmp_path):
   build("gear-32px")
   with pytest.raises(FileNotFoundError, match="several builds .*: gear-32px, gear-64px"):
     input_pipeline.open_split(tmp_path, "synthetic", "gear", "test")
+
+
+def test_a_folder_category_with_a_hyphen_finds_only_its_own_builds(tmp_path):
+  """`folder` categories may hold '-': `my` must not take `my-widget`'s build."""
+  for name in ("my-widget-32px-canny", "my-32px"):
+    (tmp_path / "folder" / name / "1.0.0").mkdir(parents=True)
+    (tmp_path / "folder" / name / "1.0.0" / "dataset_info.json").write_text("{}")
+  assert input_pipeline.resolve_category(tmp_path, "folder", "my") == "my-32px"
+  assert input_pipeline.resolve_category(tmp_path, "folder", "my-widget") == (
+      "my-widget-32px-canny")
+  assert input_pipeline.resolve_category(tmp_path, "folder", "widget") == "widget"
