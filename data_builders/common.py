@@ -20,11 +20,17 @@ Choices (the paper gives none):
   naming the file, or, with `skip_bad`, is skipped, logged and counted in `builder.skipped`.
 - An interrupted build leaves nothing that reads as a dataset: TFDS writes into an
   `incomplete.*` folder and renames it only once every split is written.
+- With Beam options in `download_and_prepare`'s download config, the records are listed (and
+  the train split drawn, `train_sample`) here, and workers annotate them (`beam_examples`);
+  the examples are the same. Workers log the bad files they skip; `builder.skipped` then
+  holds only those found while listing, and `builder.listed` minus the split sizes says how
+  many the workers left out.
 """
 
 import abc
 from collections.abc import Callable, Iterable, Iterator, Sequence
 import dataclasses
+import functools
 import inspect
 import logging
 import pathlib
@@ -37,8 +43,10 @@ import tensorflow_datasets as tfds
 
 from af_jax import data_facts
 from af_jax import pixels
+from data_builders import beam_examples
 from data_builders import config as config_lib
 from data_builders import features
+from data_builders import train_sample
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +54,8 @@ log = logging.getLogger(__name__)
 EDGE_BATCH = 32
 # Options that change the built data; a config that differs from these needs its own name.
 DEFAULT_OPTIONS = {f.name: f.default for f in dataclasses.fields(config_lib.AfBuilderConfig)
-                   if f.name in ("size", "edges", "regions_dir", "max_regions")}
+                   if f.name in ("size", "edges", "regions_dir", "max_regions",
+                                 "train_per_category", "sample_seed")}
 
 
 class LayoutError(FileNotFoundError):
@@ -236,7 +245,7 @@ def example_dict(*, image: np.ndarray, edges: np.ndarray, regions: np.ndarray,
 
 
 class _Pixels(NamedTuple):
-  """The pixels `ManualCategoryBuilder._load` reads for one record, at the stored size."""
+  """The pixels `load_record` reads for one record, at the stored size."""
   image: np.ndarray
   mask: np.ndarray
   region_masks: list[np.ndarray] | None
@@ -245,6 +254,59 @@ class _Pixels(NamedTuple):
 def _batches(items: Sequence[Record], size: int) -> Iterator[Sequence[Record]]:
   for start in range(0, len(items), size):
     yield items[start:start + size]
+
+
+def load_record(record: Record, config: config_lib.AfBuilderConfig,
+                bad: BadInputs) -> _Pixels | None:
+  """The resized pixels of a record, or None when it is skipped as bad input."""
+  size, regions_dir = config.size, config.regions_dir
+  try:
+    image = pixels.read_rgb(record.image)
+  except ValueError as e:
+    bad(record.image, str(e))
+    return None
+  union = np.zeros(image.shape[:2], bool)
+  for path in record.masks:
+    try:
+      mask = pixels.read_mask(path)
+    except ValueError as e:
+      bad(path, str(e))
+      return None
+    if mask.shape != union.shape:
+      bad(path, f"mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+          f"{record.image} is {union.shape[1]}x{union.shape[0]}")
+      return None
+    union |= mask
+  region_masks = None
+  if regions_dir:
+    try:
+      region_masks = read_region_masks(regions_dir, record.file_name, image.shape[:2], size)
+    except (OSError, ValueError) as e:
+      bad(record.image, f"no usable region masks ({e})")
+      return None
+  return _Pixels(pixels.resize_image(image, size), resize_mask(union, size), region_masks)
+
+
+def examples_of_batch(batch: Sequence[Record], *, config: config_lib.AfBuilderConfig,
+                      dataset: str, category: str,
+                      bad: BadInputs) -> Iterator[tuple[str, dict]]:
+  """(key, example) of each usable record of one batch, its edges computed in one call.
+
+  A module function of picklable arguments, so Beam workers run it as the builder does.
+  """
+  loaded = [(record, load_record(record, config, bad)) for record in batch]
+  loaded = [(record, pixel) for record, pixel in loaded if pixel is not None]
+  if not loaded:
+    return
+  records, pixel_list = zip(*loaded)
+  edges, regions = annotate(np.stack([p.image for p in pixel_list]),
+                            [r.file_name for r in records], config,
+                            [p.region_masks for p in pixel_list])
+  for record, pixel, edge, region in zip(records, pixel_list, edges, regions):
+    yield record.file_name, example_dict(
+        image=pixel.image, edges=edge, regions=region, mask=pixel.mask, label=record.label,
+        defect=record.defect, category=category, dataset=dataset,
+        file_name=record.file_name, view=record.view, sample_id=record.sample_id)
 
 
 # ---------------------------------------------------------------- configs and builders
@@ -260,9 +322,13 @@ def category_configs(categories: Iterable[str]) -> list[config_lib.AfBuilderConf
 # the regular expression of the option's '-'-joined part, its value in group 1.
 NAME_PATTERNS = {"size": r"(\d+)px", "edges": f"({'|'.join(pixels.EDGE_METHODS)})",
                  "max_regions": r"k(\d+)", "regions_dir": r"regions\.(.+)"}
+# The same for the training-image draw of the manual datasets (`train_sample`), which the
+# synthetic set, rendering exactly the images it is asked for, has no use for.
+SAMPLE_PATTERNS = {"train_per_category": r"sample(\d+)", "sample_seed": r"sampleseed(\d+)"}
+BUILD_PATTERNS = {**NAME_PATTERNS, **SAMPLE_PATTERNS}
 
 
-def parse_config_name(name: str, patterns: dict[str, str] = NAME_PATTERNS) -> tuple[str, dict]:
+def parse_config_name(name: str, patterns: dict[str, str] = BUILD_PATTERNS) -> tuple[str, dict]:
   """(category, options) that a config name such as 'bottle-64px-canny' spells.
 
   Numbers come back as ints; `regions_dir` as the folder's cleaned name, all that the config
@@ -284,16 +350,24 @@ def parse_config_name(name: str, patterns: dict[str, str] = NAME_PATTERNS) -> tu
 
 def config_for(builder_cls: type[tfds.core.DatasetBuilder], category: str,
                **options) -> config_lib.AfBuilderConfig:
-  """The config that builds `category` with `options` (size, edges, regions_dir, max_regions).
+  """The config that builds `category` with `options` (size, edges, regions_dir, max_regions,
+  train_per_category, sample_seed).
 
   With default options this is the registered config (name = category); otherwise a new
-  config whose name says what differs, e.g. 'bottle-64px-canny', read back with
-  `tfds.data_source('mvtec_ad/bottle-64px-canny', data_dir=...)`.
+  config whose name says what differs, e.g. 'bottle-64px-canny' or 'pcb1-sample200', read
+  back with `tfds.data_source('mvtec_ad/bottle-64px-canny', data_dir=...)`. Raises ValueError
+  for a draw of fewer than one image, or a draw's seed without a draw.
   """
   options = {**DEFAULT_OPTIONS, **options}
   unknown = set(options) - set(DEFAULT_OPTIONS)
   if unknown:
     raise TypeError(f"unknown build options {sorted(unknown)}; expected {list(DEFAULT_OPTIONS)}")
+  count = options["train_per_category"]
+  if count is not None and count < 1:
+    raise ValueError(f"train_per_category must be at least 1 (or None for all), got {count}")
+  if count is None and options["sample_seed"] != DEFAULT_OPTIONS["sample_seed"]:
+    raise ValueError("sample_seed seeds the draw of train_per_category images: give "
+                     "train_per_category too, or no sample_seed")
   if options == DEFAULT_OPTIONS and category in builder_cls.builder_configs:
     return builder_cls.builder_configs[category]
   parts = [category]
@@ -306,6 +380,10 @@ def config_for(builder_cls: type[tfds.core.DatasetBuilder], category: str,
   if options["regions_dir"]:
     folder = pathlib.Path(options["regions_dir"]).name
     parts.append("regions." + re.sub(r"[^\w.+]", "", folder))
+  if count is not None:
+    parts.append(f"sample{count}")
+  if options["sample_seed"] != DEFAULT_OPTIONS["sample_seed"]:
+    parts.append(f"sampleseed{options['sample_seed']}")
   return config_lib.AfBuilderConfig(name="-".join(parts), category=category,
                                     description=f"Category {category}, {options}.",
                                     **options)
@@ -335,6 +413,8 @@ class AfBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     super().__init__(**kwargs)
     self.bad_inputs = BadInputs(skip_bad or self.builder_config.skip_bad)
     self.progress = progress
+    self.beam = False  # Whether the running build is a Beam pipeline (`download_and_prepare`).
+    self.listed: dict[str, int] = {}  # Records listed per split by the running build.
 
   @tfds.core.utils.classproperty
   @classmethod
@@ -369,6 +449,8 @@ class AfBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     # TFDS's own nested bars redraw with escape codes and carriage returns, unreadable in a
     # log; af_jax builders report through `progress` instead.
     tfds.disable_progress_bar()
+    config = kwargs.get("download_config")
+    self.beam = bool(config and (config.beam_options or config.beam_runner))
     super().download_and_prepare(*args, **kwargs)
 
   # TFDS prints these two to stdout ("Downloading and preparing dataset Unknown size ...",
@@ -425,55 +507,33 @@ class ManualCategoryBuilder(AfBuilder, skip_registration=True):
       found = ", ".join(self.found_categories(root)) or "none"
       raise LayoutError(f"{self.name}: expected {marker} for category {self.category!r}; "
                         f"categories found in {root}: {found}")
-    splits = self._list_splits(root)
-    self._plan_progress(sum(map(len, splits.values())))
-    return {name: self._generate_examples(records) for name, records in splits.items()}
+    splits = self._draw_train(self._list_splits(root))
+    return {name: self._examples(name, records) for name, records in splits.items()}
+
+  def _draw_train(self, splits: dict[str, list[Record]]) -> dict[str, list[Record]]:
+    """`splits` with the train split thinned to the config's draw (`train_sample`)."""
+    count, seed = self.builder_config.train_per_category, self.builder_config.sample_seed
+    if count is None or "train" not in splits:
+      return splits
+    self.info.metadata["train_sample"] = train_sample.facts(count, seed, len(splits["train"]))
+    return {**splits, "train": train_sample.draw(splits["train"], count, seed)}
+
+  def _examples(self, split: str, records: Sequence[Record]):
+    """What TFDS builds `split` from: a Beam transform in a Beam build, else a generator."""
+    self.listed[split] = len(records)
+    if self.beam:
+      make_examples = functools.partial(
+          examples_of_batch, config=self.builder_config, dataset=self.name,
+          category=self.category, bad=BadInputs(self.bad_inputs.skip))
+      return beam_examples.examples(list(_batches(records, EDGE_BATCH)), make_examples)
+    self._plan_progress(len(records))
+    return self._generate_examples(records)
 
   def _generate_examples(self, records: Sequence[Record]):
     for batch in _batches(records, EDGE_BATCH):
-      loaded = [(record, self._load(record)) for record in batch]
-      loaded = [(record, pixels) for record, pixels in loaded if pixels is not None]
-      if loaded:
-        records_kept, pixels = zip(*loaded)
-        edges, regions = annotate(np.stack([p.image for p in pixels]),
-                                  [r.file_name for r in records_kept], self.builder_config,
-                                  [p.region_masks for p in pixels])
-        for record, pixel, edge, region in zip(records_kept, pixels, edges, regions):
-          yield record.file_name, example_dict(
-              image=pixel.image, edges=edge, regions=region, mask=pixel.mask,
-              label=record.label, defect=record.defect, category=self.category,
-              dataset=self.name, file_name=record.file_name, view=record.view,
-              sample_id=record.sample_id)
+      yield from examples_of_batch(batch, config=self.builder_config, dataset=self.name,
+                                   category=self.category, bad=self.bad_inputs)
       self._advance_progress(len(batch))
-
-  def _load(self, record: Record) -> _Pixels | None:
-    """The resized pixels of a record, or None when it is skipped as bad input."""
-    size, regions_dir = self.builder_config.size, self.builder_config.regions_dir
-    try:
-      image = pixels.read_rgb(record.image)
-    except ValueError as e:
-      self.bad_inputs(record.image, str(e))
-      return None
-    union = np.zeros(image.shape[:2], bool)
-    for path in record.masks:
-      try:
-        mask = pixels.read_mask(path)
-      except ValueError as e:
-        self.bad_inputs(path, str(e))
-        return None
-      if mask.shape != union.shape:
-        self.bad_inputs(path, f"mask is {mask.shape[1]}x{mask.shape[0]} but its image "
-                        f"{record.image} is {union.shape[1]}x{union.shape[0]}")
-        return None
-      union |= mask
-    region_masks = None
-    if regions_dir:
-      try:
-        region_masks = read_region_masks(regions_dir, record.file_name, image.shape[:2], size)
-      except (OSError, ValueError) as e:
-        self.bad_inputs(record.image, f"no usable region masks ({e})")
-        return None
-    return _Pixels(pixels.resize_image(image, size), resize_mask(union, size), region_masks)
 
 
 class MvtecLayoutBuilder(ManualCategoryBuilder, skip_registration=True):

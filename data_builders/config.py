@@ -22,6 +22,11 @@ class AfBuilderConfig(tfds.core.BuilderConfig):
     max_regions: at most this many candidate regions per image (K).
     skip_bad: skip corrupt images and unpaired masks (and report the count) instead of
       stopping with an error that names the file.
+    train_per_category: build only this many training images, drawn at random from the
+      train split as listed (`data_builders.train_sample`); None builds them all. The
+      paper's mix trains on 200 images per VisA and 400 per Real-IAD category: building
+      only those spares decoding the rest.
+    sample_seed: seed of that draw (the same seed draws the same images).
   """
   category: str = ""
   size: int = features.DEFAULT_SIZE
@@ -29,3 +34,5 @@ class AfBuilderConfig(tfds.core.BuilderConfig):
   regions_dir: str | None = None
   max_regions: int = 8
   skip_bad: bool = False
+  train_per_category: int | None = None
+  sample_seed: int = 0

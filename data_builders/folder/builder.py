@@ -69,7 +69,7 @@ SUFFIXES = ", ".join(pixels.IMAGE_SUFFIXES)
 
 def _option_in(part: str) -> tuple[str, str] | None:
   """(option, value) that one '-'-joined part of a build's name spells, else None."""
-  found = [(key, match.group(1)) for key, pattern in common.NAME_PATTERNS.items()
+  found = [(key, match.group(1)) for key, pattern in common.BUILD_PATTERNS.items()
            if (match := re.fullmatch(pattern, part))]
   return found[0] if len(found) == 1 else None
 
@@ -94,7 +94,7 @@ def parse_config_name(name: str) -> tuple[str, dict]:
   """(category, options) of a `folder` build's name, such as 'my-widget-64px-canny'.
 
   The options are read from the right (a category may hold '-'), with the spelling of
-  `common.NAME_PATTERNS`; the rest is the category. Raises ValueError when it is not one
+  `common.BUILD_PATTERNS`; the rest is the category. Raises ValueError when it is not one
   (`check_category`).
   """
   parts, options = name.split("-"), {}
@@ -365,9 +365,9 @@ named alike cannot be built into one --data_dir (rename one, or use another --da
     self.info.metadata["source_dir"] = source_of(root, self.category)
     splits = self._list_splits(root)
     self._set_scorable(any(r.label for r in splits.get("test", ())), "test" in splits)
-    self._plan_progress(sum(map(len, splits.values())))
-    return {split: self._generate_split(split, records, category_dir / split)
-            for split, records in splits.items()}
+    self._category_dir = category_dir
+    return {split: self._examples(split, records)
+            for split, records in self._draw_train(splits).items()}
 
   def _list_splits(self, root: pathlib.Path) -> dict[str, list[common.Record]]:
     return list_folder_layout(root, self.category, self.bad_inputs)
@@ -380,11 +380,17 @@ named alike cannot be built into one --data_dir (rename one, or use another --da
                   self.info.metadata["source_dir"],
                   "normal test images only" if has_test else "a train split only")
 
-  def _generate_split(self, split: str, records: Sequence[common.Record],
-                      folder: pathlib.Path):
-    """The split's examples; an error if bad input left none (TFDS cannot write none)."""
+  def _examples(self, split: str, records: Sequence[common.Record]):
+    """The split's examples; in this process, an error if bad input left none (TFDS cannot
+    write none). A Beam build's workers cannot tell the builder: there TFDS refuses an empty
+    split, and the scorable flag stays as listed."""
+    examples = super()._examples(split, records)
+    return examples if self.beam else self._checked(split, records, examples)
+
+  def _checked(self, split: str, records: Sequence[common.Record], examples):
     labels = collections.Counter()
-    for key, example in self._generate_examples(records):
+    folder = self._category_dir / split
+    for key, example in examples:
       labels[example["label"]] += 1
       yield key, example
     if not labels:
