@@ -52,3 +52,12 @@ def param_sharding(mesh: Mesh, tree):
 
   return jax.tree.map(spec, tree)
 
+
+
+def local_mesh() -> Mesh:
+  """A `data` mesh over this process's devices: what inference splits its batches over.
+
+  Inference needs no cross-host collectives: in a multi-host run each process localizes (or
+  generates) its own share of the images on its own devices (`af_jax.inference.hosts`).
+  """
+  return make_mesh(devices=jax.local_devices())

@@ -3,6 +3,10 @@
 Defaults come from `af_jax.inference.defaults`, the ones the Python API uses. Expected
 failures (a bad file, a wrong run, a bad value) become one `af-jax <verb>: error:` line and
 exit status 1.
+
+The scaled-out verbs (`SCALED_OUT`) split every batch over all of this process's devices and
+take the multi-host flags of `train` (`host_flags`): each process then works on its share of
+the images (`af_jax.inference.hosts`).
 """
 
 import argparse
@@ -10,12 +14,14 @@ import math
 import sys
 
 from af_jax import checkpoint
+from af_jax.commands import host_flags
 from af_jax import files
 from af_jax.inference import defaults
 from af_jax import pixels
 from af_jax import run_lock
 
 EDGE_CHOICES = ("auto", *pixels.EDGE_METHODS)
+SCALED_OUT = ("generate", "localize", "evaluate")
 
 
 # ------------------------------------------------------------------ values checked at the flag
@@ -80,12 +86,16 @@ def parser(command: str, description: str) -> argparse.ArgumentParser:
   p.add_argument("--step", type=checkpoint_step, default=-1,
                  help="checkpoint step (default: the latest)")
   p.add_argument("--batch_size", type=positive_int, default=defaults.BATCH_SIZE,
-                 help="images per device call")
+                 help="images per device call" + (
+                     ", split over this host's devices (rounded up to a multiple of their "
+                     "number)" if command in SCALED_OUT else ""))
   p.add_argument("--dtype", type=dtype_name,
                  help="compute dtype, e.g. bfloat16 (default: the run's)")
   p.add_argument("--edges", choices=EDGE_CHOICES, default="auto",
                  help="edge extractor; auto = the one the run's training data was prepared "
                       "with (recorded in the run)")
+  if command in SCALED_OUT:
+    host_flags.add(p)
   return p
 
 
@@ -97,19 +107,39 @@ def add_heatmap_flags(p: argparse.ArgumentParser) -> None:
                  help="average the heatmaps of the mirrored views the run was trained with")
 
 
+def add_output_flags(p: argparse.ArgumentParser) -> None:
+  """What to do with a previous output in `--out` (generate, localize; `output_files`)."""
+  previous = p.add_mutually_exclusive_group()
+  previous.add_argument("--overwrite", action="store_true", help="replace a previous output")
+  previous.add_argument("--resume", action="store_true",
+                        help="complete a previous output that did not finish (same flags): "
+                             "only what it lacks is computed")
+
+
 def network_options(args) -> dict:
-  """The keyword arguments of `infer.Generator` / `infer.Detector` that the shared flags set."""
-  return dict(step=args.step, dtype=args.dtype, batch_size=args.batch_size,
-              edge_method=None if args.edges == "auto" else args.edges)
+  """The keyword arguments of `infer.Generator` / `infer.Detector` that the shared flags set;
+  for a scaled-out verb (it has the multi-host flags), the mesh of this process's devices and
+  `--batch_size` rounded up to a multiple of their number."""
+  options = dict(step=args.step, dtype=args.dtype, batch_size=args.batch_size,
+                 edge_method=None if args.edges == "auto" else args.edges)
+  if hasattr(args, "distributed"):
+    from af_jax import sharding  # pylint: disable=g-import-not-at-top
+    from af_jax.inference import batching  # pylint: disable=g-import-not-at-top
+    options["mesh"] = sharding.local_mesh()
+    options["batch_size"] = batching.round_up(args.batch_size, options["mesh"].size)
+  return options
 
 
 def run(command: str, fn, args, show_result: bool = True) -> int:
-  """Runs `fn(args)`; expected failures become one error line and exit status 1."""
+  """Runs `fn(args)` (after joining the other processes of a multi-host run); expected
+  failures become one error line and exit status 1."""
   try:
+    host_flags.start(args)
     result = fn(args)
   except (OSError, ValueError, KeyError, checkpoint.CheckpointError,
           run_lock.RunLockedError) as e:
     print(f"af-jax {command}: error: {e}", file=sys.stderr)
+    host_flags.exit_after_failure(args, 1)
     return 1
   if show_result:
     print(f"af-jax {command}: {result}")

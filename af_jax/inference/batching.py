@@ -25,3 +25,8 @@ def batches_by_size(images, batch_size: int | None = None) -> list[list[int]]:
     by_size.setdefault(np.shape(image)[:2], []).append(i)
   return [group[start:start + (batch_size or len(group))] for group in by_size.values()
           for start in range(0, len(group), batch_size or len(group))]
+
+
+def round_up(batch_size: int, devices: int) -> int:
+  """The smallest multiple of `devices` >= `batch_size`: a batch that splits evenly over them."""
+  return -(-batch_size // devices) * devices

@@ -6,10 +6,12 @@ Layers compute in `dtype` (default: the run's `model.compute_dtype`; bfloat16 su
 accelerators); parameters stay float32.
 
 Devices. One jitted function per model runs fixed-size batches (short ones are padded), so one
-compile serves every call. Without `mesh` it runs on the default device; with a (single-host)
-`sharding.make_mesh()` mesh, batches are split over all its devices and parameters laid out
-like in training (replicated, or split over `fsdp`); `batch_size` must be a multiple of the
-mesh size.
+compile serves every call. Without `mesh` it runs on the default device; with a mesh of this
+process's devices (`sharding.local_mesh()`, or `sharding.make_mesh(devices=...)`), batches are
+split over all its devices and parameters laid out like in training (replicated, or split
+over `fsdp`); `batch_size` must be a multiple of the mesh size (`batching.round_up` makes
+one). A multi-host run gives each process its own share of the images
+(`af_jax.inference.hosts`), never one batch across hosts.
 
 Edges. The networks were trained on edge maps of one extractor and must see the same one. By
 default it is the one the run recorded (`stage_registry.training_edge_method`); an explicit
@@ -42,6 +44,9 @@ class TrainedNetwork:
     if batch_size < 1 or (mesh is not None and batch_size % mesh.size):
       raise ValueError(f"batch_size must be a positive multiple of the {mesh.size if mesh else 1}"
                        f" devices, got {batch_size}")
+    if mesh is not None and any(d.process_index != jax.process_index() for d in mesh.devices.flat):
+      raise ValueError("the mesh must hold this process's devices only (sharding.local_mesh()): "
+                       "each process of a multi-host run localizes its own share of the images")
     if dtype is not None:
       try:
         dtype = jnp.dtype(dtype)
@@ -49,7 +54,8 @@ class TrainedNetwork:
         raise ValueError(f"unknown compute dtype {dtype!r}; expected a dtype name such as "
                          "float32 or bfloat16") from e
     self.workdir = pathlib.Path(workdir)
-    run = runs.load_run(workdir, self.stages, step=step, dtype=dtype)
+    run = runs.load_run(workdir, self.stages, step=step, dtype=dtype,
+                        sharding=self._restore_sharding(mesh))
     self.config, self.generator, self.step = run.config, run.generator, run.step
     self.size = self.config.data.image_size
     self.edge_threshold = self.config.edge_threshold
@@ -58,6 +64,16 @@ class TrainedNetwork:
     self.mesh = mesh
     self.params = (run.params if mesh is None
                    else jax.device_put(run.params, sharding.param_sharding(mesh, run.params)))
+
+  @staticmethod
+  def _restore_sharding(mesh) -> jax.sharding.Sharding | None:
+    """Where a multi-process program restores the parameters: this process's devices, said
+    explicitly, for Orbax would otherwise place them where they were saved (devices of
+    another process). One process restores them onto its first device (`runs.load_run`)."""
+    if jax.process_count() == 1:
+      return None
+    return (jax.sharding.SingleDeviceSharding(jax.local_devices()[0]) if mesh is None
+            else sharding.replicated(mesh))
 
   def _choose_edge_method(self, requested: str | None) -> str:
     trained = stage_registry.training_edge_method(self.config)
