@@ -13,10 +13,10 @@ alone where JAX finds them in the environment (Cloud TPU, SLURM, ...).
 import argparse
 import sys
 
-import jax
 import ml_collections
 
 from af_jax import checkpoint
+from af_jax.commands import host_flags
 from af_jax import run_lock
 from af_jax import stage_registry
 from af_jax.training import train as train_lib
@@ -70,18 +70,13 @@ def main(argv: list[str]) -> int:
                            "configs/demo.py:flare")
   parser.add_argument("--workdir", required=True,
                       help="run directory: checkpoints, metrics, config.json")
-  parser.add_argument("--coordinator_address", help="multi-host: host:port of process 0")
-  parser.add_argument("--num_processes", type=int, help="multi-host: number of processes")
-  parser.add_argument("--process_id", type=int, help="multi-host: this process's id")
-  parser.add_argument("--distributed", action="store_true",
-                      help="multi-host with settings from the environment (Cloud TPU, SLURM)")
+  host_flags.add(parser)
   args, overrides = parser.parse_known_args(argv)
   try:
     config = parse_config(args.config, overrides)
   except ValueError as e:
     parser.error(str(e))
-  if args.coordinator_address or args.num_processes or args.distributed:
-    jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+  host_flags.start(args)
   try:
     final = train_lib.train(config, args.workdir)
   except EXPECTED_ERRORS as e:

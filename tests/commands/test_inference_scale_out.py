@@ -231,20 +231,25 @@ def test_a_host_that_dies_leaves_the_others_outputs_and_resume_completes_them(co
 
 
 # ------------------------------------------------------------------ --resume on one process
+def _fail_after(writes: int, monkeypatch) -> None:
+  """`files.write_npy` writes `writes` files, then fails as a full disk would."""
+  write_npy, written = files.write_npy, []
+
+  def write_or_fail(path, array):
+    if len(written) == writes:
+      raise OSError(f"disk full while writing {path}")
+    written.append(path)
+    write_npy(path, array)
+
+  monkeypatch.setattr(files, "write_npy", write_or_fail)
+
+
 def test_resume_completes_an_unfinished_localize_and_refuses_other_settings(
     commands, tmp_path, monkeypatch, capsys):
   args, single = commands
   out = tmp_path / "loc"
   command = [*map(str, args["localize"]), "--out", str(out)]
-  write_npy, written = files.write_npy, []
-
-  def fail_on_fourth(path, array):
-    if len(written) == 3:
-      raise OSError(f"disk full while writing {path}")
-    written.append(path)
-    write_npy(path, array)
-
-  monkeypatch.setattr(files, "write_npy", fail_on_fourth)
+  _fail_after(3, monkeypatch)
   assert cli.main(command) == 1
   monkeypatch.undo()
   before = {p: p.stat().st_mtime_ns for p in out.glob("heatmaps/*.npy")}
@@ -268,15 +273,7 @@ def test_resume_completes_an_unfinished_localize_and_refuses_other_settings(
 def test_resume_completes_an_unfinished_generate(commands, tmp_path, monkeypatch):
   args, single = commands
   command = [*map(str, args["generate"]), "--out", str(tmp_path)]
-  write_npy, written = files.write_npy, []
-
-  def fail_on_twentieth(path, array):
-    if len(written) == 19:
-      raise OSError(f"disk full while writing {path}")
-    written.append(path)
-    write_npy(path, array)
-
-  monkeypatch.setattr(files, "write_npy", fail_on_twentieth)
+  _fail_after(19, monkeypatch)
   assert cli.main(command) == 1
   monkeypatch.undo()
   out = tmp_path / "circuit"
