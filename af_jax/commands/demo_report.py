@@ -83,10 +83,13 @@ def locality_table(locality: dict) -> str:
   """How local the generated anomalies are (af_jax/metrics/locality.py), per category."""
   # The change outside is a fraction of a percent: two decimals keep it from reading 0.
   rows = [[category, _percent(v["change_inside"]), f"{v['heatmap_iou']:.2f}",
-           _percent(v["change_outside"], 2)] for category, v in locality.items()]
+           _percent(v["change_outside"], 2),
+           _percent(v["on_object"]) if "on_object" in v else "-"]
+           for category, v in locality.items()]
   return table(["category", "change inside the masks (%)",
                 "IoU of the heatmap's mask with the edited region",
-                "mean change outside the masks (% of the range)"], rows)
+                "mean change outside the masks (% of the range)",
+                "mask area on the object (%)"], rows)
 
 
 def quality_table(quality: dict) -> str:

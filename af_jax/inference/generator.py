@@ -36,6 +36,7 @@ from af_jax.inference import defaults
 from af_jax.inference import thresholds as thresholds_lib
 from af_jax.inference import trained_network
 from af_jax.models.generator import fuse
+from af_jax.ops import foreground
 from af_jax.ops import manipulate
 from af_jax.ops import regions as regions_lib
 
@@ -155,7 +156,10 @@ class Generator(trained_network.TrainedNetwork):
       regions = [regions_lib.propose_regions(im, max_regions=k) for im in images]
     if len(regions) != n:
       raise ValueError(f"got {len(regions)} region maps for {n} images")
-    regions = _resize_labels(regions, self.size)[..., None]
+    regions = _resize_labels(regions, self.size)
+    if self.manipulate_config.on_object:  # The backdrop is no place for a part's defect.
+      regions = regions * np.stack([foreground.foreground(im) for im in images])
+    regions = regions[..., None]
     edge_maps = self.edges(images)[..., None]
     signed = pixels.uint8_to_signed(images)
 

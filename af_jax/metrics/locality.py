@@ -1,4 +1,4 @@
-"""Is a generated anomaly local? Three figures that need no pretrained network.
+"""Is a generated anomaly local, and on the object? Figures that need no pretrained network.
 
 The generator fuses `I_out = I_in * (1 - H) + T * H` precisely so that everything outside the
 defect stays untouched; these figures say whether a trained FlareGenerator does that:
@@ -10,6 +10,9 @@ defect stays untouched; these figures say whether a trained FlareGenerator does 
   edited region (1.0: the generator says exactly where it edited).
 * `change_outside`: the mean absolute change of the pixels outside the mask, as a fraction of
   the value range (0.0: untouched).
+* `on_object`: the share of the anomaly's mask that lies on the object of its source image
+  (`af_jax.ops.foreground`: found without labels; 1.0 for textures and parts filling the
+  frame). Anomalies on the empty backdrop teach a detector nothing about the part.
 
 Each figure is computed per anomaly and averaged over anomalies; changes are measured in [0, 1]
 per channel and averaged over channels.
@@ -17,12 +20,14 @@ per channel and averaged over channels.
 
 import numpy as np
 
-FIGURES = ("change_inside", "heatmap_iou", "change_outside")
+from af_jax.ops import foreground
+
+FIGURES = ("change_inside", "heatmap_iou", "change_outside", "on_object")
 
 
 def per_anomaly(sources, outputs, masks, heatmaps, region_masks,
                 threshold: float = 0.5) -> dict[str, np.ndarray]:
-  """The three figures (module docstring) of each anomaly: {figure: float64 [N]}.
+  """The figures (module docstring) of each anomaly: {figure: float64 [N]}.
 
   Args:
     sources: uint8 [N, H, W, 3] normal images the anomalies were made from.
@@ -43,7 +48,11 @@ def per_anomaly(sources, outputs, masks, heatmaps, region_masks,
   union = (own | region_masks).sum((1, 2))
   total = change.sum((1, 2))
   outside = ~masks
+  on_object = np.stack([foreground.foreground(s) for s in sources])
+  area = masks.sum((1, 2))
   return dict(
+      # An empty mask paints nothing on the backdrop.
+      on_object=np.where(area > 0, (masks & on_object).sum((1, 2)) / np.maximum(area, 1), 1.0),
       # An anomaly that changed nothing changed nothing outside its mask either.
       change_inside=np.where(total > 0, (change * masks).sum((1, 2)) / np.maximum(total, 1e-12),
                              1.0),
@@ -59,5 +68,5 @@ def summarize(figures: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def locality(sources, outputs, masks, heatmaps, region_masks, threshold: float = 0.5) -> dict:
-  """`summarize(per_anomaly(...))`: the three figures over a set of anomalies."""
+  """`summarize(per_anomaly(...))`: the figures over a set of anomalies."""
   return summarize(per_anomaly(sources, outputs, masks, heatmaps, region_masks, threshold))

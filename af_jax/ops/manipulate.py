@@ -75,6 +75,10 @@ class ManipulateConfig:
     centre_on_edges_prob: probability that a stochastic region's shapes are centred on edge
       pixels that the edit changes (the example's own edges for remove, the donor's for
       replace and merge) rather than on uniformly drawn pixels.
+    on_object: keep stochastic regions on the object: the region map's labels (non-zero)
+      mark it, shapes are centred on it and cut to it (when the map marks anything). Semantic
+      regions are on it already. `infer.Generator` first clears the labels of the backdrop
+      (`af_jax.ops.foreground`). False = the paper (shapes anywhere).
   """
   semantic_prob: float = 0.5
   max_semantic_regions: int = 2
@@ -89,6 +93,7 @@ class ManipulateConfig:
   edit_op_probs: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
   donor_shift: float = 0.25
   centre_on_edges_prob: float = 0.0
+  on_object: bool = False
 
   def __post_init__(self):
     def fail(field, expected):
@@ -193,9 +198,16 @@ def _manipulate_one(key, edges, regions, donor, *, config):
   # Edges the edit would change: remove deletes the own edges, replace and merge bring the
   # donor's. Centring shapes there makes the edit visible in the edge map.
   changed = jnp.where(edit_op == 0, edges, donor)[..., 0]
+  weights = jnp.ones_like(changed)
+  if config.on_object:
+    on_object = regions[..., 0] > 0
+    weights = jnp.where(on_object.any(), on_object.astype(changed.dtype), weights)
+    changed = changed * weights
   on_edges = (centre_draw < config.centre_on_edges_prob) & (changed.max() > 0)
   stochastic = _stochastic_mask(stochastic_key, *edges.shape[:2], config,
-                                centre_weights=jnp.where(on_edges, changed, 1.0))
+                                centre_weights=jnp.where(on_edges, changed, weights))
+  if config.on_object:  # Cut to the object; its centre is on it, so it is never empty.
+    stochastic = stochastic & (weights > 0)
   use_semantic = (kind_draw < config.semantic_prob) & has_candidates
   mask = jnp.where(use_semantic, semantic, stochastic)[..., None]
 

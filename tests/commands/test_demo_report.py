@@ -121,7 +121,7 @@ def test_metrics_are_html_tables_with_both_floors_rows_and_locality(tmp_path):
       ["mean", "per-pixel Gaussian floor", "75.0", "50.0", "75.0", "", ""],
       ["mean", "nearest-patch floor", "60.0", "50.0", "78.0", "", ""],
       ["mean", "floor (the better of the two)", "75.0", "50.0", "78.0", "", ""]]
-  assert local[1:] == [[c, "36.0", "0.00", "0.22"] for c in CATEGORIES]
+  assert local[1:] == [[c, "36.0", "0.00", "0.22", "-"] for c in CATEGORIES]
   assert "change inside the masks (%)" in local[0]
   assert grid == [["", "test image", "heatmap"],
                   *[[f"{c}: scratch", "", ""] for c in CATEGORIES]]

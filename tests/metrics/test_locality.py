@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
+from af_jax import pixels
 from af_jax.metrics import locality
+from af_jax.ops import foreground
 
 
 def _case():
@@ -18,7 +20,8 @@ def test_a_perfectly_local_anomaly():
   out = src.copy()
   out[region] = 200
   figures = locality.locality(src, out, region, region.astype(np.float32), region)
-  assert figures == dict(change_inside=1.0, heatmap_iou=1.0, change_outside=0.0)
+  # A flat grey image has no backdrop to tell apart: all of it is object.
+  assert figures == dict(change_inside=1.0, heatmap_iou=1.0, change_outside=0.0, on_object=1.0)
 
 
 def test_a_re_rendered_image_is_not_local():
@@ -45,3 +48,21 @@ def test_figures_are_means_over_anomalies():
   figures = locality.per_anomaly(src, out, region, region.astype(np.float32), region)
   np.testing.assert_allclose(figures["change_inside"], [1.0, 4 / 64])
   assert locality.summarize(figures)["change_inside"] == pytest.approx((1 + 4 / 64) / 2)
+
+
+def test_the_object_is_found_without_labels_on_a_real_part(bottle_dir):
+  image = pixels.resize_image(pixels.read_rgb(sorted((bottle_dir / "train" / "good").glob(
+      "*.png"))[0]), 64)
+  mask = foreground.foreground(image)
+  assert mask[28:36, 28:36].all() and not mask[:4, :4].any() and not mask[-4:, -4:].any()
+  assert 0.4 < mask.mean() < 0.8  # The bottle seen from above: a disc filling most of it.
+  # A texture has no backdrop: everything is object.
+  noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+  assert foreground.foreground(noise).all()
+  # An anomaly on the bottle is on the object; one in the corner is on the backdrop.
+  masks = np.zeros((2, 64, 64), bool)
+  masks[0, 28:36, 28:36] = True
+  masks[1, :6, :6] = True
+  sources = np.stack([image, image])
+  figures = locality.per_anomaly(sources, sources, masks, masks.astype(np.float32), masks)
+  np.testing.assert_allclose(figures["on_object"], [1.0, 0.0])

@@ -200,3 +200,20 @@ def test_regions_centred_on_edges_always_change_the_edges():
                                                   config=config)
     changed[prob] = np.mean(np.any(np.asarray(new_edges) != np.asarray(edges), axis=(1, 2, 3)))
   assert changed[1.0] == 1.0 and changed[0.0] < 0.6
+
+
+@pytest.mark.parametrize("centre_on_edges_prob", [0.0, 1.0])
+def test_on_object_keeps_stochastic_regions_on_the_labelled_object(bottle, centre_on_edges_prob):
+  edges, regions = bottle
+  obj = np.asarray(regions) > 0
+  config = dict(semantic_prob=0.0, centre_on_edges_prob=centre_on_edges_prob,
+                shape_size=(0.2, 0.4))
+  _, anywhere, _ = run(3, edges, regions, **config)
+  _, kept, _ = run(3, edges, regions, on_object=True, **config)
+  assert (anywhere.astype(bool) & ~obj).any()  # Large shapes spill onto the backdrop...
+  assert not (kept.astype(bool) & ~obj).any()  # ...unless kept on the object,
+  assert kept.reshape(BATCH, -1).max(1).min() == 1  # and no mask is empty.
+  # A map that marks no object leaves the shapes as they were.
+  _, none, _ = run(3, edges, jnp.zeros_like(regions), on_object=True, **config)
+  _, plain, _ = run(3, edges, jnp.zeros_like(regions), **config)
+  np.testing.assert_array_equal(none, plain)
