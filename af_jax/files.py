@@ -18,6 +18,7 @@ import pathlib
 import re
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -73,6 +74,19 @@ def write_npy(path, array: np.ndarray) -> pathlib.Path:
 
 def write_npz(path, **arrays: np.ndarray) -> pathlib.Path:
   return write_bytes(path, _serialized(np.savez, **arrays))
+
+
+def read_npz(path, *, what: str, why_here: str) -> dict[str, np.ndarray]:
+  """Every array of an .npz file a run wrote. Missing: FileNotFoundError saying `why_here`
+  it should be there; unreadable: ValueError saying it is not `what`."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} is missing: {why_here}")
+  try:
+    with np.load(path) as f:
+      return {name: f[name] for name in f.files}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{path} is not {what} ({e}); retrain the run or restore the file") from e
 
 
 def _serialized(save, *args, **kwargs) -> bytes:

@@ -27,8 +27,10 @@ in an Orbax checkpoint (see `af_jax/checkpoint.py`, item `data`).
 
 Batches are dicts of numpy arrays (S = `image_size`, b = global batch / process count):
   image uint8 [b,S,S,3], edges/regions/mask uint8 [b,S,S,1], label int32 [b],
-  source int32 [b] (index of the category in the mix, see `source_names`), and with
-  `references` reference float32 [b,S,S,6] (`af_jax.reference`).
+  source int32 [b] (index of the category in the mix, see `source_names`), with
+  `references` reference float32 [b,S,S,6] (`af_jax.reference`), and with `example_index`
+  index int32 [b] (the example's position in its category's split, as `normal_images` reads
+  it: what `af_jax.patch_memory` leaves out of an example's own comparison).
 """
 
 from collections.abc import Mapping
@@ -246,18 +248,31 @@ def _open_mixture(data_config: ml_collections.ConfigDict):
   return mixture, data_facts.combine(facts)
 
 
-def reference_moments(data_config: ml_collections.ConfigDict
-                      ) -> dict[str, reference_lib.Moments]:
-  """Each category's normal-image moments over its whole training split (every example, not
-  only the `per_category` subset), keyed like `source_names` (`af_jax.reference`)."""
+def normal_images(data_config: ml_collections.ConfigDict) -> dict[str, tuple[int, Any]]:
+  """Each category's whole training split (every example, not only the `per_category`
+  subset), keyed like `source_names`: (count, an iterator over its uint8 images in stored
+  order, read lazily)."""
   skip = {name: tfds.decode.SkipDecoding()
           for name in (*TEXT_FEATURES, *(f for f in IMAGE_FEATURES if f != "image"))}
-  moments = {}
+  images = {}
   for c, name in zip(_categories(data_config), source_names(data_config)):
     source = open_split(data_config.data_dir, c.dataset, c.category, data_config.split,
                         decoders=skip)
-    moments[name] = reference_lib.Moments.of(source[i]["image"] for i in range(len(source)))
-  return moments
+    images[name] = (len(source), _images_of(source))
+  return images
+
+
+def _images_of(source):
+  """Its images in order, read lazily (a function, so each iterator keeps its own source)."""
+  return (source[i]["image"] for i in range(len(source)))
+
+
+def reference_moments(data_config: ml_collections.ConfigDict
+                      ) -> dict[str, reference_lib.Moments]:
+  """Each category's normal-image moments over its whole training split, keyed like
+  `source_names` (`af_jax.reference`)."""
+  return {name: reference_lib.Moments.of(images)
+          for name, (_, images) in normal_images(data_config).items()}
 
 
 def read_data_facts(data_config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -292,14 +307,16 @@ class _TrainFeatures:
 
   Region labels above the data's `max_regions` would silently become background in the
   stages' one-hot transform, so such an example stops training, naming its category.
-  With `moments`, the example also gets its category's leave-one-out reference.
+  With `moments`, the example also gets its category's leave-one-out reference; with
+  `example_index`, its index in its category's split.
   """
   source: int
   name: str
   max_regions: int
   moments: reference_lib.Moments | None = None
+  example_index: bool = False
 
-  def __call__(self, example: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  def __call__(self, index: int, example: Mapping[str, Any]) -> dict[str, np.ndarray]:
     if example["regions"].max() > self.max_regions:
       raise ValueError(f"{self.name} holds region label {example['regions'].max()} above its "
                        f"max_regions {self.max_regions}; re-run `af-jax prepare` for it")
@@ -308,13 +325,16 @@ class _TrainFeatures:
     features["source"] = np.int32(self.source)
     if self.moments is not None:
       features["reference"] = self.moments.leave_one_out(example["image"])
+    if self.example_index:
+      features["index"] = np.int32(index)
     return features
 
 
 def make_train_iterator(data_config: ml_collections.ConfigDict, *, global_batch_size: int,
                         seed: int, process_index: int | None = None,
                         process_count: int | None = None, epoch_size: int | None = None,
-                        references: dict[str, reference_lib.Moments] | None = None):
+                        references: dict[str, reference_lib.Moments] | None = None,
+                        example_index: bool = False):
   """An endless, checkpointable iterator over this process's training batches.
 
   Args:
@@ -329,6 +349,8 @@ def make_train_iterator(data_config: ml_collections.ConfigDict, *, global_batch_
       default); a smaller value keeps a random `epoch_size` of each epoch's mix.
     references: `reference_moments(data_config)` to add each example's leave-one-out
       reference (`reference` float32 [b,S,S,6], for `blaze.reference`); None adds none.
+    example_index: add each example's index in its category's split (`index` int32 [b], for
+      `blaze.patch_guide`).
 
   Returns:
     A grain `DatasetIterator` yielding dicts of numpy arrays (module docstring), with
@@ -348,10 +370,13 @@ def make_train_iterator(data_config: ml_collections.ConfigDict, *, global_batch_
   mixture, facts = _open_mixture(data_config)
   seeds = np.random.SeedSequence([data_config.shuffle_seed, seed]).generate_state(
       len(mixture) + 1)
+  # Features are mapped before the shuffle, so they see each example's index in its split.
   parts = [
-      grain.MapDataset.source(source).shuffle(seed=int(seeds[i]))[:count]
-      .map(_TrainFeatures(i, facts["datasets"][i]["name"], facts["max_regions"],
-                          None if references is None else references[name]))
+      grain.MapDataset.source(source)
+      .map_with_index(_TrainFeatures(i, facts["datasets"][i]["name"], facts["max_regions"],
+                                     None if references is None else references[name],
+                                     example_index))
+      .shuffle(seed=int(seeds[i]))[:count]
       for i, ((source, count), name) in enumerate(zip(mixture, source_names(data_config)))]
   mix = grain.MapDataset.concatenate(parts).shuffle(seed=int(seeds[-1]))
   steps = _global_batches_per_epoch(len(mix), global_batch_size, epoch_size)

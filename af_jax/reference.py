@@ -27,7 +27,6 @@ of the category whose mean image is nearest to it (`References.nearest`), or a n
 
 import dataclasses
 import pathlib
-import zipfile
 
 import jax.numpy as jnp
 import numpy as np
@@ -149,15 +148,13 @@ class References:
 def load(workdir) -> References:
   """The references a Blaze run saved; a clear error when absent or unreadable."""
   path = pathlib.Path(workdir) / FILE_NAME
-  if not path.is_file():
-    raise FileNotFoundError(f"{path} is missing: the run was trained with blaze.reference on "
-                            "and saved its references there before its first step")
+  f = files.read_npz(path, what="a reference file", why_here="the run was trained with "
+                     "blaze.reference on and saved its references there before its first step")
   try:
-    with np.load(path) as f:
-      refs = References(tuple(str(n) for n in f["names"]), f["mean"], f["std"])
-  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-    raise ValueError(f"{path} is not a reference file ({e}); retrain the Blaze run or restore "
-                     "the file") from e
+    refs = References(tuple(str(n) for n in f["names"]), f["mean"], f["std"])
+  except KeyError as e:
+    raise ValueError(f"{path} is not a reference file (no {e}); retrain the Blaze run or "
+                     "restore the file") from e
   if refs.mean.shape != refs.std.shape or refs.mean.shape[0] != len(refs.names):
     raise ValueError(f"{path} holds inconsistent shapes: {len(refs.names)} names, mean "
                      f"{refs.mean.shape}, std {refs.std.shape}")

@@ -26,6 +26,7 @@ fact of the prepared data), and a config that still uses an old name (in a confi
 import dataclasses
 from typing import Any, Mapping
 
+from af_jax import patch_memory
 from af_jax import reference
 
 
@@ -95,12 +96,29 @@ def check_config(config, where: str = "config") -> None:
     if error:
       raise error
   get(config.stage)
+  blaze = config.get("blaze", {})
+  if config.stage == "blaze" and blaze.get("patch_guide", False):
+    if not blaze.get("reference", False):
+      raise ValueError(f"{where}: blaze.patch_guide needs blaze.reference (its categories pick "
+                       "each image's patch memory at inference); set --config.blaze.reference"
+                       "=True")
+    size, memory = blaze.get("patch_size", 7), blaze.get("patch_memory", 8192)
+    if size < 1 or size % 2 == 0:
+      raise ValueError(f"{where}: blaze.patch_size must be odd and positive, got {size}")
+    if memory < 1 or (memory > patch_memory.MEMORY_BLOCK and memory % patch_memory.MEMORY_BLOCK):
+      raise ValueError(f"{where}: blaze.patch_memory must be at most {patch_memory.MEMORY_BLOCK} "
+                       f"or a multiple of it, got {memory}")
 
 
 def uses_reference(config) -> bool:
   """Whether the run's generator takes the reference deviation channels (`blaze.reference`)."""
   # .get: runs saved before the field existed did not use it.
   return config.stage == "blaze" and bool(config.blaze.get("reference", False))
+
+
+def uses_patch_guide(config) -> bool:
+  """Whether the run's generator takes the patch-distance channel (`blaze.patch_guide`)."""
+  return uses_reference(config) and bool(config.blaze.get("patch_guide", False))
 
 
 def uses_region_input(config) -> bool:
@@ -115,9 +133,10 @@ def reextracts_edges(config) -> bool:
 
 def guide_channels(config) -> int:
   """The generator's extra input channels in a run of `config`: Blaze's reference deviation
-  map (`blaze.reference`), Flare's edited region (`flare.region_input`), or none."""
+  map (`blaze.reference`) and patch distance (`blaze.patch_guide`), Flare's edited region
+  (`flare.region_input`), or none."""
   if uses_reference(config):
-    return reference.CHANNELS
+    return reference.CHANNELS + (patch_memory.CHANNELS if uses_patch_guide(config) else 0)
   return 1 if uses_region_input(config) else 0
 
 

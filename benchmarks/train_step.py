@@ -98,7 +98,7 @@ def bench_stage(args, stage, mesh, rng):
   box = [state]
 
   def step():
-    box[0], metrics = program.step(box[0], batch, teacher_params, vgg_params)
+    box[0], metrics = program.step(box[0], batch, stage_inputs.Frozen(teacher_params), vgg_params)
     return metrics
 
   t0 = time.perf_counter()

@@ -110,6 +110,18 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   # image, the category whose mean image is nearest. False = the paper (image and edges only).
   c.blaze.reference = False
   c.blaze.reference_eps = 0.02    # In [0, 1] pixel units: floors the std of flat regions.
+  # Give the detector evidence that needs no alignment (af_jax/patch_memory.py): the distance of
+  # each pixel's patch_size x patch_size patch to the nearest of `patch_memory` normal patches
+  # of its category (leave-one-out in training), as one more input channel. Needs
+  # blaze.reference (its categories pick the memory at inference). Costs a matmul of
+  # H*W x patch_memory x 3*patch_size**2 per image. False = the paper.
+  c.blaze.patch_guide = False
+  c.blaze.patch_memory = 8192     # Patches per category (a multiple of 2048, or fewer).
+  c.blaze.patch_size = 7          # Odd; 7 as the nearest-patch floor (DESIGN.md B.11).
+  c.blaze.patch_stride = 1        # Search every s-th pixel and row, resize back: s^2 less work.
+  # Inference: the image score is the heatmap's maximum over the object (af_jax/ops/foreground.py,
+  # found without labels) instead of over every pixel. False = the paper (every pixel).
+  c.blaze.score_on_object = False
 
   # Filled by training, never set by hand: what the prepared data was built with (edge method,
   # image size, max_regions, each category's dataset version; af_jax/data_facts.py).

@@ -120,10 +120,12 @@ _PIDINET_CHAIN = """
   names = synthetic.build(f"{root}/data", size=32, edges="pidinet", num_train=8,
                           num_test_normal=2, num_test_anomalous=4)
   teacher = ""
-  for stage in ("boot", "flare", "blaze", "blaze_reference"):
+  for stage in ("boot", "flare", "blaze", "blaze_reference", "blaze_patch"):
     config = tiny_config(stage.split("_")[0], f"{root}/data", names, teacher=teacher, steps=2)
     config.model.num_d, config.model.n_layers_d = 1, 1
-    config.blaze.reference = stage == "blaze_reference"
+    config.blaze.reference = stage in ("blaze_reference", "blaze_patch")
+    config.blaze.patch_guide = config.blaze.score_on_object = stage == "blaze_patch"
+    config.blaze.patch_memory, config.blaze.patch_stride = 2048, 2
     train.train(config, f"{root}/{stage}")
     teacher = f"{root}/{stage}" if stage in ("boot", "flare") else teacher
   print(",".join(names))
@@ -133,7 +135,8 @@ _PIDINET_CHAIN = """
 @pytest.fixture(scope="session")
 def pidinet_runs(tmp_path_factory):
   """(root, names): a tiny chain on PiDiNet edges (the default edges, the ones that export),
-  with two Blaze runs: `blaze` without and `blaze_reference` with `blaze.reference`; trained
+  with three Blaze runs: `blaze` without and `blaze_reference` with `blaze.reference`,
+  `blaze_patch` with it, `blaze.patch_guide` (stride 2) and `blaze.score_on_object`; trained
   once a session, in a subprocess."""
   root = tmp_path_factory.getbasetemp() / "pidinet_runs"
   done = root / "trained"

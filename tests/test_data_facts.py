@@ -60,8 +60,8 @@ def test_region_labels_above_max_regions_stop_training():
   example = dict(image=np.zeros((4, 4, 3), np.uint8), edges=np.zeros((4, 4, 1), np.uint8),
                  regions=np.full((4, 4, 1), 2, np.uint8), mask=np.zeros((4, 4, 1), np.uint8),
                  label=0)
-  assert features(example)["regions"].max() == 2
+  assert features(7, example)["regions"].max() == 2
   example["regions"][0, 0] = 3
   with pytest.raises(ValueError, match="synthetic/circuit holds region label 3 above its "
                                        "max_regions 2"):
-    features(example)
+    features(7, example)

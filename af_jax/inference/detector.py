@@ -22,8 +22,10 @@ blurred by a Gaussian of `smoothing_sigma` pixels at the model's size (`postproc
 * Smoothing removes the pixel-scale speckle of the decoder, which otherwise ranks isolated
   normal pixels above the body of a defect. 0 keeps the unblurred heatmap.
 
-The image score is the maximum of the final heatmap. Calibrated thresholds record both
-settings (`thresholds`).
+The image score is the maximum of the final heatmap; with `blaze.score_on_object` (a run's
+config field), the maximum over the object (`af_jax.ops.foreground`, found without labels):
+a part's defects are on the part, and the backdrop's shading and dust then cannot outrank
+them. Calibrated thresholds record both settings (`thresholds`).
 """
 
 import dataclasses
@@ -32,6 +34,7 @@ import functools
 import jax
 import numpy as np
 
+from af_jax import patch_memory
 from af_jax import pixels
 from af_jax import reference
 from af_jax import stage_registry
@@ -40,6 +43,7 @@ from af_jax.inference import defaults
 from af_jax.inference import postprocess
 from af_jax.inference import thresholds as thresholds_lib
 from af_jax.inference import trained_network
+from af_jax.ops import foreground
 
 
 @dataclasses.dataclass
@@ -64,6 +68,12 @@ def _localize_fn(generator):
   return jax.jit(run)
 
 
+@functools.lru_cache(maxsize=8)
+def _patch_channel_fn(patch_size: int, stride: int):
+  return jax.jit(functools.partial(patch_memory.category_channel, patch_size=patch_size,
+                                   stride=stride))
+
+
 class Detector(trained_network.TrainedNetwork):
   """A trained BlazeDetector (module docstring)."""
 
@@ -80,6 +90,12 @@ class Detector(trained_network.TrainedNetwork):
     self.thresholds = thresholds_lib.load(self.workdir)
     self.references = (reference.load(self.workdir) if stage_registry.uses_reference(self.config)
                        else None)
+    self.patch_memory = (patch_memory.load(self.workdir)
+                         if stage_registry.uses_patch_guide(self.config) else None)
+    if self.patch_memory is not None and self.patch_memory.names != self.references.names:
+      raise ValueError(f"{self.workdir}: the patch memory's categories "
+                       f"{list(self.patch_memory.names)} differ from the references' "
+                       f"{list(self.references.names)}; restore both files of the run")
 
   def views(self) -> list[tuple[bool, bool]]:
     """(left-right, top-bottom) flips of the views averaged; (False, False) is the image."""
@@ -93,7 +109,8 @@ class Detector(trained_network.TrainedNetwork):
     """What the network sees of uint8 images of any size: (edges [N, S, S, 1] binarised to
     {0, 1}, images [N, S, S, 3] in [-1, 1], guide [N, S, S, G] in [-1, 1]), as training
     decodes its prepared batches. The guide is the deviation from the reference (G = 3) of
-    `category`, or of each image's nearest category, for a run with `blaze.reference`; G = 0
+    `category`, or of each image's nearest category, for a run with `blaze.reference`, then
+    the distance to that category's normal patches (G = 4) with `blaze.patch_guide`; G = 0
     otherwise."""
     resized = pixels.resize_images(images, self.size)
     return self._inputs(resized, self.reference_indices(resized, category))
@@ -106,7 +123,21 @@ class Detector(trained_network.TrainedNetwork):
     if which is not None:
       guide = reference.network_channels(signed, self.references.mean_std(which),
                                          self.config.blaze.reference_eps).astype(np.float32)
+    if self.patch_memory is not None:
+      guide = np.concatenate([guide, self._patch_channel(signed, which)], axis=-1)
     return edge_maps, signed, guide
+
+  def _patch_channel(self, signed: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """[N, S, S, 1]: `patch_memory.category_channel` of model-size images, in batches."""
+    arrays = self.patch_memory.arrays()
+    out = []
+    for start, stop in batching.spans(len(signed), self.batch_size):
+      channel = _patch_channel_fn(self.config.blaze.patch_size,
+                                  self.config.blaze.get("patch_stride", 1))(
+          batching.pad(signed[start:stop], self.batch_size),
+          batching.pad(which[start:stop].astype(np.int32), self.batch_size), arrays)
+      out.append(np.asarray(channel, np.float32)[:stop - start])
+    return np.concatenate(out)
 
   def reference_indices(self, resized: np.ndarray, category: str | None) -> np.ndarray | None:
     """int [N]: the reference each model-size image is compared with (`category`'s, else
@@ -153,13 +184,20 @@ class Detector(trained_network.TrainedNetwork):
     heat, (_, texture) = postprocess.average_views(self.network_outputs, self.views(),
                                                    *self._inputs(resized, which))
     heat = postprocess.smooth_heatmaps(heat, self.smoothing_sigma).astype(np.float32)
-    scores = postprocess.image_scores(heat)
+    scores = postprocess.image_scores(heat, self.scored_pixels(resized))
     heatmaps = np.stack([pixels.resize_back(hm, shapes[0]) for hm in heat])
     repaired = np.stack([pixels.resize_back(pixels.signed_to_uint8(tx), shapes[0])
                          for tx in texture])
     names = None if which is None else [self.references.names[i] for i in which]
     return LocalizationResult(heatmaps=heatmaps, repaired=repaired, scores=np.asarray(scores),
                               references=names)
+
+  def scored_pixels(self, resized: np.ndarray) -> np.ndarray | None:
+    """bool [N, S, S]: the pixels whose maximum is the image score (the object, found without
+    labels, for a run with `blaze.score_on_object`), or None for all of them."""
+    if not self.config.blaze.get("score_on_object", False):
+      return None
+    return np.asarray(foreground.foreground_batch(pixels.uint8_to_unit(resized)))
 
   def add_reference(self, name: str, normal_images) -> None:
     """Adds (or replaces) the normal reference `name` of a run trained with `blaze.reference`,
@@ -169,9 +207,11 @@ class Detector(trained_network.TrainedNetwork):
     if self.references is None:
       raise ValueError(f"the run in {self.workdir} was trained without blaze.reference; it "
                        "takes no reference")
-    moments = reference.Moments.of(pixels.resize_images(pixels.image_list(normal_images),
-                                                        self.size))
-    self.references = self.references.with_reference(name, moments)
+    resized = pixels.resize_images(pixels.image_list(normal_images), self.size)
+    self.references = self.references.with_reference(name, reference.Moments.of(resized))
+    if self.patch_memory is not None:
+      self.patch_memory = self.patch_memory.with_category(name, patch_memory.build(
+          self.config, {name: resized}, {name: len(resized)}))
 
   # -------------------------------------------------------------- thresholds
   def settings(self) -> dict:

@@ -9,7 +9,7 @@ The function takes uint8 images [N, S, S, 3] (N symbolic: any batch size) and, f
 trained with `blaze.reference`, the index of each image's category int32 [N] into
 `categories`; it returns (heatmaps float32 [N, S, S] in [0, 1], scores float32 [N]), what
 `Detector.localize(images, category=categories[i])` gives for S x S images: the same edge
-extractor, reference channels, flip averaging (`postprocess.average_views`), smoothing
+extractor, reference (and patch-distance) channels, flip averaging (`postprocess.average_views`), smoothing
 (`postprocess.smooth_heatmaps`) and image score, traced once with the parameters as
 constants. Loading needs `jax` only:
 
@@ -30,10 +30,12 @@ from jax import export
 import jax.numpy as jnp
 import numpy as np
 
+from af_jax import patch_memory
 from af_jax import pixels
 from af_jax import reference
 from af_jax.inference import postprocess
 from af_jax.ops import edges as edges_lib
+from af_jax.ops import foreground
 
 FUNCTION_FILE = "detector.stablehlo"
 METADATA_FILE = "detector.json"
@@ -48,7 +50,10 @@ def detector_function(detector):
                      "PiDiNet edges (af-jax prepare's default)")
   edge_fn = edges_lib.make_edge_fn()
   params, views, sigma = detector.params, detector.views(), detector.smoothing_sigma
-  threshold, mean_std, eps = detector.edge_threshold, None, None
+  threshold, mean_std, eps, memory = detector.edge_threshold, None, None, None
+  score_on_object = detector.config.blaze.get("score_on_object", False)
+  if detector.patch_memory is not None:
+    memory = detector.patch_memory.arrays()
   if detector.references is not None:
     mean_std = jnp.asarray(detector.references.mean_std(np.arange(len(
         detector.references.names))))
@@ -65,9 +70,15 @@ def detector_function(detector):
     guide = jnp.zeros(signed.shape[:3] + (0,), jnp.float32)
     if mean_std is not None:
       guide = reference.network_channels(signed, mean_std[category], eps)
+    if memory is not None:
+      guide = jnp.concatenate([guide, patch_memory.category_channel(
+          signed, category, memory, detector.config.blaze.patch_size,
+          detector.config.blaze.get("patch_stride", 1))], axis=-1)
     heat, _ = postprocess.average_views(network, views, edges, signed, guide)
     heat = postprocess.smooth_heatmaps(heat, sigma)
-    return heat, postprocess.image_scores(heat)
+    on = (foreground.foreground_batch(pixels.uint8_to_unit(images)) if score_on_object
+          else None)
+    return heat, postprocess.image_scores(heat, on)
 
   return run
 

@@ -83,9 +83,13 @@ def _convolve_axis(xp, x, kernel, axis: int):
   return out
 
 
-def image_scores(heatmaps):
-  """One anomaly score per image of [N, H, W] heatmaps: the maximum ([N])."""
+def image_scores(heatmaps, on=None):
+  """One anomaly score per image of [N, H, W] heatmaps (>= 0): the maximum ([N]), over the
+  pixels where `on` (bool [N, H, W]) holds when given (the object, `blaze.score_on_object`)."""
   if heatmaps.ndim != 3:
     raise ValueError(f"expected heatmaps of shape [N, H, W], got {heatmaps.shape}")
-  return (np.asarray(heatmaps, np.float64) if isinstance(heatmaps, np.ndarray)
-          else heatmaps).max(axis=(1, 2))
+  xp = _xp(heatmaps)
+  heatmaps = np.asarray(heatmaps, np.float64) if xp is np else heatmaps
+  if on is not None:
+    heatmaps = xp.where(on, heatmaps, 0.0)
+  return heatmaps.max(axis=(1, 2))

@@ -23,7 +23,9 @@ the edited region, as a perfect teacher heatmap would fuse it, supervised by how
 pixel changed: |anomaly - normal| / `change_scale`, clipped to 1 — pixel-accurate even when
 the teacher's heatmap is not). `reference` adds the deviation of the network's image from its
 category's normal reference (`af_jax.reference`; the batch carries each example's leave-one-out
-reference, warped by the example's transform) as extra input channels. `synthetic_fraction`
+reference, warped by the example's transform) as extra input channels. `patch_guide` adds one more:
+the distance of each pixel's patch to its category's normal patches, the example's own image
+left out (`af_jax.patch_memory`, arrays passed in `Frozen`). `synthetic_fraction`
 gives that share of the examples a classic pasted anomaly (`af_jax.ops.synthetic_anomalies`)
 instead of Flare's, through the same heatmap target with the pasted mask as region and teacher
 heatmap.
@@ -46,6 +48,7 @@ from af_jax.models.generator import GlobalGenerator, fuse
 from af_jax.ops import augment
 from af_jax.ops import manipulate
 from af_jax.ops import synthetic_anomalies
+from af_jax import patch_memory
 from af_jax import pixels
 from af_jax import reference as reference_lib
 from af_jax import stage_registry
@@ -54,15 +57,17 @@ from af_jax import stage_registry
 def decode_batch(batch, edge_threshold):
   """uint8 batch from the input pipeline -> float arrays on device (`af_jax.pixels` ranges).
 
-  A batch's `reference` (per-example category mean and std, `af_jax.reference`) passes as is.
+  A batch's `reference` (per-example category mean and std, `af_jax.reference`), `source`
+  (category) and `index` (position in the category's split) pass as they are.
   """
   data = dict(
       image=pixels.uint8_to_signed(batch["image"]),
       edges=pixels.binarize_edges(pixels.uint8_to_unit(batch["edges"]), edge_threshold),
       regions=batch["regions"].astype(jnp.int32),
   )
-  if "reference" in batch:
-    data["reference"] = batch["reference"]
+  for name in ("reference", "source", "index"):
+    if name in batch:
+      data[name] = batch[name]
   return data
 
 
@@ -86,6 +91,14 @@ class Teacher(NamedTuple):
   generator: GlobalGenerator
   params: Any
   region_input: bool = False
+
+
+class Frozen(NamedTuple):
+  """What a step reads but never changes, besides the batch: the teacher's parameters, and
+  for Blaze with `blaze.patch_guide` the patch memory's device arrays (patches, sources,
+  scale; `af_jax.patch_memory`)."""
+  teacher_params: Any = None
+  patch_memory: tuple | None = None
 
 
 def _teacher_render(ctx, params, new_edges, image, region_mask, **kwargs):
@@ -157,9 +170,9 @@ def _edited(ctx, key, data):
           transform)
 
 
-def boot_inputs(ctx, key, data, teacher_params) -> StageInputs:
+def boot_inputs(ctx, key, data, frozen) -> StageInputs:
   """Two independent augmentations of one image: rebuild the first from its edges + the second."""
-  del teacher_params
+  del frozen
   k_a, k_b = jax.random.split(key)
   edges, target = _warp(ctx, _sample(ctx, k_a, data), data)
   reference = augment.apply_transform(_sample(ctx, k_b, data), data["image"], kind="image")
@@ -171,10 +184,10 @@ def boot_inputs(ctx, key, data, teacher_params) -> StageInputs:
 FLARE_TARGETS = ("boot", "boot_in_region")
 
 
-def flare_inputs(ctx, key, data, teacher_params) -> StageInputs:
+def flare_inputs(ctx, key, data, frozen) -> StageInputs:
   """Edited edges + the image; Boot renders the target, the edited region is the heatmap."""
   _, image, new_edges, region_mask, _ = _edited(ctx, key, data)
-  target = _teacher_render(ctx, teacher_params, new_edges, image, region_mask)["output"]
+  target = _teacher_render(ctx, frozen.teacher_params, new_edges, image, region_mask)["output"]
   if ctx.config.flare.target == "boot_in_region":
     target = fuse(image, target, region_mask)
   guide = (pixels.unit_to_signed(region_mask) if ctx.config.flare.region_input
@@ -210,7 +223,7 @@ BLAZE_HEATMAP_TARGETS = {"flare": _flare_heatmap, "flare_in_region": _flare_heat
                          "region": _region, "change_in_region": _change_in_region}
 
 
-def blaze_inputs(ctx, key, data, teacher_params) -> StageInputs:
+def blaze_inputs(ctx, key, data, frozen) -> StageInputs:
   """Flare's anomaly (of edited edges) in, the normal image out; heatmap per `blaze.*`.
 
   With `blaze.synthetic_fraction` > 0, that share of the examples gets a pasted synthetic
@@ -220,8 +233,8 @@ def blaze_inputs(ctx, key, data, teacher_params) -> StageInputs:
   options = ctx.config.blaze
   k_edit, k_noise, k_normal, k_paste, k_which = jax.random.split(key, 5)
   edges, image, new_edges, region_mask, transform = _edited(ctx, k_edit, data)
-  fake = _teacher_render(ctx, teacher_params, new_edges, image, region_mask, add_noise=True,
-                         rngs={"noise": k_noise})
+  fake = _teacher_render(ctx, frozen.teacher_params, new_edges, image, region_mask,
+                         add_noise=True, rngs={"noise": k_noise})
   target_fn = BLAZE_HEATMAP_TARGETS[options.heatmap_target]
   anomaly, heatmap = target_fn(jax.lax.stop_gradient(fake["output"]),
                                jax.lax.stop_gradient(fake["heatmap"]), region_mask, image, options)
@@ -243,6 +256,12 @@ def blaze_inputs(ctx, key, data, teacher_params) -> StageInputs:
     # The reference moves with the image, so the map compares the same object points.
     mean_std = augment.apply_transform(transform, data["reference"], kind="image")
     guide = reference_lib.network_channels(network_image, mean_std, options.reference_eps)
+  if stage_registry.uses_patch_guide(ctx.config):
+    patches, sources, scale = frozen.patch_memory
+    which = data["source"]
+    guide = jnp.concatenate([guide, patch_memory.network_channel(
+        network_image, patches[which], sources[which], scale[which], data["index"],
+        options.patch_size, options.get("patch_stride", 1))], axis=-1)
   return StageInputs(
       edges=jnp.where(normal, edges, edge_input),
       image=network_image,
@@ -258,7 +277,8 @@ INPUT_FNS = {"boot": boot_inputs, "flare": flare_inputs, "blaze": blaze_inputs}
 
 def make_inputs_fn(config: ml_collections.ConfigDict, teacher: Teacher | None = None,
                    edge_fn: Callable | None = None):
-  """Returns `inputs_fn(key, batch, teacher_params) -> StageInputs` for `config.stage`.
+  """Returns `inputs_fn(key, batch, frozen) -> StageInputs` for `config.stage` (`frozen`: a
+  `Frozen`, or None for a stage that needs nothing frozen).
 
   `batch` is the input pipeline's uint8 batch; `config.data_facts` (recorded by `train` from
   the prepared data) gives the number of region labels.
@@ -278,7 +298,8 @@ def make_inputs_fn(config: ml_collections.ConfigDict, teacher: Teacher | None = 
                  synthetic_config(config), teacher, edge_fn)
   stage_fn = INPUT_FNS[stage.name]
 
-  def inputs_fn(key, batch, teacher_params):
-    return stage_fn(ctx, key, decode_batch(batch, ctx.threshold), teacher_params)
+  def inputs_fn(key, batch, frozen):
+    return stage_fn(ctx, key, decode_batch(batch, ctx.threshold),
+                    Frozen() if frozen is None else frozen)
 
   return inputs_fn

@@ -28,6 +28,7 @@ from af_jax import checkpoint
 from af_jax import input_pipeline
 from af_jax.models import build
 from af_jax import pixels
+from af_jax import patch_memory
 from af_jax import reference
 from af_jax import run_lock
 from af_jax import runs
@@ -91,11 +92,26 @@ def load_vgg(config):
   return vgg.load_vgg19_params(config.loss.vgg_weights)
 
 
+def build_patch_memory(config, workdir: pathlib.Path) -> patch_memory.PatchMemory | None:
+  """The categories' patch memories of a Blaze run with `blaze.patch_guide` (saved in the
+  workdir by process 0; every process builds the same), else None."""
+  if not stage_registry.uses_patch_guide(config):
+    return None
+  images = input_pipeline.normal_images(config.data)
+  memory = patch_memory.build(config, {name: it for name, (_, it) in images.items()},
+                              {name: count for name, (count, _) in images.items()})
+  if jax.process_index() == 0:
+    path = memory.save(workdir)
+    log.info("patch memories of %d categories (%d patches each): %s", len(memory.names),
+             memory.patches.shape[1], path)
+  return memory
+
+
 class StageProgram(NamedTuple):
   """The compiled pieces of one stage on one mesh."""
   init: Callable            # key -> TrainState, laid out on the mesh.
-  step: Callable            # (state, batch, teacher_params, vgg_params) -> (state, metrics).
-  preview: Callable         # (state, batch, teacher_params, key) -> dict of images.
+  step: Callable            # (state, batch, frozen, vgg_params) -> (state, metrics).
+  preview: Callable         # (state, batch, frozen, key) -> dict of images.
   abstract_state: Any
   state_sharding: Any
 
@@ -177,13 +193,18 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str
     if jax.process_index() == 0:
       path = reference.References.from_moments(moments).save(workdir)
       log.info("references of %d categories: %s", len(moments), path)
+  memory = build_patch_memory(config, workdir)
   data_iter = input_pipeline.make_train_iterator(
-      config.data, global_batch_size=config.batch_size, seed=config.seed, references=moments)
+      config.data, global_batch_size=config.batch_size, seed=config.seed, references=moments,
+      example_index=memory is not None)
   steps_per_epoch = input_pipeline.steps_per_epoch(config.data, config.batch_size)
   num_steps = total_steps(config, steps_per_epoch)
 
   # ---------------------------------------------------------------- models, teacher, VGG
   teacher, teacher_params = load_teacher(config, mesh)
+  frozen = stage_inputs.Frozen(
+      teacher_params, None if memory is None
+      else jax.device_put(memory.arrays(), sharding.replicated(mesh)))
   vgg_params = load_vgg(config)
   program = build_program(config, mesh, num_steps, teacher)
 
@@ -232,12 +253,12 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str
 
   for step in range(start + 1, num_steps + 1):
     batch = input_pipeline.make_global_batch(next(data_iter), mesh, axis=sharding.DATA_AXES)
-    state, metrics = train_step(state, batch, teacher_params, vgg_params)
+    state, metrics = train_step(state, batch, frozen, vgg_params)
     if pending is not None:
       finish(*pending)
     pending = (step, metrics)
     if config.image_every_steps and step % config.image_every_steps == 0:
-      images = preview(state, batch, teacher_params, jax.random.PRNGKey(step))
+      images = preview(state, batch, frozen, jax.random.PRNGKey(step))
       images = multihost_utils.process_allgather(images, tiled=True)
       writer.write_images(step, {"grid": image_grid(images)[None]})
     if step % config.checkpoint_every_steps == 0 or step == num_steps:

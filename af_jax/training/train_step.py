@@ -78,7 +78,8 @@ def _discriminator_input(inputs: stage_inputs.StageInputs, image):
 
 
 def make_train_step(config, generator, discriminator, tx, schedule, inputs_fn):
-  """Returns `train_step(state, batch, teacher_params, vgg_params) -> (state, metrics)`."""
+  """Returns `train_step(state, batch, frozen, vgg_params) -> (state, metrics)` (`frozen`: a
+  `stage_inputs.Frozen` or None)."""
   w = config.loss
   use_heatmap = stage_registry.get(config.stage).heatmap_loss
   use_vgg = losses.vgg_enabled(w)
@@ -110,9 +111,9 @@ def make_train_step(config, generator, discriminator, tx, schedule, inputs_fn):
     d_real = discriminator.apply(d_params, _discriminator_input(inputs, inputs.target))
     return losses.lsgan_discriminator_loss(d_real, d_fake)
 
-  def train_step(state: TrainState, batch, teacher_params=None, vgg_params=None):
+  def train_step(state: TrainState, batch, frozen=None, vgg_params=None):
     rng, k_inputs, k_noise = jax.random.split(state.rng, 3)
-    inputs = inputs_fn(k_inputs, batch, teacher_params)
+    inputs = inputs_fn(k_inputs, batch, frozen)
 
     (g_loss, (terms, fake)), g_grads = jax.value_and_grad(generator_losses, has_aux=True)(
         state.generator, state.discriminator, inputs, vgg_params, k_noise)
@@ -134,12 +135,12 @@ def make_train_step(config, generator, discriminator, tx, schedule, inputs_fn):
 
 
 def make_preview_fn(config, generator, inputs_fn):
-  """`preview(state, batch, teacher_params, key) -> dict of images` for TensorBoard grids."""
+  """`preview(state, batch, frozen, key) -> dict of images` for TensorBoard grids."""
   noise = config.model.feature_noise_std > 0
 
-  def preview(state, batch, teacher_params, key):
+  def preview(state, batch, frozen, key):
     k_inputs, k_noise = jax.random.split(key)
-    inputs = inputs_fn(k_inputs, batch, teacher_params)
+    inputs = inputs_fn(k_inputs, batch, frozen)
     out = _generate(generator, state.generator, inputs, k_noise, noise)
     return dict(edges=inputs.edges, reference=inputs.image, target=inputs.target,
                 output=out["output"], heatmap=out["heatmap"], region_mask=inputs.region_mask)

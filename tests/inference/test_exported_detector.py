@@ -1,10 +1,11 @@
 """The exported detector (af-jax export-detector) and unseen categories' references at inference.
 
 Runs come from the session's `pidinet_runs` fixture (tests/conftest.py): PiDiNet edges, one
-Blaze run without and one with `blaze.reference`.
+Blaze run without and two with `blaze.reference` (one also with `blaze.patch_guide`).
 """
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -16,6 +17,9 @@ import pytest
 from af_jax import cli
 from af_jax import infer
 from af_jax import input_pipeline
+from af_jax import patch_memory
+from af_jax import pixels
+from af_jax.ops import foreground
 from af_jax.inference import exported_detector
 from conftest import copy_run, subprocess_env
 
@@ -35,15 +39,18 @@ def _run(*args, capsys):
   return code, err
 
 
+RUNS = ("blaze", "blaze_reference", "blaze_patch")
+
+
 @pytest.fixture(scope="module")
 def exports(pidinet_runs, tmp_path_factory):
   """{run name: export folder} of both Blaze runs, exported by the command."""
   root, _ = pidinet_runs
   out = tmp_path_factory.mktemp("exports")
-  for run in ("blaze", "blaze_reference"):
+  for run in RUNS:
     assert cli.main(["export-detector", "--workdir", str(root / run), "--out",
                      str(out / run)]) == 0
-  return {run: out / run for run in ("blaze", "blaze_reference")}
+  return {run: out / run for run in RUNS}
 
 
 def _load(folder):
@@ -66,11 +73,12 @@ def test_the_export_equals_the_detector_without_references(pidinet_runs, exports
   np.testing.assert_allclose(single[0], expected.heatmaps[0], atol=1e-4)
 
 
-def test_the_export_equals_the_detector_for_every_reference(pidinet_runs, exports):
+@pytest.mark.parametrize("run", ["blaze_reference", "blaze_patch"])
+def test_the_export_equals_the_detector_for_every_reference(pidinet_runs, exports, run):
   root, names = pidinet_runs
-  function, meta = _load(exports["blaze_reference"])
+  function, meta = _load(exports[run])
   assert meta["categories"] == [f"synthetic/{n}" for n in names]
-  detector = infer.Detector(root / "blaze_reference")
+  detector = infer.Detector(root / run)
   images = _images(root, names[0])
   for index, category in enumerate(meta["categories"]):
     heatmaps, scores = function.call(images, np.full(len(images), index, np.int32))
@@ -188,3 +196,30 @@ def test_localize_with_the_images_own_reference(pidinet_runs, tmp_path, capsys):
                    "--out", tmp_path / "none", "--reference", widget / "train" / "good",
                    capsys=capsys)
   assert code == 1 and "trained without blaze.reference" in err, err
+
+
+def test_the_patch_guide_is_the_distance_to_the_chosen_categorys_memory(pidinet_runs, tmp_path):
+  root, names = pidinet_runs
+  detector = infer.Detector(root / "blaze_patch")
+  images = _images(root, names[1])
+  edges, signed, guide = detector.network_inputs(images, category=f"synthetic/{names[1]}")
+  assert guide.shape == signed.shape[:3] + (4,)
+  expected = patch_memory.category_channel(signed, np.ones(len(images), np.int32),
+                                           detector.patch_memory.arrays(), 7, stride=2)
+  np.testing.assert_allclose(guide[..., 3:], expected, atol=1e-5)
+  # Its image scores are the heatmaps' maxima over the object.
+  result = detector.localize(images, category=f"synthetic/{names[1]}")
+  on = foreground.foreground_batch(pixels.uint8_to_unit(images))
+  np.testing.assert_allclose(result.scores, np.where(on, result.heatmaps, 0).max((1, 2)),
+                             atol=1e-6)
+  # A category it was not trained on gets its own memory, from its normal images.
+  detector.add_reference("mine", _images(root, names[0], "train"))
+  assert detector.patch_memory.names[-1] == "mine" == detector.references.names[-1]
+  assert detector.localize(images, category="mine").references == ["mine"] * len(images)
+  # A run whose two files disagree is refused, naming both.
+  broken = copy_run(root / "blaze_patch", tmp_path / "broken")
+  memory = patch_memory.load(broken)
+  dataclasses.replace(memory, names=memory.names[::-1]).save(broken)
+  with pytest.raises(ValueError, match="patch memory's categories .* differ from the "
+                                       "references'"):
+    infer.Detector(broken)

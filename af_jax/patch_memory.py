@@ -1,0 +1,218 @@
+"""Evidence that needs no alignment: how far each pixel's patch is from its category's normal patches.
+
+The nearest-patch floor (`af_jax.baseline.NearestPatchBaseline`, DESIGN.md B.11) shows that on
+parts that are rotated or shifted, the distance of a pixel's raw 7x7x3 patch to the nearest
+patch of the normal training images localizes defects far better than per-pixel statistics.
+With `blaze.patch_guide` on, BlazeDetector gets that distance as one extra input channel (next
+to the per-pixel deviation of `blaze.reference`), and learns from its synthetic anomalies how
+far to trust it; both channels also reach the heatmap's last layer, as every guide input does.
+
+The memory. Per category, `blaze.patch_memory` patches drawn at random from its normal
+training images, each image seen through one random draw of the Blaze stage's augmentation
+(flips, scale, shift): training shows the network augmented images, so their normal patches
+must be in the memory, or every augmented normal pixel would look far from normal. Each
+patch remembers the image it came from: a training example is compared only with the patches
+of its category's other images (leave one out), as an unseen test image is.
+
+The channel. d / scale, where `scale` is the median nearest distance of normal patches held
+out of the memory (per category, so one value means "this many times the typical normal
+distance" in every category); the network gets r / (1 + r) scaled to [-1, 1], bounded and
+ordered. The search is a chunked matmul in JAX (`nearest_distances`), on the step's device.
+
+Files: a Blaze run keeps the memory in `<workdir>/patch_memory.npz`, written before its first
+step, categories in the order of its references (`af_jax.reference`); inference compares
+each image with the memory of the category whose reference it uses.
+"""
+
+import dataclasses
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from af_jax import config_dataclasses
+from af_jax import files
+from af_jax import pixels
+from af_jax.ops import augment
+
+FILE_NAME = "patch_memory.npz"
+CHANNELS = 1
+SCALE_SAMPLES = 2048  # Held-out normal patches per category that set its distance scale.
+MEMORY_BLOCK = 2048   # Memory patches per matmul block: bounds the distance matrix's size.
+
+
+def image_patches(unit_images, patch_size: int):
+  """[B, H, W, patch_size**2 * C] patches of [B, H, W, C] images (numpy 'reflect' padding),
+  flattened rows, then columns, then channels, as `af_jax.baseline.patches`; jittable."""
+  r = patch_size // 2
+  padded = jnp.pad(unit_images, ((0, 0), (r, r), (r, r), (0, 0)), mode="reflect")
+  h, w = unit_images.shape[1:3]
+  shifted = [padded[:, dy:dy + h, dx:dx + w] for dy in range(patch_size)
+             for dx in range(patch_size)]
+  return jnp.concatenate(shifted, axis=-1)
+
+
+def nearest_distances(queries, memory, memory_sources, exclude):
+  """float32 [B, Q]: L2 distance of each query patch [B, Q, D] to its nearest patch of
+  `memory` [B, M, D] whose source [B, M] is not `exclude` [B] (-1 excludes nothing);
+  jittable. M must be a multiple of `MEMORY_BLOCK` or smaller than it."""
+  b, m, d = memory.shape
+  block = min(m, MEMORY_BLOCK)
+  blocks = memory.reshape(b, m // block, block, d).transpose(1, 0, 2, 3)
+  sources = memory_sources.reshape(b, m // block, block).transpose(1, 0, 2)
+
+  def nearer(best, chunk):
+    mem, src = chunk
+    d2 = (jnp.sum(mem * mem, -1)[:, None, :]
+          - 2.0 * jnp.einsum("bqd,bmd->bqm", queries, mem,
+                             precision=jax.lax.Precision.HIGHEST))
+    d2 = jnp.where((src == exclude[:, None])[:, None, :], jnp.inf, d2)
+    return jnp.minimum(best, jnp.min(d2, -1)), None
+
+  best, _ = jax.lax.scan(nearer, jnp.full(queries.shape[:2], jnp.inf, jnp.float32),
+                         (blocks, sources))
+  return jnp.sqrt(jnp.maximum(best + jnp.sum(queries * queries, -1), 0.0))
+
+
+def network_channel(signed_images, memory, memory_sources, scale, exclude, patch_size: int,
+                    stride: int = 1):
+  """The network's patch-distance input [B, H, W, 1] in [-1, 1] for images [B, H, W, 3] in
+  [-1, 1], each with its category's memory [B, M, D], sources [B, M], scale [B] and the
+  source to leave out [B] (-1: none); jittable. With `stride` s > 1 only every s-th pixel of
+  every s-th row is searched (s^2 times less work) and the map is resized back bilinearly."""
+  b, h, w, _ = signed_images.shape
+  queries = image_patches(pixels.signed_to_unit(signed_images), patch_size)
+  queries = queries[:, stride // 2::stride, stride // 2::stride]
+  grid = queries.shape[1:3]
+  distances = nearest_distances(queries.reshape(b, grid[0] * grid[1], -1), memory,
+                                memory_sources, exclude).reshape(b, *grid, 1)
+  if stride > 1:
+    distances = jax.image.resize(distances, (b, h, w, 1), "linear")
+  ratio = distances / scale[:, None, None, None]
+  return 2.0 * ratio / (1.0 + ratio) - 1.0
+
+
+def category_channel(signed_images, which, arrays, patch_size: int, stride: int = 1):
+  """`network_channel` of unseen images [B, H, W, 3] in [-1, 1] against the memory of
+  category `which` [B] (int) of `arrays` (`PatchMemory.arrays()`), nothing left out;
+  jittable."""
+  patches, sources, scale = arrays
+  return network_channel(signed_images, patches[which], sources[which], scale[which],
+                         jnp.full(which.shape, -1, jnp.int32), patch_size, stride)
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchMemory:
+  """Named per-category memories: patches float32 [C, M, D] in [0, 1], the index of the image
+  each came from int32 [C, M], and each category's distance scale float32 [C]."""
+  names: tuple[str, ...]
+  patches: np.ndarray
+  sources: np.ndarray
+  scale: np.ndarray
+
+  @property
+  def patch_size(self) -> int:
+    return int(round((self.patches.shape[-1] // 3) ** 0.5))
+
+  def arrays(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(patches, sources, scale) as device arrays."""
+    return jnp.asarray(self.patches), jnp.asarray(self.sources), jnp.asarray(self.scale)
+
+  def with_category(self, name: str, other: "PatchMemory") -> "PatchMemory":
+    """These memories plus (or with a new) `name`, the one category of `other`."""
+    if other.patches.shape[1:] != self.patches.shape[1:]:
+      raise ValueError(f"a patch memory of shape {other.patches.shape[1:]} does not match the "
+                       f"run's {self.patches.shape[1:]}")
+    keep = [i for i, n in enumerate(self.names) if n != name]
+    return PatchMemory(tuple(self.names[i] for i in keep) + (name,),
+                       np.concatenate([self.patches[keep], other.patches]),
+                       np.concatenate([self.sources[keep], other.sources]),
+                       np.concatenate([self.scale[keep], other.scale]))
+
+  def save(self, workdir) -> pathlib.Path:
+    """Writes `<workdir>/patch_memory.npz` atomically (a rename)."""
+    return files.write_npz(pathlib.Path(workdir) / FILE_NAME, names=np.asarray(self.names),
+                           patches=self.patches, sources=self.sources, scale=self.scale)
+
+
+def build(config, images_by_category: dict, counts: dict) -> PatchMemory:
+  """The memories of a Blaze run of `config` (its `blaze.patch_memory`, `blaze.patch_size`,
+  augmentation and seed) for categories `name -> iterable of uint8 [S, S, 3] normal images`
+  (read once, in order; `counts[name]` of them), as the module docstring describes."""
+  augment_config = config_dataclasses.from_config(augment.AugmentConfig, config.augment)
+  built = [_build_category(name, images, counts[name], config.blaze.patch_memory,
+                           config.blaze.patch_size, augment_config, config.seed + i)
+           for i, (name, images) in enumerate(images_by_category.items())]
+  return PatchMemory(tuple(images_by_category), np.stack([b[0] for b in built]),
+                     np.stack([b[1] for b in built]), np.asarray([b[2] for b in built],
+                                                                 np.float32))
+
+
+def _build_category(name, images, count, memory_size, patch_size, augment_config, seed):
+  """(patches [M, D], sources [M], scale) of one category."""
+  rng = np.random.default_rng(seed)
+  first = None
+  chosen = held_out = None
+  patches, sources, queries, query_sources = [], [], [], []
+  warp = _augment_fn(augment_config)
+  for i, image in enumerate(images):
+    image = pixels.check_uint8_rgb(image, batch=False)
+    if first is None:
+      first = image.shape
+      per_image = first[0] * first[1]
+      total = count * per_image
+      if total < memory_size + SCALE_SAMPLES:
+        raise ValueError(f"{name}: {count} normal images of {first[0]}x{first[1]} px give "
+                         f"{total} patches; the patch memory needs {memory_size} plus "
+                         f"{SCALE_SAMPLES} held out (lower blaze.patch_memory or add images)")
+      drawn = rng.choice(total, memory_size + SCALE_SAMPLES, replace=False)
+      chosen, held_out = np.sort(drawn[:memory_size]), np.sort(drawn[memory_size:])
+    if image.shape != first:
+      raise ValueError(f"{name}: normal image {i} has shape {image.shape}, the first {first}")
+    warped = warp(jax.random.fold_in(jax.random.PRNGKey(seed), i),
+                  pixels.uint8_to_unit(image)[None])
+    flat = np.asarray(image_patches(warped, patch_size)).reshape(per_image, -1)
+    for picked, out, out_sources in ((chosen, patches, sources),
+                                     (held_out, queries, query_sources)):
+      mine = picked[(picked >= i * per_image) & (picked < (i + 1) * per_image)] - i * per_image
+      out.append(flat[mine])
+      out_sources.append(np.full(len(mine), i, np.int32))
+  if first is None or i + 1 != count:
+    raise ValueError(f"{name}: expected {count} normal images, read "
+                     f"{0 if first is None else i + 1}")
+  memory, memory_sources = np.concatenate(patches), np.concatenate(sources)
+  held = np.concatenate(queries)
+  distances = nearest_distances(jnp.asarray(held)[None], jnp.asarray(memory)[None],
+                                jnp.asarray(memory_sources)[None],
+                                jnp.asarray([-1]))  # Held-out patches are not in the memory.
+  scale = float(np.median(np.asarray(distances)))
+  return memory.astype(np.float32), memory_sources, max(scale, 1e-6)
+
+
+def _augment_fn(config: augment.AugmentConfig):
+  @jax.jit
+  def warp(key, image):
+    transform = augment.sample_transform(key, 1, image.shape[1], image.shape[2], config)
+    return augment.apply_transform(transform, image, kind="image")
+  return warp
+
+
+def load(workdir) -> PatchMemory:
+  """The patch memory a Blaze run saved; a clear error when absent or unreadable."""
+  path = pathlib.Path(workdir) / FILE_NAME
+  f = files.read_npz(path, what="a patch memory file", why_here="the run was trained with "
+                     "blaze.patch_guide on and saved its patch memory there before its first step")
+  try:
+    memory = PatchMemory(tuple(str(n) for n in f["names"]), f["patches"], f["sources"],
+                         f["scale"])
+  except KeyError as e:
+    raise ValueError(f"{path} is not a patch memory file (no {e}); retrain the Blaze run or "
+                     "restore the file") from e
+  c = len(memory.names)
+  if (memory.patches.ndim != 3 or memory.patches.shape[0] != c
+      or memory.sources.shape != memory.patches.shape[:2] or memory.scale.shape != (c,)):
+    raise ValueError(f"{path} holds inconsistent shapes: {c} names, patches "
+                     f"{memory.patches.shape}, sources {memory.sources.shape}, scale "
+                     f"{memory.scale.shape}")
+  return memory

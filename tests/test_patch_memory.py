@@ -1,0 +1,104 @@
+"""The patch memory behind `blaze.patch_guide`: patches, distances, leave-one-out, files."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from af_jax import baseline
+from af_jax import patch_memory
+from af_jax import pixels
+from af_jax import stage_registry
+from configs import common
+
+
+def _config(memory=2048, **augment):
+  c = common.get_config("blaze")
+  c.blaze.reference = True
+  c.blaze.patch_guide = True
+  c.blaze.patch_memory = memory
+  for name, value in augment.items():
+    c.augment[name] = value
+  return c
+
+
+@pytest.fixture(scope="module")
+def bottle_images(bottle_dir):
+  """Six real MVTec AD bottle training images at 32 px."""
+  paths = sorted((bottle_dir / "train" / "good").glob("*.png"))[:6]
+  return np.stack([pixels.resize_image(pixels.read_rgb(p), 32) for p in paths])
+
+
+def test_patches_are_the_floors_patches(bottle_images):
+  r = 3
+  padded = np.pad(bottle_images, ((0, 0), (r, r), (r, r), (0, 0)), mode="reflect")
+  expected = pixels.uint8_to_unit(baseline.patches(padded, np.arange(6 * 32 * 32), 7))
+  got = np.asarray(patch_memory.image_patches(pixels.uint8_to_unit(bottle_images), 7))
+  np.testing.assert_array_equal(got.reshape(-1, 147), expected)
+
+
+def test_nearest_distances_leave_the_named_source_out(bottle_images):
+  flat = np.asarray(patch_memory.image_patches(pixels.uint8_to_unit(bottle_images), 7))
+  flat = flat.reshape(6, 32 * 32, 147)
+  memory, sources = flat[:2].reshape(-1, 147), np.repeat(np.arange(2), 32 * 32)
+  queries = flat[0]
+  brute = np.sqrt(((queries[:, None] - memory[None]) ** 2).sum(-1))
+  for exclude, expected in ((-1, brute.min(1)), (0, brute[:, sources == 1].min(1))):
+    got = patch_memory.nearest_distances(jnp.asarray(queries)[None], jnp.asarray(memory)[None],
+                                         jnp.asarray(sources)[None], jnp.asarray([exclude]))
+    np.testing.assert_allclose(np.asarray(got)[0], expected, atol=1e-2)  # sqrt of rounding.
+  # Its own image in the memory: every patch is found (up to float32 rounding).
+  assert np.asarray(patch_memory.nearest_distances(
+      jnp.asarray(queries)[None], jnp.asarray(memory)[None], jnp.asarray(sources)[None],
+      jnp.asarray([-1]))).max() < 1e-2
+
+
+def test_build_draws_the_memory_from_every_image_and_scales_by_held_out_patches(bottle_images):
+  config = _config()
+  memory = patch_memory.build(config, {"bottle": bottle_images, "again": iter(bottle_images)},
+                              {"bottle": 6, "again": 6})
+  assert memory.names == ("bottle", "again")
+  assert memory.patches.shape == (2, 2048, 147) and memory.patch_size == 7
+  assert set(np.unique(memory.sources[0])) == set(range(6))
+  assert np.all(memory.scale > 0.01)
+  # Unaugmented, a normal image's own patches are all in reach: its channel is near the floor
+  # of [-1, 1]; a pasted square of noise stands far above it.
+  plain = patch_memory.build(_config(flip_lr_prob=0.0, flip_ud_prob=0.0, scale_range=(1.0, 1.0),
+                                     shift_range=0.0), {"bottle": bottle_images}, {"bottle": 6})
+  image = pixels.uint8_to_signed(bottle_images[:1]).copy()
+  image[0, 8:16, 8:16] = np.random.default_rng(0).uniform(-1, 1, (8, 8, 3))
+  channel = np.asarray(patch_memory.category_channel(jnp.asarray(image), jnp.asarray([0]),
+                                                     plain.arrays(), 7))[0, ..., 0]
+  assert channel[10:14, 10:14].min() > channel[20:, 20:].max()
+
+
+def test_too_few_images_and_mixed_sizes_are_refused_naming_the_category(bottle_images):
+  with pytest.raises(ValueError, match="bottle: 2 normal images of 32x32 px give 2048 patches; "
+                                       "the patch memory needs 2048 plus 2048 held out"):
+    patch_memory.build(_config(), {"bottle": bottle_images[:2]}, {"bottle": 2})
+  mixed = list(bottle_images[:5]) + [np.zeros((16, 16, 3), np.uint8)]
+  with pytest.raises(ValueError, match="bottle: normal image 5 has shape"):
+    patch_memory.build(_config(), {"bottle": mixed}, {"bottle": 6})
+
+
+def test_save_load_and_a_damaged_file(bottle_images, tmp_path):
+  memory = patch_memory.build(_config(), {"bottle": bottle_images}, {"bottle": 6})
+  memory.save(tmp_path)
+  loaded = patch_memory.load(tmp_path)
+  assert loaded.names == ("bottle",)
+  np.testing.assert_array_equal(loaded.patches, memory.patches)
+  (tmp_path / patch_memory.FILE_NAME).write_bytes(b"not a zip")
+  with pytest.raises(ValueError, match="patch_memory.npz is not a patch memory file"):
+    patch_memory.load(tmp_path)
+  with pytest.raises(FileNotFoundError, match="trained with blaze.patch_guide"):
+    patch_memory.load(tmp_path / "elsewhere")
+
+
+def test_config_checks():
+  config = _config()
+  assert stage_registry.guide_channels(config) == 4
+  config.blaze.reference = False
+  with pytest.raises(ValueError, match="blaze.patch_guide needs blaze.reference"):
+    stage_registry.check_config(config)
+  config = _config(memory=3000)
+  with pytest.raises(ValueError, match="blaze.patch_memory must be at most 2048 or a multiple"):
+    stage_registry.check_config(config)
