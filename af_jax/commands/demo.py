@@ -86,15 +86,16 @@ def _stage_config(stage, data_dir, teacher, quick, sources, seed):
 def _prepare_user_data(dataset, manual_dir, categories, data_dir, size) -> list[str]:
   """Builds the user's categories at the demo's size (`af-jax prepare`); their config names."""
   from af_jax.commands import prepare  # pylint: disable=g-import-not-at-top
+  from af_jax.commands import prepare_build  # pylint: disable=g-import-not-at-top
   argv = ["--dataset", dataset, "--manual_dir", str(manual_dir), "--data_dir", str(data_dir),
           "--size", str(size)]
   if categories:
     argv += ["--categories", ",".join(categories)]
   if prepare.main(argv) != 0:
     raise ValueError(f"could not prepare {dataset} from {manual_dir} (the error above says why)")
-  cls = prepare.builder_class(dataset)
+  cls = prepare_build.builder_class(dataset)
   names = categories or cls.found_categories(manual_dir)
-  return [prepare.config_for(dataset, cls, c, size=size).name for c in names]
+  return [prepare_build.config_for(dataset, cls, c, size=size).name for c in names]
 
 
 def _stage_done(workdir: pathlib.Path, num_steps: int) -> bool:

@@ -41,9 +41,7 @@ import tensorflow_datasets as tfds
 from af_jax import pixels
 from af_jax.commands import prepare_build
 from af_jax.commands import prepare_mix
-# `builder_class` and `config_for` are used from here by `af-jax demo`.
-from af_jax.commands.prepare_build import builder_class  # pylint: disable=unused-import
-from af_jax.commands.prepare_build import config_for  # pylint: disable=unused-import
+from af_jax.commands.prepare_build import builder_class
 from af_jax.commands.prepare_build import config_named
 from af_jax.commands.prepare_build import DATASETS
 from data_builders import common
