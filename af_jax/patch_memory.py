@@ -25,6 +25,7 @@ each image with the memory of the category whose reference it uses.
 """
 
 import dataclasses
+import functools
 import pathlib
 
 import jax
@@ -190,6 +191,7 @@ def _build_category(name, images, count, memory_size, patch_size, augment_config
   return memory.astype(np.float32), memory_sources, max(scale, 1e-6)
 
 
+@functools.lru_cache(maxsize=8)  # One compile per augmentation, not per category.
 def _augment_fn(config: augment.AugmentConfig):
   @jax.jit
   def warp(key, image):

@@ -92,6 +92,8 @@ class Detector(trained_network.TrainedNetwork):
                        else None)
     self.patch_memory = (patch_memory.load(self.workdir)
                          if stage_registry.uses_patch_guide(self.config) else None)
+    self._patch_arrays = (None if self.patch_memory is None  # On device once, not per call.
+                          else self.patch_memory.arrays())
     if self.patch_memory is not None and self.patch_memory.names != self.references.names:
       raise ValueError(f"{self.workdir}: the patch memory's categories "
                        f"{list(self.patch_memory.names)} differ from the references' "
@@ -129,13 +131,12 @@ class Detector(trained_network.TrainedNetwork):
 
   def _patch_channel(self, signed: np.ndarray, which: np.ndarray) -> np.ndarray:
     """[N, S, S, 1]: `patch_memory.category_channel` of model-size images, in batches."""
-    arrays = self.patch_memory.arrays()
     out = []
     for start, stop in batching.spans(len(signed), self.batch_size):
       channel = _patch_channel_fn(self.config.blaze.patch_size,
                                   self.config.blaze.get("patch_stride", 1))(
           batching.pad(signed[start:stop], self.batch_size),
-          batching.pad(which[start:stop].astype(np.int32), self.batch_size), arrays)
+          batching.pad(which[start:stop].astype(np.int32), self.batch_size), self._patch_arrays)
       out.append(np.asarray(channel, np.float32)[:stop - start])
     return np.concatenate(out)
 
@@ -212,6 +213,7 @@ class Detector(trained_network.TrainedNetwork):
     if self.patch_memory is not None:
       self.patch_memory = self.patch_memory.with_category(name, patch_memory.build(
           self.config, {name: resized}, {name: len(resized)}))
+      self._patch_arrays = self.patch_memory.arrays()
 
   # -------------------------------------------------------------- thresholds
   def settings(self) -> dict:
