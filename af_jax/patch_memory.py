@@ -7,12 +7,20 @@ With `blaze.patch_guide` on, BlazeDetector gets that distance as one extra input
 to the per-pixel deviation of `blaze.reference`), and learns from its synthetic anomalies how
 far to trust it; both channels also reach the heatmap's last layer, as every guide input does.
 
-The memory. Per category, `blaze.patch_memory` patches drawn at random from its normal
-training images, each image seen through one random draw of the Blaze stage's augmentation
-(flips, scale, shift): training shows the network augmented images, so their normal patches
-must be in the memory, or every augmented normal pixel would look far from normal. Each
-patch remembers the image it came from: a training example is compared only with the patches
-of its category's other images (leave one out), as an unseen test image is.
+The memory. Per category, `blaze.patch_memory` patches of its normal training images, each
+image seen through one random draw of the Blaze stage's augmentation (flips, scale, shift):
+training shows the network augmented images, so their normal patches must be in the memory,
+or every augmented normal pixel would look far from normal. How they are chosen is
+`blaze.patch_selection`:
+  'random'   drawn uniformly from the augmented images' patches.
+  'coreset'  greedy k-centre (PatchCore's coreset) over a pool of `blaze.patch_pool`
+             candidates drawn from every image's patches both as stored (what a test image
+             looks like) and augmented (what training shows): each pick is the candidate
+             farthest from those already kept, so rare normal patches (a reflection, a thread
+             of an edge) are kept rather than a thousandth copy of the flat background. The
+             distances are measured in a random projection to `CORESET_DIMENSIONS`.
+Each patch remembers the image it came from: a training example is compared only with the
+patches of its category's other images (leave one out), as an unseen test image is.
 
 The channel. d / scale, where `scale` is the median nearest distance of normal patches held
 out of the memory (per category, so one value means "this many times the typical normal
@@ -41,6 +49,10 @@ FILE_NAME = "patch_memory.npz"
 CHANNELS = 1
 SCALE_SAMPLES = 2048  # Held-out normal patches per category that set its distance scale.
 MEMORY_BLOCK = 2048   # Memory patches per matmul block: bounds the distance matrix's size.
+SELECTIONS = ("random", "coreset")
+# The coreset's random projection: 32 dimensions rank the 147 of a 7x7x3 patch well enough
+# (farthest-point picks), and each of the memory's sequential picks reads 32 floats per candidate.
+CORESET_DIMENSIONS = 32
 
 
 def image_patches(unit_images, patch_size: int):
@@ -76,6 +88,30 @@ def nearest_distances(queries, memory, memory_sources, exclude):
   return jnp.sqrt(jnp.maximum(best + jnp.sum(queries * queries, -1), 0.0))
 
 
+def coreset_indices(key, candidates, count: int):
+  """int32 [count]: indices of `count` of `candidates` [P, D] chosen by greedy k-centre (each
+  the candidate farthest from those chosen before it; the first at random), distances measured
+  in a random projection to `CORESET_DIMENSIONS`; jittable with static `count`."""
+  project_key, start_key = jax.random.split(key)
+  dims = min(CORESET_DIMENSIONS, candidates.shape[1])
+  projection = jax.random.normal(project_key, (candidates.shape[1], dims)) / np.sqrt(dims)
+  projected = candidates @ projection
+  first = jax.random.randint(start_key, (), 0, candidates.shape[0])
+
+  def pick(i, carry):
+    nearest, chosen = carry
+    j = jnp.argmax(nearest).astype(jnp.int32)
+    nearest = jnp.minimum(nearest, jnp.sum((projected - projected[j]) ** 2, -1))
+    return nearest, chosen.at[i].set(j)
+
+  nearest = jnp.sum((projected - projected[first]) ** 2, -1)
+  chosen = jnp.zeros(count, jnp.int32).at[0].set(first)
+  return jax.lax.fori_loop(1, count, pick, (nearest, chosen))[1]
+
+
+_coreset = jax.jit(coreset_indices, static_argnums=2)
+
+
 def network_channel(signed_images, memory, memory_sources, scale, exclude, patch_size: int,
                     stride: int = 1):
   """The network's patch-distance input [B, H, W, 1] in [-1, 1] for images [B, H, W, 3] in
@@ -94,13 +130,17 @@ def network_channel(signed_images, memory, memory_sources, scale, exclude, patch
   return 2.0 * ratio / (1.0 + ratio) - 1.0
 
 
-def category_channel(signed_images, which, arrays, patch_size: int, stride: int = 1):
-  """`network_channel` of unseen images [B, H, W, 3] in [-1, 1] against the memory of
-  category `which` [B] (int) of `arrays` (`PatchMemory.arrays()`), nothing left out;
-  jittable."""
+def category_channel(signed_images, which, arrays, patch_size: int, stride: int = 1,
+                     exclude=None):
+  """`network_channel` of images [B, H, W, 3] in [-1, 1] against the memory of category
+  `which` [B] (int) of `arrays` (`PatchMemory.arrays()`), leaving out the patches of source
+  `exclude` [B] (the image's own index among the category's normal images; default None: an
+  unseen image, nothing left out); jittable."""
   patches, sources, scale = arrays
+  if exclude is None:
+    exclude = jnp.full(which.shape, -1, jnp.int32)
   return network_channel(signed_images, patches[which], sources[which], scale[which],
-                         jnp.full(which.shape, -1, jnp.int32), patch_size, stride)
+                         exclude, patch_size, stride)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,20 +179,27 @@ class PatchMemory:
 
 def build(config, images_by_category: dict, counts: dict) -> PatchMemory:
   """The memories of a Blaze run of `config` (its `blaze.patch_memory`, `blaze.patch_size`,
-  augmentation and seed) for categories `name -> iterable of uint8 [S, S, 3] normal images`
-  (read once, in order; `counts[name]` of them), as the module docstring describes."""
+  `blaze.patch_selection`, `blaze.patch_pool`, augmentation and seed) for categories
+  `name -> iterable of uint8 [S, S, 3] normal images` (read once, in order; `counts[name]` of
+  them), as the module docstring describes."""
   augment_config = config_dataclasses.from_config(augment.AugmentConfig, config.augment)
+  # .get: runs saved before these fields existed drew at random.
+  selection = config.blaze.get("patch_selection", "random")
   built = [_build_category(name, images, counts[name], config.blaze.patch_memory,
-                           config.blaze.patch_size, augment_config, config.seed + i)
+                           config.blaze.patch_size, selection,
+                           config.blaze.get("patch_pool", 0), augment_config, config.seed + i)
            for i, (name, images) in enumerate(images_by_category.items())]
   return PatchMemory(tuple(images_by_category), np.stack([b[0] for b in built]),
                      np.stack([b[1] for b in built]), np.asarray([b[2] for b in built],
                                                                  np.float32))
 
 
-def _build_category(name, images, count, memory_size, patch_size, augment_config, seed):
+def _build_category(name, images, count, memory_size, patch_size, selection, pool,
+                    augment_config, seed):
   """(patches [M, D], sources [M], scale) of one category."""
   rng = np.random.default_rng(seed)
+  # Each image's candidate patches: augmented only ('random'), or as stored then augmented.
+  views = 2 if selection == "coreset" else 1
   first = None
   chosen = held_out = None
   patches, sources, queries, query_sources = [], [], [], []
@@ -161,19 +208,23 @@ def _build_category(name, images, count, memory_size, patch_size, augment_config
     image = pixels.check_uint8_rgb(image, batch=False)
     if first is None:
       first = image.shape
-      per_image = first[0] * first[1]
+      per_image = views * first[0] * first[1]
       total = count * per_image
       if total < memory_size + SCALE_SAMPLES:
         raise ValueError(f"{name}: {count} normal images of {first[0]}x{first[1]} px give "
                          f"{total} patches; the patch memory needs {memory_size} plus "
                          f"{SCALE_SAMPLES} held out (lower blaze.patch_memory or add images)")
-      drawn = rng.choice(total, memory_size + SCALE_SAMPLES, replace=False)
-      chosen, held_out = np.sort(drawn[:memory_size]), np.sort(drawn[memory_size:])
+      keep = (memory_size if selection == "random"
+              else min(max(pool, memory_size), total - SCALE_SAMPLES))
+      drawn = rng.choice(total, keep + SCALE_SAMPLES, replace=False)
+      chosen, held_out = np.sort(drawn[:keep]), np.sort(drawn[keep:])
     if image.shape != first:
       raise ValueError(f"{name}: normal image {i} has shape {image.shape}, the first {first}")
-    warped = warp(jax.random.fold_in(jax.random.PRNGKey(seed), i),
-                  pixels.uint8_to_unit(image)[None])
-    flat = np.asarray(image_patches(warped, patch_size)).reshape(per_image, -1)
+    unit = pixels.uint8_to_unit(image)[None]
+    warped = warp(jax.random.fold_in(jax.random.PRNGKey(seed), i), unit)
+    seen = [warped] if views == 1 else [jnp.asarray(unit), warped]
+    flat = np.concatenate([np.asarray(image_patches(v, patch_size)).reshape(-1, 3 * patch_size ** 2)
+                           for v in seen])
     for picked, out, out_sources in ((chosen, patches, sources),
                                      (held_out, queries, query_sources)):
       mine = picked[(picked >= i * per_image) & (picked < (i + 1) * per_image)] - i * per_image
@@ -183,6 +234,11 @@ def _build_category(name, images, count, memory_size, patch_size, augment_config
     raise ValueError(f"{name}: expected {count} normal images, read "
                      f"{0 if first is None else i + 1}")
   memory, memory_sources = np.concatenate(patches), np.concatenate(sources)
+  if selection == "coreset":
+    # The images' warps use keys 0..count-1 of this seed; the coreset takes the next.
+    picks = np.asarray(_coreset(jax.random.fold_in(jax.random.PRNGKey(seed), count),
+                                jnp.asarray(memory), memory_size))
+    memory, memory_sources = memory[picks], memory_sources[picks]
   held = np.concatenate(queries)
   distances = nearest_distances(jnp.asarray(held)[None], jnp.asarray(memory)[None],
                                 jnp.asarray(memory_sources)[None],

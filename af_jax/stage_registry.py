@@ -97,6 +97,13 @@ def check_config(config, where: str = "config") -> None:
       raise error
   get(config.stage)
   blaze = config.get("blaze", {})
+  image_score = blaze.get("image_score", "heatmap")
+  if config.stage == "blaze" and image_score not in ("heatmap", "fused"):
+    raise ValueError(f"{where}: blaze.image_score must be 'heatmap' or 'fused', got "
+                     f"{image_score!r}")
+  if config.stage == "blaze" and image_score == "fused" and not blaze.get("reference", False):
+    raise ValueError(f"{where}: blaze.image_score='fused' needs blaze.reference (it weighs "
+                     "the heatmap with the reference); set --config.blaze.reference=True")
   if config.stage == "blaze" and blaze.get("patch_guide", False):
     if not blaze.get("reference", False):
       raise ValueError(f"{where}: blaze.patch_guide needs blaze.reference (its categories pick "
@@ -108,12 +115,24 @@ def check_config(config, where: str = "config") -> None:
     if memory < 1 or (memory > patch_memory.MEMORY_BLOCK and memory % patch_memory.MEMORY_BLOCK):
       raise ValueError(f"{where}: blaze.patch_memory must be at most {patch_memory.MEMORY_BLOCK} "
                        f"or a multiple of it, got {memory}")
+    selection = blaze.get("patch_selection", "random")
+    if selection not in patch_memory.SELECTIONS:
+      raise ValueError(f"{where}: blaze.patch_selection must be one of "
+                       f"{patch_memory.SELECTIONS}, got {selection!r}")
+    if selection == "coreset" and blaze.get("patch_pool", 0) < memory:
+      raise ValueError(f"{where}: blaze.patch_pool ({blaze.get('patch_pool', 0)}) must be at "
+                       f"least blaze.patch_memory ({memory}) with 'coreset'")
 
 
 def uses_reference(config) -> bool:
   """Whether the run's generator takes the reference deviation channels (`blaze.reference`)."""
   # .get: runs saved before the field existed did not use it.
   return config.stage == "blaze" and bool(config.blaze.get("reference", False))
+
+
+def uses_fused_scores(config) -> bool:
+  """Whether the run's image scores fuse heatmap and reference (`blaze.image_score`)."""
+  return config.stage == "blaze" and config.blaze.get("image_score", "heatmap") == "fused"
 
 
 def uses_patch_guide(config) -> bool:

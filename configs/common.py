@@ -119,9 +119,20 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   c.blaze.patch_memory = 8192     # Patches per category (a multiple of 2048, or fewer).
   c.blaze.patch_size = 7          # Odd; 7 as the nearest-patch floor (DESIGN.md B.11).
   c.blaze.patch_stride = 1        # Search every s-th pixel and row, resize back: s^2 less work.
+  # How the memory's patches are chosen (af_jax/patch_memory.py): 'random' (uniform draw) or
+  # 'coreset' (greedy k-centre over `patch_pool` candidates, stored and augmented views: keeps
+  # rare normal patches; about 10 s per category on 2 CPU cores at the defaults).
+  c.blaze.patch_selection = "random"
+  c.blaze.patch_pool = 131072     # 'coreset' candidates per category (at least patch_memory).
   # Inference: the image score is the heatmap's maximum over the object (af_jax/ops/foreground.py,
   # found without labels) instead of over every pixel. False = the paper (every pixel).
   c.blaze.score_on_object = False
+  # Inference: the image score. 'heatmap' = its maximum (the paper). 'fused' (needs
+  # blaze.reference) adds the heatmap's and the reference's maxima, each in standard deviations
+  # of the category's normal training images (af_jax/inference/score_fusion.py; fitted at the
+  # stage's end, leave-one-out).
+  c.blaze.image_score = "heatmap"
+  c.blaze.score_statistics_images = 32  # 'fused': normal images per category the statistics use.
 
   # Filled by training, never set by hand: what the prepared data was built with (edge method,
   # image size, max_regions, each category's dataset version; af_jax/data_facts.py).

@@ -48,6 +48,10 @@ Same code and losses as the paper configs, scaled to a few CPU minutes. What dif
   (568 s instead of about 230 s for the stage on 2 cores).
 * The image score is the heatmap's maximum over the object (`blaze.score_on_object`,
   af_jax/ops/foreground.py): the backdrop's shading cannot outrank a defect on the part.
+  It is fused with the reference's maximum (`blaze.image_score = 'fused'`,
+  af_jax/inference/score_fusion.py), each in standard deviations of the category's normal
+  training images: the heatmap alone rose on the normal reflections of bottle's rim, which
+  the per-pixel reference knows to vary.
 * Flare is shown the region it edits (`flare.region_input`) and its heatmap is trained by its
   own cross-entropy term alone (`loss.heatmap_kind = 'bce'`, `loss.image_terms_train_heatmap =
   False`, Flare only): with the paper's L2 term, shared with the image terms, the demo's Flare
@@ -95,6 +99,7 @@ def get_config(stage: str = "boot"):
   c.blaze.patch_guide = True
   c.blaze.patch_stride = 2
   c.blaze.score_on_object = True
+  c.blaze.image_score = "fused"
   c.flare.region_input = True
   c.flare.bound_to_region = True
   if stage == "flare":

@@ -1,5 +1,6 @@
 """The patch memory behind `blaze.patch_guide`: patches, distances, leave-one-out, files."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -11,11 +12,12 @@ from af_jax import stage_registry
 from configs import common
 
 
-def _config(memory=2048, **augment):
+def _config(memory=2048, selection="random", **augment):
   c = common.get_config("blaze")
   c.blaze.reference = True
   c.blaze.patch_guide = True
   c.blaze.patch_memory = memory
+  c.blaze.patch_selection = selection
   for name, value in augment.items():
     c.augment[name] = value
   return c
@@ -71,6 +73,41 @@ def test_build_draws_the_memory_from_every_image_and_scales_by_held_out_patches(
   assert channel[10:14, 10:14].min() > channel[20:, 20:].max()
 
 
+def test_coreset_keeps_every_far_point_that_a_random_draw_misses():
+  rng = np.random.default_rng(0)
+  crowd = rng.normal(0.0, 0.01, (4000, 147))
+  outliers = rng.normal(0.0, 1.0, (7, 147)) + 5.0 * np.eye(7, 147)
+  candidates = np.concatenate([crowd, outliers]).astype(np.float32)
+  picks = np.asarray(patch_memory.coreset_indices(jax.random.PRNGKey(0),
+                                                  jnp.asarray(candidates), 8))
+  assert len(set(picks.tolist())) == 8
+  assert set(range(4000, 4007)) <= set(picks.tolist())
+
+
+def test_coreset_memory_covers_held_out_real_patches_better_than_a_random_one(bottle_images):
+  plain = dict(flip_lr_prob=0.0, flip_ud_prob=0.0, scale_range=(1.0, 1.0), shift_range=0.0)
+  built = {selection: patch_memory.build(_config(selection=selection, **plain),
+                                         {"bottle": bottle_images[:5]}, {"bottle": 5})
+           for selection in patch_memory.SELECTIONS}
+  coreset = built["coreset"]
+  assert coreset.patches.shape == (1, 2048, 147)
+  assert set(np.unique(coreset.sources)) == set(range(5))
+  # Every kept patch is one of its source image's own patches (as stored, or augmented: here
+  # augmentation is off, so the two views are the same image).
+  own = np.asarray(patch_memory.image_patches(pixels.uint8_to_unit(bottle_images[:5]), 7))
+  own = own.reshape(5, -1, 147)
+  for patch, source in zip(coreset.patches[0][:64], coreset.sources[0][:64]):
+    assert np.abs(own[source] - patch).sum(-1).min() < 1e-5
+  # The unseen sixth image: the coreset's worst-covered patches are nearer than the random
+  # memory's (k-centre minimizes the covering radius).
+  queries = patch_memory.image_patches(pixels.uint8_to_unit(bottle_images[5:]), 7)
+  queries = queries.reshape(1, -1, 147)
+  far = {selection: np.quantile(np.asarray(patch_memory.nearest_distances(
+      queries, jnp.asarray(memory.patches), jnp.asarray(memory.sources), jnp.asarray([-1]))),
+      0.99) for selection, memory in built.items()}
+  assert far["coreset"] < 0.8 * far["random"], far
+
+
 def test_too_few_images_and_mixed_sizes_are_refused_naming_the_category(bottle_images):
   with pytest.raises(ValueError, match="bottle: 2 normal images of 32x32 px give 2048 patches; "
                                        "the patch memory needs 2048 plus 2048 held out"):
@@ -101,4 +138,12 @@ def test_config_checks():
     stage_registry.check_config(config)
   config = _config(memory=3000)
   with pytest.raises(ValueError, match="blaze.patch_memory must be at most 2048 or a multiple"):
+    stage_registry.check_config(config)
+  config = _config(selection="nearest")
+  with pytest.raises(ValueError, match="blaze.patch_selection must be one of"):
+    stage_registry.check_config(config)
+  config = _config(memory=4096, selection="coreset")
+  config.blaze.patch_pool = 2048
+  with pytest.raises(ValueError, match=r"blaze.patch_pool \(2048\) must be at least "
+                                       r"blaze.patch_memory \(4096\)"):
     stage_registry.check_config(config)

@@ -25,7 +25,9 @@ blurred by a Gaussian of `smoothing_sigma` pixels at the model's size (`postproc
 The image score is the maximum of the final heatmap; with `blaze.score_on_object` (a run's
 config field), the maximum over the object (`af_jax.ops.foreground`, found without labels):
 a part's defects are on the part, and the backdrop's shading and dust then cannot outrank
-them. Calibrated thresholds record both settings (`thresholds`).
+them. With `blaze.image_score = 'fused'` it weighs that maximum with the reference's, each
+against the category's normal images (`score_fusion`). Calibrated thresholds record the
+settings (`thresholds`).
 """
 
 import dataclasses
@@ -41,6 +43,7 @@ from af_jax import stage_registry
 from af_jax.inference import batching
 from af_jax.inference import defaults
 from af_jax.inference import postprocess
+from af_jax.inference import score_fusion
 from af_jax.inference import thresholds as thresholds_lib
 from af_jax.inference import trained_network
 from af_jax.ops import foreground
@@ -51,7 +54,8 @@ class LocalizationResult:
   """`Detector.localize` of N images of one size H x W (the size they came in)."""
   heatmaps: np.ndarray      # float32 [N, H, W] in [0, 1]: per-pixel anomaly heatmaps.
   repaired: np.ndarray      # uint8 [N, H, W, 3] in [0, 255]: the repaired (normal) images.
-  scores: np.ndarray        # float64 [N] in [0, 1]: image anomaly scores (heatmap maxima).
+  scores: np.ndarray        # float64 [N] in [0, 1]: image anomaly scores (heatmap maxima, or
+                            # `score_fusion` with blaze.image_score = 'fused').
   references: list | None = None  # The reference each image was compared with (a run with
                                   # `blaze.reference`), else None.
 
@@ -80,7 +84,8 @@ class Detector(trained_network.TrainedNetwork):
   stages = (stage_registry.serving("localize").name,)
 
   def __init__(self, workdir, *, smoothing_sigma: float = defaults.SMOOTHING_SIGMA,
-               flip_tta: bool = True, **kwargs):
+               flip_tta: bool = True,
+               score_statistics: score_fusion.ScoreStatistics | None = None, **kwargs):
     if not np.isfinite(smoothing_sigma) or smoothing_sigma < 0:
       raise ValueError(f"smoothing_sigma must be finite and >= 0, got {smoothing_sigma}")
     super().__init__(workdir, **kwargs)
@@ -98,6 +103,20 @@ class Detector(trained_network.TrainedNetwork):
       raise ValueError(f"{self.workdir}: the patch memory's categories "
                        f"{list(self.patch_memory.names)} differ from the references' "
                        f"{list(self.references.names)}; restore both files of the run")
+    # Given (training's end fits them into score_fusion.EMPTY), else the run's file.
+    self.score_statistics = score_statistics
+    if self.fused_scores and score_statistics is None:
+      self.score_statistics = score_fusion.load(self.workdir)
+      if self.score_statistics.names != self.references.names:
+        raise ValueError(f"{self.workdir}: the image score statistics' categories "
+                         f"{list(self.score_statistics.names)} differ from the references' "
+                         f"{list(self.references.names)}; restore both files of the run")
+
+  @property
+  def fused_scores(self) -> bool:
+    """Whether image scores fuse heatmap and reference evidence (`blaze.image_score`)."""
+    # .get: runs saved before the field existed scored the heatmap alone.
+    return self.config.blaze.get("image_score", "heatmap") == "fused"
 
   def views(self) -> list[tuple[bool, bool]]:
     """(left-right, top-bottom) flips of the views averaged; (False, False) is the image."""
@@ -117,26 +136,32 @@ class Detector(trained_network.TrainedNetwork):
     resized = pixels.resize_images(images, self.size)
     return self._inputs(resized, self.reference_indices(resized, category))
 
-  def _inputs(self, resized: np.ndarray, which: np.ndarray | None):
-    """`network_inputs` of model-size images compared with references `which` (or none)."""
+  def _inputs(self, resized: np.ndarray, which: np.ndarray | None, left_out=None):
+    """`network_inputs` of model-size images compared with references `which` (or none).
+    `left_out` (mean_std [N, S, S, 6], sources [N]) compares a category's own normal images
+    as unseen ones: each with the reference and the patch memory without it."""
     edge_maps = pixels.binarize_edges(self.edges(resized)[..., None], self.edge_threshold)
     signed = pixels.uint8_to_signed(resized)
     guide = np.zeros(signed.shape[:3] + (0,), np.float32)
     if which is not None:
-      guide = reference.network_channels(signed, self.references.mean_std(which),
+      mean_std = self.references.mean_std(which) if left_out is None else left_out[0]
+      guide = reference.network_channels(signed, mean_std,
                                          self.config.blaze.reference_eps).astype(np.float32)
     if self.patch_memory is not None:
-      guide = np.concatenate([guide, self._patch_channel(signed, which)], axis=-1)
+      sources = np.full(len(signed), -1) if left_out is None else left_out[1]
+      guide = np.concatenate([guide, self._patch_channel(signed, which, sources)], axis=-1)
     return edge_maps, signed, guide
 
-  def _patch_channel(self, signed: np.ndarray, which: np.ndarray) -> np.ndarray:
+  def _patch_channel(self, signed: np.ndarray, which: np.ndarray, sources: np.ndarray
+                     ) -> np.ndarray:
     """[N, S, S, 1]: `patch_memory.category_channel` of model-size images, in batches."""
     out = []
     for start, stop in batching.spans(len(signed), self.batch_size):
       channel = _patch_channel_fn(self.config.blaze.patch_size,
                                   self.config.blaze.get("patch_stride", 1))(
           batching.pad(signed[start:stop], self.batch_size),
-          batching.pad(which[start:stop].astype(np.int32), self.batch_size), self._patch_arrays)
+          batching.pad(which[start:stop].astype(np.int32), self.batch_size), self._patch_arrays,
+          exclude=batching.pad(sources[start:stop].astype(np.int32), self.batch_size))
       out.append(np.asarray(channel, np.float32)[:stop - start])
     return np.concatenate(out)
 
@@ -182,16 +207,44 @@ class Detector(trained_network.TrainedNetwork):
                        "once per size")
     resized = pixels.resize_images(images, self.size)
     which = self.reference_indices(resized, category)
-    heat, (_, texture) = postprocess.average_views(self.network_outputs, self.views(),
-                                                   *self._inputs(resized, which))
-    heat = postprocess.smooth_heatmaps(heat, self.smoothing_sigma).astype(np.float32)
-    scores = postprocess.image_scores(heat, self.scored_pixels(resized))
+    heat, texture, scores = self._localize_resized(resized, which)
     heatmaps = np.stack([pixels.resize_back(hm, shapes[0]) for hm in heat])
     repaired = np.stack([pixels.resize_back(pixels.signed_to_uint8(tx), shapes[0])
                          for tx in texture])
     names = None if which is None else [self.references.names[i] for i in which]
     return LocalizationResult(heatmaps=heatmaps, repaired=repaired, scores=np.asarray(scores),
                               references=names)
+
+  def _localize_resized(self, resized: np.ndarray, which: np.ndarray | None, left_out=None):
+    """(smoothed heatmaps [N, S, S], textures [N, S, S, 3], image scores [N]) of model-size
+    images; with `left_out` (`_inputs`), the scores are `score_fusion.raw_scores` [N, 2]."""
+    inputs = self._inputs(resized, which, left_out)
+    heat, (_, texture) = postprocess.average_views(self.network_outputs, self.views(), *inputs)
+    heat = postprocess.smooth_heatmaps(heat, self.smoothing_sigma).astype(np.float32)
+    on = self.scored_pixels(resized)
+    if not self.fused_scores:
+      return heat, texture, postprocess.image_scores(heat, on)
+    raw = score_fusion.raw_scores(heat, inputs[2], on)
+    if left_out is not None:
+      return heat, texture, raw
+    return heat, texture, score_fusion.fuse(raw, *self.score_statistics.of_indices(which))
+
+  def score_statistics_of(self, name: str, normal_images: np.ndarray
+                          ) -> score_fusion.ScoreStatistics:
+    """`score_fusion` statistics of category `name` from its normal model-size images, in the
+    order its patch memory was built from: up to `blaze.score_statistics_images` of them,
+    evenly spaced, each left out of the reference and the memory."""
+    moments = reference.Moments.of(normal_images)
+    limit = self.config.blaze.get("score_statistics_images", len(normal_images))
+    chosen = np.unique(np.linspace(0, len(normal_images) - 1,
+                                   min(limit, len(normal_images))).round().astype(int))
+    which = np.full(len(chosen), self.references.index(name))
+    raw = []
+    for start, stop in batching.spans(len(chosen), self.batch_size):
+      batch = normal_images[chosen[start:stop]]
+      left_out = (np.stack([moments.leave_one_out(im) for im in batch]), chosen[start:stop])
+      raw.append(self._localize_resized(batch, which[start:stop], left_out)[2])
+    return score_fusion.ScoreStatistics.of(name, np.concatenate(raw))
 
   def scored_pixels(self, resized: np.ndarray) -> np.ndarray | None:
     """bool [N, S, S]: the pixels whose maximum is the image score (the object, found without
@@ -214,6 +267,9 @@ class Detector(trained_network.TrainedNetwork):
       self.patch_memory = self.patch_memory.with_category(name, patch_memory.build(
           self.config, {name: resized}, {name: len(resized)}))
       self._patch_arrays = self.patch_memory.arrays()
+    if self.fused_scores:
+      self.score_statistics = self.score_statistics.merged(
+          self.score_statistics_of(name, resized))
 
   # -------------------------------------------------------------- thresholds
   def settings(self) -> dict:
@@ -255,3 +311,16 @@ class Detector(trained_network.TrainedNetwork):
   def threshold(self, kind: str, override: float | None = None) -> float:
     """The pixel/image threshold: the override, else the calibrated one, else an error."""
     return thresholds_lib.choose(kind, self.thresholds, self.settings(), self.workdir, override)
+
+
+def fit_score_statistics(workdir, images_by_category: dict) -> score_fusion.ScoreStatistics:
+  """Fits and saves the `score_fusion` statistics of the trained Blaze run in `workdir` from
+  `name -> uint8 [N, S, S, 3]` normal images of each category it was trained on, in the
+  order its patch memory was built from (`input_pipeline.normal_images`)."""
+  detector = Detector(workdir, score_statistics=score_fusion.EMPTY)
+  statistics = score_fusion.EMPTY
+  for name, images in images_by_category.items():
+    resized = pixels.resize_images(pixels.image_list(images), detector.size)
+    statistics = statistics.merged(detector.score_statistics_of(name, resized))
+  statistics.save(workdir)
+  return statistics

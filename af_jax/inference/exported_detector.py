@@ -10,8 +10,9 @@ trained with `blaze.reference`, the index of each image's category int32 [N] int
 `categories`; it returns (heatmaps float32 [N, S, S] in [0, 1], scores float32 [N]), what
 `Detector.localize(images, category=categories[i])` gives for S x S images: the same edge
 extractor, reference (and patch-distance) channels, flip averaging (`postprocess.average_views`), smoothing
-(`postprocess.smooth_heatmaps`) and image score, traced once with the parameters as
-constants. Loading needs `jax` only:
+(`postprocess.smooth_heatmaps`) and image score (fused with the reference's, with the
+category's statistics, for a run with `blaze.image_score = 'fused'`), traced once with the
+parameters as constants. Loading needs `jax` only:
 
   import json, jax
   from jax import export
@@ -34,6 +35,7 @@ from af_jax import patch_memory
 from af_jax import pixels
 from af_jax import reference
 from af_jax.inference import postprocess
+from af_jax.inference import score_fusion
 from af_jax.ops import edges as edges_lib
 from af_jax.ops import foreground
 
@@ -58,6 +60,10 @@ def detector_function(detector):
     mean_std = jnp.asarray(detector.references.mean_std(np.arange(len(
         detector.references.names))))
     eps = detector.config.blaze.reference_eps
+  statistics = None
+  if detector.fused_scores:
+    statistics = tuple(jnp.asarray(a) for a in (detector.score_statistics.mean,
+                                                detector.score_statistics.std))
 
   def network(edges, signed, guide):
     out = detector.generator.apply(params, pixels.unit_to_signed(edges), signed,
@@ -78,7 +84,10 @@ def detector_function(detector):
     heat = postprocess.smooth_heatmaps(heat, sigma)
     on = (foreground.foreground_batch(pixels.uint8_to_unit(images)) if score_on_object
           else None)
-    return heat, postprocess.image_scores(heat, on)
+    if statistics is None:
+      return heat, postprocess.image_scores(heat, on)
+    raw = score_fusion.raw_scores(heat, guide, on)
+    return heat, score_fusion.fuse(raw, statistics[0][category], statistics[1][category])
 
   return run
 
