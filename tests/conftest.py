@@ -126,6 +126,7 @@ _PIDINET_CHAIN = """
     config.blaze.reference = stage in ("blaze_reference", "blaze_patch")
     config.blaze.patch_guide = config.blaze.score_on_object = stage == "blaze_patch"
     config.blaze.patch_memory, config.blaze.patch_stride = 2048, 2
+    config.blaze.image_score = "fused" if stage == "blaze_patch" else "heatmap"
     train.train(config, f"{root}/{stage}")
     teacher = f"{root}/{stage}" if stage in ("boot", "flare") else teacher
   print(",".join(names))
@@ -136,8 +137,8 @@ _PIDINET_CHAIN = """
 def pidinet_runs(tmp_path_factory):
   """(root, names): a tiny chain on PiDiNet edges (the default edges, the ones that export),
   with three Blaze runs: `blaze` without and `blaze_reference` with `blaze.reference`,
-  `blaze_patch` with it, `blaze.patch_guide` (stride 2) and `blaze.score_on_object`; trained
-  once a session, in a subprocess."""
+  `blaze_patch` with it, `blaze.patch_guide` (stride 2), `blaze.score_on_object` and
+  `blaze.image_score = 'fused'`; trained once a session, in a subprocess."""
   root = tmp_path_factory.getbasetemp() / "pidinet_runs"
   done = root / "trained"
   if not done.exists():
