@@ -76,17 +76,24 @@ def write_npz(path, **arrays: np.ndarray) -> pathlib.Path:
   return write_bytes(path, _serialized(np.savez, **arrays))
 
 
-def read_npz(path, *, what: str, why_here: str) -> dict[str, np.ndarray]:
+def read_npz(path, *, what: str, why_here: str, fields: tuple[str, ...] = ()
+             ) -> dict[str, np.ndarray]:
   """Every array of an .npz file a run wrote. Missing: FileNotFoundError saying `why_here`
-  it should be there; unreadable: ValueError saying it is not `what`."""
+  it should be there; unreadable, or without one of `fields`: ValueError saying it is not
+  `what`."""
   path = pathlib.Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"{path} is missing: {why_here}")
   try:
     with np.load(path) as f:
-      return {name: f[name] for name in f.files}
+      arrays = {name: f[name] for name in f.files}
   except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
     raise ValueError(f"{path} is not {what} ({e}); retrain the run or restore the file") from e
+  absent = [name for name in fields if name not in arrays]
+  if absent:
+    raise ValueError(f"{path} is not {what} (no {', '.join(absent)}); retrain the run or "
+                     "restore the file")
+  return arrays
 
 
 def _serialized(save, *args, **kwargs) -> bytes:

@@ -260,13 +260,10 @@ def load(workdir) -> PatchMemory:
   """The patch memory a Blaze run saved; a clear error when absent or unreadable."""
   path = pathlib.Path(workdir) / FILE_NAME
   f = files.read_npz(path, what="a patch memory file", why_here="the run was trained with "
-                     "blaze.patch_guide on and saved its patch memory there before its first step")
-  try:
-    memory = PatchMemory(tuple(str(n) for n in f["names"]), f["patches"], f["sources"],
-                         f["scale"])
-  except KeyError as e:
-    raise ValueError(f"{path} is not a patch memory file (no {e}); retrain the Blaze run or "
-                     "restore the file") from e
+                     "blaze.patch_guide on and saved its patch memory there before its first step",
+                     fields=("names", "patches", "sources", "scale"))
+  memory = PatchMemory(tuple(str(n) for n in f["names"]), f["patches"], f["sources"],
+                       f["scale"])
   c = len(memory.names)
   if (memory.patches.ndim != 3 or memory.patches.shape[0] != c
       or memory.sources.shape != memory.patches.shape[:2] or memory.scale.shape != (c,)):

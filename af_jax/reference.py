@@ -149,12 +149,9 @@ def load(workdir) -> References:
   """The references a Blaze run saved; a clear error when absent or unreadable."""
   path = pathlib.Path(workdir) / FILE_NAME
   f = files.read_npz(path, what="a reference file", why_here="the run was trained with "
-                     "blaze.reference on and saved its references there before its first step")
-  try:
-    refs = References(tuple(str(n) for n in f["names"]), f["mean"], f["std"])
-  except KeyError as e:
-    raise ValueError(f"{path} is not a reference file (no {e}); retrain the Blaze run or "
-                     "restore the file") from e
+                     "blaze.reference on and saved its references there before its first step",
+                     fields=("names", "mean", "std"))
+  refs = References(tuple(str(n) for n in f["names"]), f["mean"], f["std"])
   if refs.mean.shape != refs.std.shape or refs.mean.shape[0] != len(refs.names):
     raise ValueError(f"{path} holds inconsistent shapes: {len(refs.names)} names, mean "
                      f"{refs.mean.shape}, std {refs.std.shape}")

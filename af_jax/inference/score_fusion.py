@@ -104,12 +104,9 @@ def load(workdir) -> ScoreStatistics:
   """The statistics a Blaze run with `blaze.image_score = 'fused'` saved; clear errors."""
   path = pathlib.Path(workdir) / FILE_NAME
   f = files.read_npz(path, what="an image score statistics file", why_here="the run was "
-                     "trained with blaze.image_score='fused' and saved them at its end")
-  try:
-    stats = ScoreStatistics(tuple(str(n) for n in f["names"]), f["mean"], f["std"])
-  except KeyError as e:
-    raise ValueError(f"{path} is not an image score statistics file (no {e}); retrain the "
-                     "Blaze run or restore the file") from e
+                     "trained with blaze.image_score='fused' and saved them at its end",
+                     fields=("names", "mean", "std"))
+  stats = ScoreStatistics(tuple(str(n) for n in f["names"]), f["mean"], f["std"])
   if stats.mean.shape != (len(stats.names), 2) or stats.std.shape != stats.mean.shape:
     raise ValueError(f"{path} holds inconsistent shapes: {len(stats.names)} names, mean "
                      f"{stats.mean.shape}, std {stats.std.shape}")
