@@ -208,6 +208,8 @@ class Detector(trained_network.TrainedNetwork):
     resized = pixels.resize_images(images, self.size)
     which = self.reference_indices(resized, category)
     heat, texture, scores = self._localize_resized(resized, which)
+    if self.fused_scores:
+      scores = score_fusion.fuse(scores, *self.score_statistics.of_indices(which))
     heatmaps = np.stack([pixels.resize_back(hm, shapes[0]) for hm in heat])
     repaired = np.stack([pixels.resize_back(pixels.signed_to_uint8(tx), shapes[0])
                          for tx in texture])
@@ -216,33 +218,28 @@ class Detector(trained_network.TrainedNetwork):
                               references=names)
 
   def _localize_resized(self, resized: np.ndarray, which: np.ndarray | None, left_out=None):
-    """(smoothed heatmaps [N, S, S], textures [N, S, S, 3], image scores [N]) of model-size
-    images; with `left_out` (`_inputs`), the scores are `score_fusion.raw_scores` [N, 2]."""
+    """(smoothed heatmaps [N, S, S], textures [N, S, S, 3], raw image scores) of model-size
+    images (`_inputs`): the heatmaps' maxima [N], or `score_fusion.raw_scores` [N, 2] for a
+    run that fuses them."""
     inputs = self._inputs(resized, which, left_out)
     heat, (_, texture) = postprocess.average_views(self.network_outputs, self.views(), *inputs)
     heat = postprocess.smooth_heatmaps(heat, self.smoothing_sigma).astype(np.float32)
     on = self.scored_pixels(resized)
-    if not self.fused_scores:
-      return heat, texture, postprocess.image_scores(heat, on)
-    raw = score_fusion.raw_scores(heat, inputs[2], on)
-    if left_out is not None:
-      return heat, texture, raw
-    return heat, texture, score_fusion.fuse(raw, *self.score_statistics.of_indices(which))
+    if self.fused_scores:
+      return heat, texture, score_fusion.raw_scores(heat, inputs[2], on)
+    return heat, texture, postprocess.image_scores(heat, on)
 
-  def score_statistics_of(self, name: str, normal_images: np.ndarray
-                          ) -> score_fusion.ScoreStatistics:
-    """`score_fusion` statistics of category `name` from its normal model-size images, in the
-    order its patch memory was built from: up to `blaze.score_statistics_images` of them,
-    evenly spaced, each left out of the reference and the memory."""
-    moments = reference.Moments.of(normal_images)
-    limit = self.config.blaze.get("score_statistics_images", len(normal_images))
-    chosen = np.unique(np.linspace(0, len(normal_images) - 1,
-                                   min(limit, len(normal_images))).round().astype(int))
-    which = np.full(len(chosen), self.references.index(name))
+  def score_statistics_of(self, name: str, images: np.ndarray, indices: np.ndarray,
+                          moments: reference.Moments) -> score_fusion.ScoreStatistics:
+    """`score_fusion` statistics of category `name` from model-size normal `images`, the
+    `indices` (`score_fusion.statistics_indices`) of its normal images in the order its patch
+    memory was built from, each left out of the reference (`moments`, of all of them) and of
+    the memory."""
+    which = np.full(len(images), self.references.index(name))
     raw = []
-    for start, stop in batching.spans(len(chosen), self.batch_size):
-      batch = normal_images[chosen[start:stop]]
-      left_out = (np.stack([moments.leave_one_out(im) for im in batch]), chosen[start:stop])
+    for start, stop in batching.spans(len(images), self.batch_size):
+      batch = images[start:stop]
+      left_out = (np.stack([moments.leave_one_out(im) for im in batch]), indices[start:stop])
       raw.append(self._localize_resized(batch, which[start:stop], left_out)[2])
     return score_fusion.ScoreStatistics.of(name, np.concatenate(raw))
 
@@ -262,14 +259,21 @@ class Detector(trained_network.TrainedNetwork):
       raise ValueError(f"the run in {self.workdir} was trained without blaze.reference; it "
                        "takes no reference")
     resized = pixels.resize_images(pixels.image_list(normal_images), self.size)
-    self.references = self.references.with_reference(name, reference.Moments.of(resized))
+    moments = reference.Moments.of(resized)
+    self.references = self.references.with_reference(name, moments)
     if self.patch_memory is not None:
       self.patch_memory = self.patch_memory.with_category(name, patch_memory.build(
           self.config, {name: resized}, {name: len(resized)}))
       self._patch_arrays = self.patch_memory.arrays()
     if self.fused_scores:
+      indices = score_fusion.statistics_indices(len(resized), self.statistics_images)
       self.score_statistics = self.score_statistics.merged(
-          self.score_statistics_of(name, resized))
+          self.score_statistics_of(name, resized[indices], indices, moments))
+
+  @property
+  def statistics_images(self) -> int:
+    """How many normal images per category the score statistics use."""
+    return self.config.blaze.get("score_statistics_images", 32)
 
   # -------------------------------------------------------------- thresholds
   def settings(self) -> dict:
@@ -313,14 +317,19 @@ class Detector(trained_network.TrainedNetwork):
     return thresholds_lib.choose(kind, self.thresholds, self.settings(), self.workdir, override)
 
 
-def fit_score_statistics(workdir, images_by_category: dict) -> score_fusion.ScoreStatistics:
-  """Fits and saves the `score_fusion` statistics of the trained Blaze run in `workdir` from
-  `name -> uint8 [N, S, S, 3]` normal images of each category it was trained on, in the
-  order its patch memory was built from (`input_pipeline.normal_images`)."""
+def fit_score_statistics(workdir, normal_images: dict, moments: dict
+                         ) -> score_fusion.ScoreStatistics:
+  """Fits and saves the `score_fusion` statistics of the trained Blaze run in `workdir`, per
+  category it was trained on, from `name -> (count, iterable of its uint8 normal images at the
+  model's size)` in the order its patch memory was built from (`input_pipeline.normal_images`)
+  and their `name -> reference.Moments`. Only the images the statistics use are kept."""
   detector = Detector(workdir, score_statistics=score_fusion.EMPTY)
   statistics = score_fusion.EMPTY
-  for name, images in images_by_category.items():
-    resized = pixels.resize_images(pixels.image_list(images), detector.size)
-    statistics = statistics.merged(detector.score_statistics_of(name, resized))
+  for name, (count, images) in normal_images.items():
+    indices = score_fusion.statistics_indices(count, detector.statistics_images)
+    wanted = set(indices.tolist())
+    chosen = np.stack([image for i, image in enumerate(images) if i in wanted])
+    statistics = statistics.merged(
+        detector.score_statistics_of(name, chosen, indices, moments[name]))
   statistics.save(workdir)
   return statistics

@@ -37,8 +37,13 @@ from af_jax import reference
 from af_jax.inference import postprocess
 
 FILE_NAME = "score_statistics.npz"
-EVIDENCE = ("heatmap", "reference")
 MIN_STD = 1e-4  # A category whose normal images all score alike still divides safely.
+
+
+def statistics_indices(count: int, limit: int) -> np.ndarray:
+  """The indices of the up to `limit` of a category's `count` normal images that its
+  statistics use: evenly spaced over their order."""
+  return np.unique(np.linspace(0, count - 1, min(limit, count)).round().astype(int))
 
 
 def reference_maps(guide):

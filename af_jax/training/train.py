@@ -274,9 +274,8 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str
   if stage_registry.uses_fused_scores(config) and jax.process_index() == 0:
     # After the last checkpoint, so an interrupted fit is redone by rerunning the stage.
     from af_jax.inference import detector  # pylint: disable=g-import-not-at-top
-    statistics = detector.fit_score_statistics(workdir, {
-        name: np.stack(list(images))
-        for name, (_, images) in input_pipeline.normal_images(config.data).items()})
+    statistics = detector.fit_score_statistics(
+        workdir, input_pipeline.normal_images(config.data), moments)
     log.info("image score statistics of %d categories: %s", len(statistics.names),
              workdir / detector.score_fusion.FILE_NAME)
   return last
