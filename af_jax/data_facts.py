@@ -1,7 +1,7 @@
 """Facts about prepared data that a trained model depends on: recorded, checked, carried along.
 
 Every dataset `af-jax prepare` builds records in its TFDS metadata (`metadata.json` beside
-`dataset_info.json`, written by `data_builders.common.AfBuilder`):
+`dataset_info.json`, written by `af_jax.data_builders.common.AfBuilder`):
 
   edge_method   the extractor of its edge maps (`af_jax.pixels.EDGE_METHODS`);
   image_size    the side of its square images, edges, regions and masks;
@@ -21,7 +21,7 @@ FACTS = ("edge_method", "image_size", "max_regions")
 
 
 def from_builder_config(config) -> dict[str, Any]:
-  """The facts a builder config (`data_builders.config.AfBuilderConfig`) builds data with."""
+  """The facts a builder config (`af_jax.data_builders.config.AfBuilderConfig`) builds data with."""
   return dict(edge_method=config.edges, image_size=config.size, max_regions=config.max_regions)
 
 

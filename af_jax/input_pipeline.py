@@ -151,7 +151,7 @@ def _category_of_build(dataset: str, name: str) -> str | None:
   categories may hold '-') what its options, read from the right, leave."""
   if dataset != "folder":
     return name.split("-")[0]
-  from data_builders import folder  # pylint: disable=g-import-not-at-top
+  from af_jax.data_builders import folder  # pylint: disable=g-import-not-at-top
   try:
     return folder.parse_config_name(name)[0]
   except ValueError:

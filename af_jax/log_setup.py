@@ -5,8 +5,8 @@ custom data configuration" with the whole config's repr, Orbax's "Given director
 only" for every teacher checkpoint it reads, and so on. `routed(verb, argv)` (entered by
 `cli.py` around every verb) sends
 
-* to the console (stderr): records of af_jax's own loggers (`af_jax.*`, `data_builders.*`,
-  `configs.*`) from the verb's level on (INFO for `train`, WARNING otherwise), and library
+* to the console (stderr): records of af_jax's own loggers (`af_jax.*`, its data builders and configs included)
+  from the verb's level on (INFO for `train`, WARNING otherwise), and library
   records of level ERROR and up;
 * to `<folder>/af_jax.log`: every record from INFO on, with time and logger name, appended,
   each run starting with a line naming the command. `<folder>` is the verb's output folder
@@ -27,7 +27,7 @@ import sys
 import time
 
 LOG_FILE = "af_jax.log"
-OWN_LOGGERS = ("af_jax", "data_builders", "configs")
+OWN_LOGGERS = ("af_jax",)
 # verb: (the flag naming the folder that gets LOG_FILE, its default when not given).
 LOG_FOLDERS = {
     "prepare": ("--data_dir", None),

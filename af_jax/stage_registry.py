@@ -6,7 +6,7 @@
 | flare | a boot run            | on           | bottleneck noise 0.1 (diversity), 5 ep.  | generate |
 | blaze | a flare run           | on           | 5 epochs                                 | localize |
 
-`configs.common.get_config(stage)` applies a record's `config_defaults`; training loads the
+`af_jax.configs.common.get_config(stage)` applies a record's `config_defaults`; training loads the
 teacher the record names and adds the heatmap loss where it is on; inference finds the stage a
 role is served by. What a stage feeds the network (its inputs function) is training code and
 lives in `af_jax.training.stage_inputs.INPUT_FNS` under the same name, so inference reads this
@@ -38,7 +38,7 @@ class Stage:
     name: the stage's name, `config.stage`.
     teacher: the stage whose frozen generator makes this one's inputs/targets; None = none.
     heatmap_loss: whether the heatmap decoder is supervised (L2 to the inputs' heatmap target).
-    config_defaults: dotted config field -> value, set by `configs.common.get_config(name)`.
+    config_defaults: dotted config field -> value, set by `af_jax.configs.common.get_config(name)`.
     serves: the inference role of its trained generator ('generate', 'localize') or None.
   """
   name: str

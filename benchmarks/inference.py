@@ -24,9 +24,9 @@ import numpy as np
 from af_jax import infer
 from af_jax.inference import exported_detector
 from af_jax.training import train
-from configs import demo as demo_config
-from configs import mix82
-from data_builders import synthetic
+from af_jax.configs import demo as demo_config
+from af_jax.configs import mix82
+from af_jax.data_builders import synthetic
 
 
 def demo_network_run(root: pathlib.Path, size: int) -> pathlib.Path:

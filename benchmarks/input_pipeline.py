@@ -27,10 +27,10 @@ import tensorflow_datasets as tfds
 
 from af_jax import input_pipeline
 from af_jax import pixels
-from configs import mix82
-from data_builders import common
-from data_builders import config as builder_config
-from data_builders import features
+from af_jax.configs import mix82
+from af_jax.data_builders import common
+from af_jax.data_builders import config as builder_config
+from af_jax.data_builders import features
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Prepared TFDS data_dir; default: build one.")
 _DATASET = flags.DEFINE_string("dataset", "mvtec_ad", "Dataset in --data_dir.")

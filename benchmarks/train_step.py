@@ -25,7 +25,7 @@ from af_jax import sharding
 from af_jax import stage_registry
 from af_jax.training import stage_inputs
 from af_jax.training import train
-from configs import common
+from af_jax.configs import common
 
 MAX_REGIONS = 8  # Region labels of the random batches.
 

@@ -3,7 +3,7 @@
   af-jax train --config configs/blaze.py --config.teacher_workdir=runs/flare --workdir runs/blaze
 """
 
-from configs import common
+from af_jax.configs import common
 
 
 def get_config():

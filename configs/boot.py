@@ -3,7 +3,7 @@
   af-jax train --config configs/boot.py --workdir runs/boot
 """
 
-from configs import common
+from af_jax.configs import common
 
 
 def get_config():

@@ -16,7 +16,7 @@ from af_jax.ops import augment
 from af_jax.ops import manipulate
 from af_jax.ops import synthetic_anomalies
 from af_jax import stage_registry
-from configs import mix82
+from af_jax.configs import mix82
 
 
 def get_config(stage: str = "boot") -> ml_collections.ConfigDict:

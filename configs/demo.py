@@ -62,8 +62,8 @@ Same code and losses as the paper configs, scaled to a few CPU minutes. What dif
 What each choice changed, measured on real images: README, "Your own data in one command".
 """
 
-from configs import common
-from configs import mix82
+from af_jax.configs import common
+from af_jax.configs import mix82
 
 STEPS = dict(boot=1600, flare=800, blaze=1600)
 # The synthetic data the demo trains on: what `data_builders.synthetic.build(**DATA)` makes.
@@ -72,7 +72,7 @@ DATA = dict(size=64, num_train=64)
 
 def synthetic_categories(**data_options) -> list[str]:
   """Config names of the synthetic categories built with `data_options` (e.g. 'gear-64px')."""
-  from data_builders import synthetic  # pylint: disable=g-import-not-at-top
+  from af_jax.data_builders import synthetic  # pylint: disable=g-import-not-at-top
   return [synthetic.config_for(c, **data_options).name for c in synthetic.render.CATEGORIES]
 
 

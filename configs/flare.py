@@ -3,7 +3,7 @@
   af-jax train --config configs/flare.py --config.teacher_workdir=runs/boot --workdir runs/flare
 """
 
-from configs import common
+from af_jax.configs import common
 
 
 def get_config():

@@ -43,10 +43,10 @@ import tensorflow_datasets as tfds
 
 from af_jax import data_facts
 from af_jax import pixels
-from data_builders import beam_examples
-from data_builders import config as config_lib
-from data_builders import features
-from data_builders import train_sample
+from af_jax.data_builders import beam_examples
+from af_jax.data_builders import config as config_lib
+from af_jax.data_builders import features
+from af_jax.data_builders import train_sample
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ import dataclasses
 
 import tensorflow_datasets as tfds
 
-from data_builders import features
+from af_jax.data_builders import features
 
 
 @dataclasses.dataclass(eq=False)

@@ -67,7 +67,7 @@ def genmetrics_ref() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def tiny_synthetic(tmp_path_factory):
   """(data_dir, category names): the synthetic set at 32 px with Canny edges, a few images."""
-  from data_builders import synthetic
+  from af_jax.data_builders import synthetic
   data_dir = tmp_path_factory.mktemp("tiny_synthetic")
   names = synthetic.build(data_dir, size=32, edges="canny", num_train=8, num_test_normal=2,
                           num_test_anomalous=6)
@@ -114,7 +114,7 @@ def runs(tiny_synthetic, tmp_path_factory):
 _PIDINET_CHAIN = """
   import sys
   from af_jax.training import train
-  from data_builders import synthetic
+  from af_jax.data_builders import synthetic
   from tiny_config import tiny_config
   root = sys.argv[1]
   names = synthetic.build(f"{root}/data", size=32, edges="pidinet", num_train=8,

@@ -9,7 +9,7 @@ import pytest
 from af_jax import checkpoint
 from af_jax import data_facts
 from af_jax import input_pipeline
-from configs import mix82
+from af_jax.configs import mix82
 
 
 def _facts(name, **changes):

@@ -17,10 +17,10 @@ import pytest
 import tensorflow_datasets as tfds
 
 from af_jax import input_pipeline
-from configs import mix82
-from data_builders import common
-from data_builders import config as builder_config
-from data_builders import features
+from af_jax.configs import mix82
+from af_jax.data_builders import common
+from af_jax.data_builders import config as builder_config
+from af_jax.data_builders import features
 
 DATASET = "af_test_mix"
 SIZE = 16
@@ -296,7 +296,7 @@ def test_mix82_is_the_papers_82_category_mix(bottle_dir):
 
 @pytest.mark.parametrize("dataset", sorted(mix82.CATEGORIES))
 def test_mix82_category_names_match_the_builders(dataset):
-  importlib.import_module(f"data_builders.{dataset}")  # Registers the builder.
+  importlib.import_module(f"af_jax.data_builders.{dataset}")  # Registers the builder.
   configs = tfds.builder_cls(dataset).BUILDER_CONFIGS
   assert tuple(config.name for config in configs) == mix82.CATEGORIES[dataset]
 

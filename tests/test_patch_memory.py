@@ -9,7 +9,7 @@ from af_jax import baseline
 from af_jax import patch_memory
 from af_jax import pixels
 from af_jax import stage_registry
-from configs import common
+from af_jax.configs import common
 
 
 def _config(memory=2048, selection="random", **augment):

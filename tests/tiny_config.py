@@ -1,6 +1,6 @@
 """A tiny, fast stage config on a prepared synthetic data dir (tests and subprocess scripts)."""
 
-from configs import common, mix82
+from af_jax.configs import common, mix82
 
 
 def tiny_config(stage, data_dir, categories, *, teacher="", steps=4, batch_size=4, size=32):

@@ -64,12 +64,12 @@ EXPORT_DIR = "synthetic"  # In <out>: the synthetic set as PNG files (`af-jax ex
 
 
 def _data_options(quick: bool) -> dict:
-  from configs import demo as demo_config  # pylint: disable=g-import-not-at-top
+  from af_jax.configs import demo as demo_config  # pylint: disable=g-import-not-at-top
   return dict(demo_config.DATA, **(QUICK_DATA if quick else {}))
 
 
 def _stage_config(stage, data_dir, teacher, quick, sources, seed):
-  from configs import demo as demo_config  # pylint: disable=g-import-not-at-top
+  from af_jax.configs import demo as demo_config  # pylint: disable=g-import-not-at-top
   config = demo_config.get_config(stage)
   config.data.data_dir = str(data_dir)
   config.data.sources = sources
@@ -154,9 +154,9 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *,
   from af_jax import stage_registry  # pylint: disable=g-import-not-at-top
   from af_jax.training import train  # pylint: disable=g-import-not-at-top
   from af_jax.metrics import localization, locality  # pylint: disable=g-import-not-at-top
-  from configs import demo as demo_config  # pylint: disable=g-import-not-at-top
-  from configs import mix82  # pylint: disable=g-import-not-at-top
-  from data_builders import synthetic  # pylint: disable=g-import-not-at-top
+  from af_jax.configs import demo as demo_config  # pylint: disable=g-import-not-at-top
+  from af_jax.configs import mix82  # pylint: disable=g-import-not-at-top
+  from af_jax.data_builders import synthetic  # pylint: disable=g-import-not-at-top
   started = time.perf_counter()
   out = pathlib.Path(out)
   data_dir = out / "data"

@@ -44,9 +44,9 @@ from af_jax.commands import prepare_mix
 from af_jax.commands.prepare_build import builder_class
 from af_jax.commands.prepare_build import config_named
 from af_jax.commands.prepare_build import DATASETS
-from data_builders import common
-from data_builders import config as config_lib
-from data_builders import features
+from af_jax.data_builders import common
+from af_jax.data_builders import config as config_lib
+from af_jax.data_builders import features
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -19,8 +19,8 @@ import tensorflow_datasets as tfds
 
 from af_jax import files
 from af_jax import progress
-from data_builders import common
-from data_builders import config as config_lib
+from af_jax.data_builders import common
+from af_jax.data_builders import config as config_lib
 
 DATASETS = ("mvtec_ad", "visa", "mvtec_loco", "madsim", "real_iad", "synthetic", "folder")
 # `pip install` spelling of the optional dependency of Beam builds.
@@ -33,7 +33,7 @@ class BeamBuildError(RuntimeError):
 
 def builder_class(dataset: str) -> type[common.AfBuilder]:
   """The builder class registered as `dataset`, importing its module on first use."""
-  importlib.import_module(f"data_builders.{dataset}")
+  importlib.import_module(f"af_jax.data_builders.{dataset}")
   return tfds.builder_cls(dataset)
 
 
@@ -55,7 +55,7 @@ class Naming:
 def naming(dataset: str, cls: type[common.AfBuilder]) -> Naming:
   """The `Naming` of `dataset` (built by `cls`)."""
   if dataset == "synthetic":  # Its configs have more options and their own defaults.
-    synthetic = importlib.import_module("data_builders.synthetic")
+    synthetic = importlib.import_module("af_jax.data_builders.synthetic")
     return Naming(functools.partial(common.parse_config_name,
                                     patterns=synthetic.NAME_PATTERNS), synthetic.config_for)
   if getattr(cls, "ANY_CATEGORY", False):

@@ -34,10 +34,10 @@ import sys
 import time
 
 from af_jax.commands import prepare_build
-from configs import mix82
-from data_builders import common
-from data_builders import config as config_lib
-from data_builders import features
+from af_jax.configs import mix82
+from af_jax.data_builders import common
+from af_jax.data_builders import config as config_lib
+from af_jax.data_builders import features
 
 # The first stage's config, whose data.sources are configs/mix82.py's paper mix.
 TRAIN_CONFIG = "configs/boot.py"

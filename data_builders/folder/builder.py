@@ -51,8 +51,8 @@ import re
 import tensorflow_datasets as tfds
 
 from af_jax import pixels
-from data_builders import common
-from data_builders import config as config_lib
+from af_jax.data_builders import common
+from af_jax.data_builders import config as config_lib
 
 log = logging.getLogger(__name__)
 

@@ -1,3 +1,3 @@
 """MADSim builder, registered with TFDS as `madsim`."""
 
-from data_builders.madsim.builder import Madsim
+from af_jax.data_builders.madsim.builder import Madsim

@@ -1,6 +1,6 @@
 """MADSim (MAD-Sim of the PAD benchmark, Zhou et al., NeurIPS 2023): 20 LEGO toys, many poses."""
 
-from data_builders import common
+from af_jax.data_builders import common
 
 CATEGORIES = ("01Gorilla", "02Unicorn", "03Mallard", "04Turtle", "05Whale", "06Bird", "07Owl",
               "08Sabertooth", "09Swan", "10Sheep", "11Pig", "12Zalika", "13Pheonix",

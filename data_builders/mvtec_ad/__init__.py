@@ -1,3 +1,3 @@
 """MVTec AD builder, registered with TFDS as `mvtec_ad`."""
 
-from data_builders.mvtec_ad.builder import MvtecAd
+from af_jax.data_builders.mvtec_ad.builder import MvtecAd

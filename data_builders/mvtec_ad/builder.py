@@ -1,6 +1,6 @@
 """MVTec AD (Bergmann et al., CVPR 2019): 15 categories of industrial objects and textures."""
 
-from data_builders import common
+from af_jax.data_builders import common
 
 CATEGORIES = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather",
               "metal_nut", "pill", "screw", "tile", "toothbrush", "transistor", "wood",

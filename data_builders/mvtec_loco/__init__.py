@@ -1,3 +1,3 @@
 """MVTec LOCO AD builder, registered with TFDS as `mvtec_loco`."""
 
-from data_builders.mvtec_loco.builder import MvtecLoco
+from af_jax.data_builders.mvtec_loco.builder import MvtecLoco

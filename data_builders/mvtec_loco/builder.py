@@ -2,7 +2,7 @@
 
 import pathlib
 
-from data_builders import common
+from af_jax.data_builders import common
 
 CATEGORIES = ("breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicing_connectors")
 

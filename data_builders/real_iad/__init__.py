@@ -1,3 +1,3 @@
 """Real-IAD builder, registered with TFDS as `real_iad`."""
 
-from data_builders.real_iad.builder import RealIad
+from af_jax.data_builders.real_iad.builder import RealIad

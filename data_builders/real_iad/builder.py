@@ -4,7 +4,7 @@ import json
 import pathlib
 import re
 
-from data_builders import common
+from af_jax.data_builders import common
 
 CATEGORIES = ("audiojack", "bottle_cap", "button_battery", "end_cap", "eraser", "fire_hood",
               "mint", "mounts", "pcb", "phone_battery", "plastic_nut", "plastic_plug",

@@ -33,9 +33,9 @@ import zlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_builders import common
-from data_builders import config as config_lib
-from data_builders.synthetic import render
+from af_jax.data_builders import common
+from af_jax.data_builders import config as config_lib
+from af_jax.data_builders.synthetic import render
 
 DEFAULT_SIZE = 128
 # Build options that change the data, in the order their differences appear in a name.

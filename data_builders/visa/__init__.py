@@ -1,3 +1,3 @@
 """VisA builder, registered with TFDS as `visa`."""
 
-from data_builders.visa.builder import Visa
+from af_jax.data_builders.visa.builder import Visa

@@ -3,7 +3,7 @@
 import csv
 import pathlib
 
-from data_builders import common
+from af_jax.data_builders import common
 
 CATEGORIES = ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2",
               "pcb1", "pcb2", "pcb3", "pcb4", "pipe_fryum")

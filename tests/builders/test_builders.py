@@ -10,12 +10,12 @@ import tensorflow_datasets as tfds
 
 from af_jax.ops import edges as edges_lib
 from af_jax import pixels
-from data_builders import common
-from data_builders.madsim import Madsim
-from data_builders.mvtec_ad import MvtecAd
-from data_builders.mvtec_loco import MvtecLoco
-from data_builders.real_iad import RealIad
-from data_builders.visa import Visa
+from af_jax.data_builders import common
+from af_jax.data_builders.madsim import Madsim
+from af_jax.data_builders.mvtec_ad import MvtecAd
+from af_jax.data_builders.mvtec_loco import MvtecLoco
+from af_jax.data_builders.real_iad import RealIad
+from af_jax.data_builders.visa import Visa
 
 SIZE = 32  # fake trees
 REAL_SIZE = 64  # the real bottle

@@ -11,9 +11,9 @@ import tensorflow_datasets as tfds
 
 from af_jax import pixels
 from conftest import SHARED
-from data_builders import common
-from data_builders import folder
-from data_builders.folder import Folder
+from af_jax.data_builders import common
+from af_jax.data_builders import folder
+from af_jax.data_builders.folder import Folder
 
 SIZE = 32
 METAL_PLATE = SHARED / "data" / "mpdd" / "metal_plate"
@@ -170,7 +170,7 @@ def test_any_format_size_and_mask_naming(tmp_path):
 def test_train_only_category_builds_a_train_split_and_says_it_cannot_be_scored(tmp_path, caplog):
   root = tmp_path / "mine"
   _tree(root, test=False)
-  with caplog.at_level(logging.WARNING, logger="data_builders.folder.builder"):
+  with caplog.at_level(logging.WARNING, logger="af_jax.data_builders.folder.builder"):
     builder, splits = _build(root, tmp_path / "tfds")
   assert list(splits) == ["train"] and len(splits["train"]) == 2
   assert not builder.scorable and "train split only" in caplog.text

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_builders import config as config_lib
-from data_builders import synthetic
-from data_builders.synthetic import render
+from af_jax.data_builders import config as config_lib
+from af_jax.data_builders import synthetic
+from af_jax.data_builders.synthetic import render
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SIZE = 48
@@ -164,7 +164,7 @@ def test_build_is_deterministic(built, tmp_path):
   field order depends on the process.)
   """
   data_dir, names = built
-  script = ("import sys; from data_builders import synthetic; "
+  script = ("import sys; from af_jax.data_builders import synthetic; "
             f"synthetic.build(sys.argv[1], categories=['gear'], **{SMALL_BUILD!r})")
   subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, cwd=REPO,
                  capture_output=True)

@@ -4,10 +4,10 @@ import pytest
 import tensorflow_datasets as tfds
 
 from af_jax.commands import prepare
-from data_builders import common
-from data_builders import folder
-from data_builders import train_sample
-from data_builders.mvtec_ad import MvtecAd
+from af_jax.data_builders import common
+from af_jax.data_builders import folder
+from af_jax.data_builders import train_sample
+from af_jax.data_builders.mvtec_ad import MvtecAd
 
 
 def test_a_draw_is_seeded_in_listed_order_and_keeps_all_when_asked_for_more():

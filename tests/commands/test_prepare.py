@@ -177,7 +177,7 @@ def test_a_build_name_with_agreeing_flags_plans_that_build(tmp_path):
          num_test_anomalous=6, seed=3),
 ])
 def test_every_synthetic_build_name_plans_that_build(options):
-  from data_builders import synthetic  # pylint: disable=g-import-not-at-top
+  from af_jax.data_builders import synthetic  # pylint: disable=g-import-not-at-top
   built = synthetic.config_for("gear", **options)
   planned = prepare.config_named("synthetic", prepare.builder_class("synthetic"), built.name)
   assert planned.name == built.name

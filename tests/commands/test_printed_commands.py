@@ -12,7 +12,7 @@ import pytest
 from af_jax import cli
 from af_jax.commands import prepare
 from af_jax.commands import train
-from configs import demo as demo_config
+from af_jax.configs import demo as demo_config
 from conftest import REPO
 
 SOURCES = sorted([*(REPO / "af_jax").rglob("*.py"), *(REPO / "configs").glob("*.py")])

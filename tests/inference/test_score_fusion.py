@@ -14,7 +14,7 @@ from af_jax import pixels
 from af_jax import reference
 from af_jax import stage_registry
 from af_jax.inference import score_fusion
-from configs import common
+from af_jax.configs import common
 from conftest import copy_run
 
 

@@ -68,7 +68,7 @@ def test_bad_inputs_are_refused(bottles):
 def test_small_images_show_parts_not_just_the_outline():
   """At 64 px PiDiNet alone sees the board's outline; upsampled, it finds the components."""
   from af_jax.models import pidinet
-  from data_builders.synthetic import render
+  from af_jax.data_builders.synthetic import render
   boards = np.stack([render.render_normal(np.random.default_rng(seed), "circuit", SIZE)
                      for seed in range(3)])
   assert edges.pidinet_upscale(SIZE, SIZE) == 2 and edges.pidinet_upscale(300, 200) == 1

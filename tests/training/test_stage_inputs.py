@@ -8,7 +8,7 @@ import pytest
 from af_jax import stage_registry
 from af_jax.training import stage_inputs
 from af_jax.training import train
-from configs import common
+from af_jax.configs import common
 
 SIZE, BATCH = 32, 2
 
