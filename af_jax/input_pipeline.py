@@ -28,9 +28,9 @@ in an Orbax checkpoint (see `af_jax/checkpoint.py`, item `data`).
 Batches are dicts of numpy arrays (S = `image_size`, b = global batch / process count):
   image uint8 [b,S,S,3], edges/regions/mask uint8 [b,S,S,1], label int32 [b],
   source int32 [b] (index of the category in the mix, see `source_names`), with
-  `references` reference float32 [b,S,S,6] (`af_jax.reference`), and with `example_index`
+  `references` reference float32 [b,S,S,6] (`af_jax.evidence.reference`), and with `example_index`
   index int32 [b] (the example's position in its category's split, as `normal_images` reads
-  it: what `af_jax.patch_memory` leaves out of an example's own comparison).
+  it: what `af_jax.evidence.patch_memory` leaves out of an example's own comparison).
 """
 
 from collections.abc import Mapping
@@ -47,7 +47,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from af_jax import data_facts
-from af_jax import reference as reference_lib
+from af_jax.evidence import reference as reference_lib
 
 IMAGE_FEATURES = ("image", "edges", "regions", "mask")
 TEXT_FEATURES = ("defect", "category", "dataset", "file_name", "view", "sample_id")
@@ -270,7 +270,7 @@ def _images_of(source):
 def reference_moments(data_config: ml_collections.ConfigDict
                       ) -> dict[str, reference_lib.Moments]:
   """Each category's normal-image moments over its whole training split, keyed like
-  `source_names` (`af_jax.reference`)."""
+  `source_names` (`af_jax.evidence.reference`)."""
   return {name: reference_lib.Moments.of(images)
           for name, (_, images) in normal_images(data_config).items()}
 

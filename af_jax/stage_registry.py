@@ -26,8 +26,8 @@ fact of the prepared data), and a config that still uses an old name (in a confi
 import dataclasses
 from typing import Any, Mapping
 
-from af_jax import patch_memory
-from af_jax import reference
+from af_jax.evidence import patch_memory
+from af_jax.evidence import reference
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Time and quality of the two no-learning floors (af_jax/baseline.py) on real categories.
+"""Time and quality of the two no-learning floors (af_jax/evidence/baseline.py) on real categories.
 
   python benchmarks/baselines.py [--manual_root ../shared/data] [--sizes 64,128]
 
@@ -17,7 +17,7 @@ import time
 import jax
 import numpy as np
 
-from af_jax import baseline
+from af_jax.evidence import baseline
 from af_jax import pixels
 from af_jax.metrics import localization
 

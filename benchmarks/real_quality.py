@@ -27,7 +27,8 @@ from af_jax.commands import demo
 from af_jax.commands import evaluate
 from af_jax import log_setup
 
-SOURCES = {"bottle": "mvtec_ad/bottle", "metal_plate": "mpdd/metal_plate"}
+SOURCES = {"bottle": "mvtec_ad/bottle", "metal_plate": "mpdd/metal_plate",
+           "magnetic_tile": "magnetic_tile/magnetic_tile"}
 DEFAULT_DATA_ROOT = pathlib.Path(os.environ.get(
     "AF_JAX_SHARED", pathlib.Path(__file__).resolve().parents[2] / "shared")) / "data"
 

@@ -104,13 +104,13 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   # 0 = the paper (Flare's anomalies only).
   c.blaze.synthetic_fraction = 0.0
   c.blaze.synthetic = config_dataclasses.to_config(synthetic_anomalies.SyntheticAnomalyConfig())
-  # Give the detector each category's normal reference (af_jax/reference.py): per-pixel mean
+  # Give the detector each category's normal reference (af_jax/evidence/reference.py): per-pixel mean
   # and std of its normal training images, fed as 3 extra input channels |x - mean| /
   # (std + reference_eps). The run saves the references in its workdir and inference picks, per
   # image, the category whose mean image is nearest. False = the paper (image and edges only).
   c.blaze.reference = False
   c.blaze.reference_eps = 0.02    # In [0, 1] pixel units: floors the std of flat regions.
-  # Give the detector evidence that needs no alignment (af_jax/patch_memory.py): the distance of
+  # Give the detector evidence that needs no alignment (af_jax/evidence/patch_memory.py): the distance of
   # each pixel's patch_size x patch_size patch to the nearest of `patch_memory` normal patches
   # of its category (leave-one-out in training), as one more input channel. Needs
   # blaze.reference (its categories pick the memory at inference). Costs a matmul of
@@ -119,7 +119,7 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   c.blaze.patch_memory = 8192     # Patches per category (a multiple of 2048, or fewer).
   c.blaze.patch_size = 7          # Odd; 7 as the nearest-patch floor (DESIGN.md B.11).
   c.blaze.patch_stride = 1        # Search every s-th pixel and row, resize back: s^2 less work.
-  # How the memory's patches are chosen (af_jax/patch_memory.py): 'random' (uniform draw) or
+  # How the memory's patches are chosen (af_jax/evidence/patch_memory.py): 'random' (uniform draw) or
   # 'coreset' (greedy k-centre over `patch_pool` candidates, stored and augmented views: keeps
   # rare normal patches; about 10 s per category on 2 CPU cores at the defaults).
   c.blaze.patch_selection = "random"
@@ -129,7 +129,7 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   c.blaze.score_on_object = False
   # Inference: the image score. 'heatmap' = its maximum (the paper). 'fused' (needs
   # blaze.reference) adds the heatmap's and the reference's maxima, each in standard deviations
-  # of the category's normal training images (af_jax/inference/score_fusion.py; fitted at the
+  # of the category's normal training images (af_jax/evidence/score_fusion.py; fitted at the
   # stage's end, leave-one-out).
   c.blaze.image_score = "heatmap"
   c.blaze.score_statistics_images = 32  # 'fused': normal images per category the statistics use.

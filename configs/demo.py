@@ -35,13 +35,13 @@ Same code and losses as the paper configs, scaled to a few CPU minutes. What dif
   Half pasted anomalies (af_jax/ops/synthetic_anomalies.py) helped while Blaze saw the image
   and the per-pixel reference only; with the patch distances they cost 1-9 AUPRO points on
   real parts (README, "Your own data": the ablation).
-* Blaze sees each category's normal reference (`blaze.reference`, af_jax/reference.py): the
+* Blaze sees each category's normal reference (`blaze.reference`, af_jax/evidence/reference.py): the
   per-pixel deviation from the mean of that category's normal images, as extra input channels
   that also reach the heatmap's last layer. A few thousand steps cannot teach a small network
   what a normal bottle looks like at every pixel; the reference holds it, and the network
   learns from its anomalies how far to trust it.
 * Blaze also sees evidence that needs no alignment (`blaze.patch_guide`,
-  af_jax/patch_memory.py): the distance of each pixel's 7x7 patch to the nearest of 8192
+  af_jax/evidence/patch_memory.py): the distance of each pixel's 7x7 patch to the nearest of 8192
   normal patches of its category (its own image left out in training), so it can localize
   on rotated and shifted parts, where the per-pixel reference misleads it. Searched at every
   other pixel and row (`blaze.patch_stride = 2`): every pixel made Blaze's step 2.5x slower
@@ -49,7 +49,7 @@ Same code and losses as the paper configs, scaled to a few CPU minutes. What dif
 * The image score is the heatmap's maximum over the object (`blaze.score_on_object`,
   af_jax/ops/foreground.py): the backdrop's shading cannot outrank a defect on the part.
   It is fused with the reference's maximum (`blaze.image_score = 'fused'`,
-  af_jax/inference/score_fusion.py), each in standard deviations of the category's normal
+  af_jax/evidence/score_fusion.py), each in standard deviations of the category's normal
   training images: the heatmap alone rose on the normal reflections of bottle's rim, which
   the per-pixel reference knows to vary.
 * Flare is shown the region it edits (`flare.region_input`) and its heatmap is trained by its

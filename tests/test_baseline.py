@@ -1,4 +1,4 @@
-"""The no-learning floors (af_jax/baseline.py) on real images and on made-up ones.
+"""The no-learning floors (af_jax/evidence/baseline.py) on real images and on made-up ones.
 
 Real data: MVTec AD bottle (aligned) and MPDD metal_plate (unaligned), read and resized by
 `af_jax.pixels` as prepared datasets are (the 256 px files shrink by area averaging), masks
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from af_jax import baseline
+from af_jax.evidence import baseline
 from af_jax.metrics import localization
 from af_jax import pixels
 from conftest import SHARED, _require

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from af_jax import baseline
-from af_jax import patch_memory
+from af_jax.evidence import baseline
+from af_jax.evidence import patch_memory
 from af_jax import pixels
 from af_jax import stage_registry
 from af_jax.configs import common

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from af_jax import pixels
-from af_jax import reference
+from af_jax.evidence import reference
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
 BOTTLE = SHARED / "data" / "mvtec_ad" / "bottle"

@@ -10,7 +10,7 @@
 2. trains tiny BootGenerator -> FlareGenerator -> BlazeDetector (`configs/demo.py`);
 3. generates anomalies (with heatmaps and masks) from normal images;
 4. localizes the synthetic test set and scores it (pixel AUROC, AUPRO, image AUROC) beside
-   both no-learning floors (af_jax/baseline.py, fitted on each category's training images);
+   both no-learning floors (af_jax/evidence/baseline.py, fitted on each category's training images);
 5. writes `report.html` (metric tables, labelled image grids, each stage's loss curves;
    af_jax/commands/demo_report.py) and `metrics.json`.
 

@@ -5,7 +5,7 @@
 
 It writes `metrics.md` (the table it prints) and `metrics.json` to `--out` (default
 `<workdir>/eval`): `per_category` and `mean` pixel AUROC, AUPRO at FPR 0.3 and image AUROC.
-`--baseline` also scores both no-learning floors (af_jax/baseline.py), each fitted on the
+`--baseline` also scores both no-learning floors (af_jax/evidence/baseline.py), each fitted on the
 category's train split at its prepared size, and adds to metrics.json:
 
   baselines     {"pixel_gaussian": {per_category, mean}, "nearest_patch": {per_category, mean}}
@@ -42,7 +42,7 @@ METRICS = {"pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "image_auroc": "image
 FLOOR_MARGIN = {"pixel_auroc": 0.0, "aupro": 0.0, "image_auroc": 0.02}
 DETECTOR = "BlazeDetector"
 FLOOR = "floor (the better of the two)"
-FLOOR_NOTE = ("Beside the detector, the two no-learning floors (af_jax/baseline.py): per-pixel "
+FLOOR_NOTE = ("Beside the detector, the two no-learning floors (af_jax/evidence/baseline.py): per-pixel "
               "Gaussian statistics (DESIGN.md B.10) and the nearest patch on raw pixels (B.11), "
               "each fitted on the category's training images. The floor is the better of the two "
               "per metric; the detector beats it where its pixel AUROC and AUPRO reach the floor "
@@ -92,7 +92,7 @@ def score(model, test: TestSet) -> dict:
   """Pixel AUROC, AUPRO (FPR 0.3), image AUROC and num_images of `model` on `test`.
 
   `model`: anything whose `localize(images)` gives `.heatmaps` and `.scores` (an
-  `infer.Detector`, a fitted floor of `af_jax.baseline`).
+  `infer.Detector`, a fitted floor of `af_jax.evidence.baseline`).
   """
   from af_jax.inference import hosts  # pylint: disable=g-import-not-at-top
   heatmaps, scores = hosts.localize_shares(model, test.images)  # Each host its share.
@@ -109,7 +109,7 @@ def evaluate_category(detector, data_dir, dataset, category, split="test") -> di
 def floor_factories(patch_memory: int | None = None) -> dict:
   """Both floors by name (`baseline.FLOORS`), the nearest-patch one keeping `patch_memory`
   training patches (None: B.11's `baseline.MEMORY_SIZE`)."""
-  from af_jax import baseline  # pylint: disable=g-import-not-at-top
+  from af_jax.evidence import baseline  # pylint: disable=g-import-not-at-top
   memory = baseline.MEMORY_SIZE if patch_memory is None else patch_memory
   return dict(baseline.FLOORS,
               nearest_patch=functools.partial(baseline.NearestPatchBaseline, memory_size=memory))
@@ -122,7 +122,7 @@ def checked_floor(floor, test: TestSet):
   `floor`: a name of `baseline.FLOORS`, or a class (or any callable making one, such as a
   `functools.partial` with options).
   """
-  from af_jax import baseline  # pylint: disable=g-import-not-at-top
+  from af_jax.evidence import baseline  # pylint: disable=g-import-not-at-top
   from af_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   if isinstance(floor, str):
     if floor not in baseline.FLOORS:
@@ -184,7 +184,7 @@ def with_floors(detector: dict, floors: dict, results: dict[str, dict[str, dict]
 
 # ------------------------------------------------------------------ tables
 def floor_title(name: str) -> str:
-  from af_jax import baseline  # pylint: disable=g-import-not-at-top
+  from af_jax.evidence import baseline  # pylint: disable=g-import-not-at-top
   return baseline.FLOORS[name].title
 
 
@@ -276,7 +276,7 @@ def main(argv) -> int:
   p.add_argument("--out", help="output folder (default: WORKDIR/eval)")
   p.add_argument("--overwrite", action="store_true", help="replace a previous evaluation there")
   p.add_argument("--baseline", action="store_true",
-                 help="also score both no-learning floors (af_jax/baseline.py: per-pixel "
+                 help="also score both no-learning floors (af_jax/evidence/baseline.py: per-pixel "
                       "Gaussian and nearest patch), fitted on each category's train split, and "
                       "whether the detector beats the better of the two")
   add_patch_memory_flag(p)

@@ -36,14 +36,14 @@ import functools
 import jax
 import numpy as np
 
-from af_jax import patch_memory
+from af_jax.evidence import patch_memory
 from af_jax import pixels
-from af_jax import reference
+from af_jax.evidence import reference
 from af_jax import stage_registry
 from af_jax.inference import batching
 from af_jax.inference import defaults
-from af_jax.inference import postprocess
-from af_jax.inference import score_fusion
+from af_jax import postprocess
+from af_jax.evidence import score_fusion
 from af_jax.inference import thresholds as thresholds_lib
 from af_jax.inference import trained_network
 from af_jax.ops import foreground
@@ -195,7 +195,7 @@ class Detector(trained_network.TrainedNetwork):
     them in one call is a ValueError naming the sizes.
 
     `category`: for a run with `blaze.reference`, the training category whose reference the
-    images are compared with (default: each image's nearest, `af_jax.reference`).
+    images are compared with (default: each image's nearest, `af_jax.evidence.reference`).
     """
     images = pixels.image_list(images)
     shapes = sorted({np.shape(im)[:2] for im in images})

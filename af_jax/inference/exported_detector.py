@@ -31,11 +31,11 @@ from jax import export
 import jax.numpy as jnp
 import numpy as np
 
-from af_jax import patch_memory
+from af_jax.evidence import patch_memory
 from af_jax import pixels
-from af_jax import reference
-from af_jax.inference import postprocess
-from af_jax.inference import score_fusion
+from af_jax.evidence import reference
+from af_jax import postprocess
+from af_jax.evidence import score_fusion
 from af_jax.ops import edges as edges_lib
 from af_jax.ops import foreground
 

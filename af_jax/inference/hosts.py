@@ -65,7 +65,7 @@ def localize_shares(model, images) -> tuple[np.ndarray, np.ndarray]:
   """(heatmaps float32 [N, H, W], scores float64 [N]) of `model.localize` on images of one
   size, each process localizing its share (`share`) and every process getting all of them.
 
-  `model`: an `infer.Detector` or a fitted floor of `af_jax.baseline`; results do not depend
+  `model`: an `infer.Detector` or a fitted floor of `af_jax.evidence.baseline`; results do not depend
   on which other images share a call, so the shares give the single-process results.
   """
   mine = share(len(images))

@@ -7,7 +7,7 @@ AD papers report them:
 * `aupro`: the MVTec AD official area under the per-region-overlap curve up to
   a false positive rate of 0.3, normalized by that limit (see `aupro`).
 * `image_auroc`: ROC AUC of one score per image (the detector's own image score, the maximum
-  of its smoothed heatmap, is its post-processing: `af_jax.inference.postprocess`).
+  of its smoothed heatmap, is its post-processing: `af_jax.postprocess`).
 
 Masks may be bool or any numeric type; nonzero means anomalous. Everything is
 vectorized (one sort, cumulative sums), so a category of 200 images at 256 px

@@ -1,7 +1,7 @@
 """The AnomalyFactory generator: one encoder, a texture decoder and a heatmap decoder (Sec. 3.1).
 
 The input is `concat(E, I_in)` (edge map first, then RGB, all in [-1, 1]), followed by the
-optional `guide` channels (BlazeDetector's reference deviation map, `af_jax.reference`, or
+optional `guide` channels (BlazeDetector's reference deviation map, `af_jax.evidence.reference`, or
 FlareGenerator's edited region), which also join the heatmap decoder's last layer. The encoder is the
 pix2pixHD global generator's front half (7x7 conv, `n_downsampling` stride-2 convs, `n_blocks`
 residual blocks at `ngf * 2**n_downsampling` channels). Two decoders of identical structure turn

@@ -22,10 +22,10 @@ teacher), 'region' (the region mask) or 'change_in_region' (the teacher's output
 the edited region, as a perfect teacher heatmap would fuse it, supervised by how much each
 pixel changed: |anomaly - normal| / `change_scale`, clipped to 1 — pixel-accurate even when
 the teacher's heatmap is not). `reference` adds the deviation of the network's image from its
-category's normal reference (`af_jax.reference`; the batch carries each example's leave-one-out
+category's normal reference (`af_jax.evidence.reference`; the batch carries each example's leave-one-out
 reference, warped by the example's transform) as extra input channels. `patch_guide` adds one more:
 the distance of each pixel's patch to its category's normal patches, the example's own image
-left out (`af_jax.patch_memory`, arrays passed in `Frozen`). `synthetic_fraction`
+left out (`af_jax.evidence.patch_memory`, arrays passed in `Frozen`). `synthetic_fraction`
 gives that share of the examples a classic pasted anomaly (`af_jax.ops.synthetic_anomalies`)
 instead of Flare's, through the same heatmap target with the pasted mask as region and teacher
 heatmap.
@@ -48,16 +48,16 @@ from af_jax.models.generator import GlobalGenerator, fuse
 from af_jax.ops import augment
 from af_jax.ops import manipulate
 from af_jax.ops import synthetic_anomalies
-from af_jax import patch_memory
+from af_jax.evidence import patch_memory
 from af_jax import pixels
-from af_jax import reference as reference_lib
+from af_jax.evidence import reference as reference_lib
 from af_jax import stage_registry
 
 
 def decode_batch(batch, edge_threshold):
   """uint8 batch from the input pipeline -> float arrays on device (`af_jax.pixels` ranges).
 
-  A batch's `reference` (per-example category mean and std, `af_jax.reference`), `source`
+  A batch's `reference` (per-example category mean and std, `af_jax.evidence.reference`), `source`
   (category) and `index` (position in the category's split) pass as they are.
   """
   data = dict(
@@ -96,7 +96,7 @@ class Teacher(NamedTuple):
 class Frozen(NamedTuple):
   """What a step reads but never changes, besides the batch: the teacher's parameters, and
   for Blaze with `blaze.patch_guide` the patch memory's device arrays (patches, sources,
-  scale; `af_jax.patch_memory`)."""
+  scale; `af_jax.evidence.patch_memory`)."""
   teacher_params: Any = None
   patch_memory: tuple | None = None
 

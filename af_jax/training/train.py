@@ -28,8 +28,8 @@ from af_jax import checkpoint
 from af_jax import input_pipeline
 from af_jax.models import build
 from af_jax import pixels
-from af_jax import patch_memory
-from af_jax import reference
+from af_jax.evidence import patch_memory
+from af_jax.evidence import reference
 from af_jax import run_lock
 from af_jax import runs
 from af_jax import sharding

@@ -18,7 +18,7 @@ import pytest
 from af_jax import checkpoint
 from af_jax import cli
 from af_jax import infer
-from af_jax import reference
+from af_jax.evidence import reference
 from af_jax import run_lock
 from af_jax.commands import localize
 from af_jax.commands import output_files

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from af_jax import baseline
+from af_jax.evidence import baseline
 from af_jax import cli
 from af_jax.commands import demo
 from af_jax.commands import evaluate

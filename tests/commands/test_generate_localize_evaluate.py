@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from af_jax import baseline
+from af_jax.evidence import baseline
 from af_jax import cli
 from af_jax.commands import evaluate
 from af_jax.commands import image_files

@@ -17,11 +17,11 @@ import pytest
 from af_jax import cli
 from af_jax import infer
 from af_jax import input_pipeline
-from af_jax import patch_memory
+from af_jax.evidence import patch_memory
 from af_jax import pixels
 from af_jax.ops import foreground
 from af_jax.inference import exported_detector
-from af_jax.inference import score_fusion
+from af_jax.evidence import score_fusion
 from conftest import copy_run, subprocess_env
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from af_jax import checkpoint
 from af_jax import infer
-from af_jax.inference import postprocess
+from af_jax import postprocess
 from af_jax import input_pipeline
 from af_jax.ops import edges
 from af_jax.ops import manipulate
@@ -296,7 +296,7 @@ def test_mesh_and_dtype_give_the_single_device_result(runs, tmp_path):
 def test_region_input_flare_and_reference_blaze_train_and_serve(runs, tmp_path):
   """Flare shown its edited region teaches a Blaze given each category's normal reference;
   the reference file holds the categories' own statistics and steers the detector."""
-  from af_jax import reference
+  from af_jax.evidence import reference
   from af_jax.training import train
   from tiny_config import tiny_config
   root, data_dir, names = runs

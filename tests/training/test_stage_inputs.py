@@ -210,7 +210,7 @@ def test_flare_region_input_is_its_guide_and_a_region_teacher_is_shown_the_regio
 
 
 def test_blaze_reference_guide_compares_the_network_image_with_its_moved_reference():
-  from af_jax import reference  # pylint: disable=g-import-not-at-top
+  from af_jax.evidence import reference  # pylint: disable=g-import-not-at-top
   mean = np.random.default_rng(0).uniform(0, 1, (BATCH, SIZE, SIZE, 3)).astype(np.float32)
   mean_std = np.concatenate([mean, np.full_like(mean, 0.1)], -1)
   config = _config("blaze", reference=True, reference_eps=0.02, synthetic_fraction=0.5)

@@ -3,7 +3,7 @@
 A category's reference is the per-pixel, per-channel mean and standard deviation of its normal
 training images (values in [0, 1], model size). Two things use it:
 
-* The per-pixel Gaussian baseline (`af_jax.baseline`): the deviation map is the score itself.
+* The per-pixel Gaussian baseline (`af_jax.evidence.baseline`): the deviation map is the score itself.
 * BlazeDetector with `blaze.reference` on (`af_jax.training.stage_inputs`, `af_jax.inference`):
   the deviation map is three extra input channels, so the network sees, beside the image, how
   far each pixel is from what that category's normal images hold there. A convolutional network

@@ -1,6 +1,6 @@
 """Evidence that needs no alignment: how far each pixel's patch is from its category's normal patches.
 
-The nearest-patch floor (`af_jax.baseline.NearestPatchBaseline`, DESIGN.md B.11) shows that on
+The nearest-patch floor (`af_jax.evidence.baseline.NearestPatchBaseline`, DESIGN.md B.11) shows that on
 parts that are rotated or shifted, the distance of a pixel's raw 7x7x3 patch to the nearest
 patch of the normal training images localizes defects far better than per-pixel statistics.
 With `blaze.patch_guide` on, BlazeDetector gets that distance as one extra input channel (next
@@ -28,7 +28,7 @@ distance" in every category); the network gets r / (1 + r) scaled to [-1, 1], bo
 ordered. The search is a chunked matmul in JAX (`nearest_distances`), on the step's device.
 
 Files: a Blaze run keeps the memory in `<workdir>/patch_memory.npz`, written before its first
-step, categories in the order of its references (`af_jax.reference`); inference compares
+step, categories in the order of its references (`af_jax.evidence.reference`); inference compares
 each image with the memory of the category whose reference it uses.
 """
 
@@ -57,7 +57,7 @@ CORESET_DIMENSIONS = 32
 
 def image_patches(unit_images, patch_size: int):
   """[B, H, W, patch_size**2 * C] patches of [B, H, W, C] images (numpy 'reflect' padding),
-  flattened rows, then columns, then channels, as `af_jax.baseline.patches`; jittable."""
+  flattened rows, then columns, then channels, as `af_jax.evidence.baseline.patches`; jittable."""
   r = patch_size // 2
   padded = jnp.pad(unit_images, ((0, 0), (r, r), (r, r), (0, 0)), mode="reflect")
   h, w = unit_images.shape[1:3]

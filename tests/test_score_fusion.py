@@ -11,9 +11,9 @@ import pytest
 
 from af_jax import infer
 from af_jax import pixels
-from af_jax import reference
+from af_jax.evidence import reference
 from af_jax import stage_registry
-from af_jax.inference import score_fusion
+from af_jax.evidence import score_fusion
 from af_jax.configs import common
 from conftest import copy_run
 

@@ -2,7 +2,7 @@
 
 The heatmap ranks defects well pixel by pixel, but its maximum over an image can be raised by
 normal structure it has not learned to accept (on a bottle, the reflections of its rim), while
-the per-pixel reference (`af_jax.reference`) already knows how much each pixel of a normal
+the per-pixel reference (`af_jax.evidence.reference`) already knows how much each pixel of a normal
 part varies. With `blaze.image_score = 'fused'` the image score adds the two kinds of evidence,
 each measured in standard deviations of what the category's normal training images give:
 
@@ -31,10 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from af_jax import baseline
+from af_jax.evidence import baseline
 from af_jax import files
-from af_jax import reference
-from af_jax.inference import postprocess
+from af_jax.evidence import reference
+from af_jax import postprocess
 
 FILE_NAME = "score_statistics.npz"
 MIN_STD = 1e-4  # A category whose normal images all score alike still divides safely.

@@ -6,7 +6,7 @@ pretrained network, give each test image a score map blurred by a Gaussian of `s
 maximum.
 
 * `PixelGaussianBaseline` (B.10): per pixel and channel, the mean m and standard deviation s
-  of the normal images (`af_jax.reference`, which also feeds BlazeDetector with
+  of the normal images (`af_jax.evidence.reference`, which also feeds BlazeDetector with
   `blaze.reference`); the map is the mean over channels of |x - m| / (s + `eps`). Strong on
   aligned objects; rotated, shifted or textured parts defeat it.
 * `NearestPatchBaseline` (B.11): PatchCore's idea on raw pixels; the map is the distance of
@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from af_jax import pixels
-from af_jax import reference
-from af_jax.inference import postprocess
+from af_jax.evidence import reference
+from af_jax import postprocess
 
 # Nearest-patch search in blocks of queries x memory patches: 4096 x 8192 float32 distances
 # (128 MiB) at a time, whatever the number of test pixels or the memory size.

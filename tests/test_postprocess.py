@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from af_jax.inference import postprocess
+from af_jax import postprocess
 
 
 def test_image_scores_are_heatmap_maxima_and_smoothing_favours_blobs():
