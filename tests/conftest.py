@@ -5,8 +5,16 @@ off XLA's costly CPU backend optimizations (tiny programs do not need them) and 
 persistent compilation cache between test processes and the subprocesses they start (the
 same tiny training step is compiled once, not once per process). Set XLA_FLAGS or
 JAX_COMPILATION_CACHE_DIR yourself to override either.
+
+With AF_JAX_TEST_INSTALLED=1 (`.ci/run`), the suite tests the installed af_jax, not the checkout:
+before anything imports af_jax, the repository root ('' and '.' too: `python -m pytest` and
+xdist's workers put the working folder first) leaves `sys.path` and PYTHONPATH, and Python's
+safe-path mode keeps it out of the subprocesses the tests start (`python -c` run in the
+checkout); the test folders stay on the path (the tests import `conftest` and their siblings
+as top-level modules). Should af_jax still resolve inside the checkout, the run stops at once.
 """
 
+import importlib.util
 import logging
 import os
 import pathlib
@@ -26,11 +34,37 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import pytest  # pylint: disable=g-import-not-at-top
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+INSTALLED = os.environ.get("AF_JAX_TEST_INSTALLED") == "1"
 SHARED = pathlib.Path(os.environ.get("AF_JAX_SHARED", REPO.parent / "shared"))
 BOTTLE = SHARED / "data" / "mvtec_ad" / "bottle"
 PIDINET_PTH = SHARED / "pretrained" / "pidinet" / "table5_pidinet.pth"
 PIDINET_NPZ = SHARED / "pretrained" / "pidinet" / "table5_pidinet.npz"
 GENMETRICS_REF = SHARED / "fixtures" / "genmetrics_ref.npz"
+
+
+def _in_checkout(entry: str) -> bool:
+  return entry in ("", ".") or pathlib.Path(entry).resolve() == REPO
+
+
+def _use_the_installed_af_jax() -> None:
+  """Takes the checkout off the import path of this process and its children (module
+  docstring); pytest.UsageError when af_jax still resolves inside the checkout."""
+  sys.path[:] = [entry for entry in sys.path if not _in_checkout(entry)]
+  os.environ["PYTHONPATH"] = os.pathsep.join(
+      entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+      if entry and not _in_checkout(entry))
+  os.environ["PYTHONSAFEPATH"] = "1"
+  spec = importlib.util.find_spec("af_jax")
+  origin = pathlib.Path(spec.origin).resolve() if spec and spec.origin else None
+  if origin is None or REPO in origin.parents:
+    raise pytest.UsageError(
+        f"AF_JAX_TEST_INSTALLED=1 tests the installed af_jax, but af_jax resolves to {origin} "
+        f"(the checkout {REPO}, or nothing): install the wheel non-editable into this "
+        "environment (`.ci/run` does)")
+
+
+if INSTALLED:
+  _use_the_installed_af_jax()
 
 
 def _require(path: pathlib.Path) -> pathlib.Path:
@@ -74,9 +108,13 @@ def tiny_synthetic(tmp_path_factory):
   return data_dir, names
 
 
+# The tests' helpers (`tiny_config`, ...) for subprocesses, and the checkout unless INSTALLED.
+PYTHONPATH = os.pathsep.join(([] if INSTALLED else [str(REPO)]) + [str(REPO / "tests")])
+
+
 def subprocess_env(**extra) -> dict:
-  """Environment for test subprocesses: the repo and tests on the path, CPU, the fast XLA flags."""
-  return dict(os.environ, PYTHONPATH=f"{REPO}:{REPO / 'tests'}", JAX_PLATFORMS="cpu", **extra)
+  """Environment for test subprocesses: PYTHONPATH above, CPU, the fast XLA flags."""
+  return dict(os.environ, PYTHONPATH=PYTHONPATH, JAX_PLATFORMS="cpu", **extra)
 
 
 _TRAIN_CHAIN = """

@@ -23,14 +23,14 @@ import pytest
 
 from af_jax import checkpoint
 from af_jax import input_pipeline
+import conftest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 TIMEOUT_S = 240
 
 
 def _env(num_devices: int, **extra) -> dict:
-  return dict(os.environ, PYTHONPATH=f"{REPO}:{REPO / 'tests'}", JAX_PLATFORMS="cpu",
+  return dict(os.environ, PYTHONPATH=conftest.PYTHONPATH, JAX_PLATFORMS="cpu",
               XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices} {FAST_COMPILE}",
               **extra)
 
