@@ -10,6 +10,9 @@
   af-jax export    a prepared category as PNG files in the MVTec AD layout
   af-jax export-detector      a trained detector as one StableHLO file, callable with JAX alone
   af-jax demo      everything above on the built-in synthetic data, on CPU, in minutes
+  af-jax configs   the configs shipped with af_jax (`--config configs/NAME.py` finds them)
+  af-jax info      versions, the devices JAX sees, shipped weights: paste it into a bug report
+  af-jax --version  the installed version
 
 Every verb is one line of `COMMANDS`: the function `module:function` that takes the verb's
 arguments (`argv`), parses them with its own argparse parser (so `af-jax VERB --help` lists the
@@ -21,6 +24,7 @@ that runs, so `af-jax --help` is instant. Log records are routed the same way fo
 import importlib
 import sys
 
+import af_jax
 from af_jax import log_setup
 
 COMMANDS = {
@@ -34,6 +38,8 @@ COMMANDS = {
     "export": "af_jax.commands.export:main",
     "export-detector": "af_jax.commands.export_detector:main",
     "demo": "af_jax.commands.demo:main",
+    "configs": "af_jax.commands.configs:main",
+    "info": "af_jax.commands.info:main",
 }
 
 
@@ -41,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   if not argv or argv[0] in ("-h", "--help", "help"):
     print(__doc__)
+    return 0
+  if argv[0] == "--version":
+    print(f"af_jax {af_jax.__version__}")
     return 0
   name, rest = argv[0], argv[1:]
   if name not in COMMANDS:

@@ -33,6 +33,7 @@ import pathlib
 import sys
 import time
 
+from af_jax.commands import configs
 from af_jax.commands import prepare_build
 from af_jax.configs import mix82
 from af_jax.data_builders import common
@@ -64,9 +65,9 @@ class _Row:
 
 def load_sources(path: pathlib.Path) -> tuple[list[dict], bool]:
   """(`data.sources` of the config file `path`, whether it is a training config);
-  ValueError naming the path when it has no sources."""
-  if not path.is_file():
-    raise ValueError(f"--mix {path} is not a file; give a config file such as configs/mix82.py")
+  ValueError naming the path when it has no sources. A `configs/NAME.py` missing here is the
+  one shipped with af_jax (`configs.resolve`)."""
+  path = configs.resolve(str(path))
   spec = importlib.util.spec_from_file_location(f"af_jax_mix_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

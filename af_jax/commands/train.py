@@ -4,6 +4,10 @@
   af-jax train --config configs/flare.py --config.teacher_workdir=runs/boot --workdir runs/flare
   af-jax train --config configs/blaze.py --config.teacher_workdir=runs/flare --workdir runs/blaze
 
+`--config configs/NAME.py` reads that file in the working folder, or, where there is none, the
+config of that name shipped with af_jax (`af-jax configs` lists them); any other path is read
+as given.
+
 Re-running a command on an existing workdir resumes from its latest complete checkpoint
 (`af_jax/training/train.py`). Multi-host: start one process per host with
 `--coordinator_address host:port --num_processes N --process_id i`, or with `--distributed`
@@ -16,6 +20,7 @@ import sys
 import ml_collections
 
 from af_jax import checkpoint
+from af_jax.commands import configs
 from af_jax.commands import host_flags
 from af_jax import run_lock
 from af_jax import stage_registry
@@ -31,6 +36,7 @@ EXPECTED_ERRORS = (OSError, ValueError, checkpoint.CheckpointError, run_lock.Run
 def parse_config(spec: str, overrides: list[str]) -> ml_collections.ConfigDict:
   """The config of `spec` (`FILE` or `FILE:ARG`) with `--config.FIELD=VALUE` overrides applied.
 
+  `FILE` is found by `configs.resolve` (a `configs/NAME.py` missing here is the shipped one).
   ml_collections' own flag parser reads the file and applies the overrides (typed like the
   field they set; unknown fields are refused); it runs on a private flag registry, so nothing
   else in the process sees absl flags. A moved field is refused naming its new place.
@@ -46,8 +52,9 @@ def parse_config(spec: str, overrides: list[str]) -> ml_collections.ConfigDict:
     elif arg.startswith("-"):
       raise ValueError(f"unrecognized argument {arg} (config fields are set with "
                        f"{CONFIG_OVERRIDE}FIELD=VALUE)")
+  path, colon, config_arg = spec.partition(":")
   registry = flags.FlagValues()
-  argv = ["af-jax train", f"--config={spec}", *overrides]
+  argv = ["af-jax train", f"--config={configs.resolve(path)}{colon}{config_arg}", *overrides]
   config_flags.DEFINE_config_file("config", None, "stage config file", flag_values=registry,
                                   lock_config=True, sys_argv=argv)
   try:
@@ -64,7 +71,8 @@ def main(argv: list[str]) -> int:
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog=f"{CONFIG_OVERRIDE}FIELD=VALUE (repeatable) overrides any field of the config, "
              "e.g. --config.batch_size=16 --config.blaze.heatmap_target=region; "
-             "configs/common.py documents every field.")
+             "configs/common.py documents every field. Shipped configs: "
+             f"{', '.join(str(configs.PREFIX / name) for name in configs.shipped())}.")
   parser.add_argument("--config", required=True,
                       help="stage config file, optionally with an argument: configs/boot.py, "
                            "configs/demo.py:flare")

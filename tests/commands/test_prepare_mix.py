@@ -1,5 +1,6 @@
 """`af-jax prepare --mix`: a root of two real datasets, resuming, the training draw, bad input."""
 
+import pathlib
 import re
 import sys
 
@@ -7,6 +8,8 @@ import pytest
 
 from af_jax import input_pipeline
 from af_jax.commands import prepare
+from af_jax.commands import prepare_mix
+from af_jax.configs import mix82
 from mix_root import real_mix_root  # pylint: disable=unused-import
 from mix_root import TEST_BAD, TEST_GOOD, TRAIN
 
@@ -117,3 +120,12 @@ def test_a_mix_file_without_sources_is_a_usage_error(real_mix_root, tmp_path, ca
     _mix(root, empty, tmp_path / "out")
   assert f"--mix {empty} defines neither get_data_config() nor get_config()" in \
       capsys.readouterr().err
+
+
+def test_a_shipped_mix_is_found_from_any_folder(tmp_path, monkeypatch):
+  """`--mix configs/mix82.py`, as the README gives it, works where no configs/ folder is."""
+  monkeypatch.chdir(tmp_path)
+  sources, is_training_config = prepare_mix.load_sources(pathlib.Path("configs/mix82.py"))
+  assert sources == mix82.paper_sources() and not is_training_config
+  with pytest.raises(ValueError, match="config file configs/mix83.py not found"):
+    prepare_mix.load_sources(pathlib.Path("configs/mix83.py"))
