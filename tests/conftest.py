@@ -56,10 +56,10 @@ def _use_the_installed_af_jax() -> None:
   os.environ["PYTHONSAFEPATH"] = "1"
   spec = importlib.util.find_spec("af_jax")
   origin = pathlib.Path(spec.origin).resolve() if spec and spec.origin else None
-  if origin is None or REPO in origin.parents:
+  if origin is None or origin.parent == REPO / "af_jax":
     raise pytest.UsageError(
         f"AF_JAX_TEST_INSTALLED=1 tests the installed af_jax, but af_jax resolves to {origin} "
-        f"(the checkout {REPO}, or nothing): install the wheel non-editable into this "
+        f"(the checkout's own, or nothing): install the wheel non-editable into this "
         "environment (`.ci/run` does)")
 
 
