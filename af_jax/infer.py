@@ -12,10 +12,11 @@ post-processing, thresholds, batching); this module names what users call.
 
 from af_jax.inference.batching import batches_by_size
 from af_jax.inference.detector import Detector
+from af_jax.inference.detector import EvidenceChannel
 from af_jax.inference.detector import LocalizationResult
 from af_jax.inference.generator import GenerationResult
 from af_jax.inference.generator import Generator
 from af_jax.inference.thresholds import FILE_NAME as THRESHOLDS_FILE
 
-__all__ = ["Generator", "GenerationResult", "Detector", "LocalizationResult",
+__all__ = ["Generator", "GenerationResult", "Detector", "EvidenceChannel", "LocalizationResult",
            "batches_by_size", "THRESHOLDS_FILE"]

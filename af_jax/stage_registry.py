@@ -97,13 +97,10 @@ def check_config(config, where: str = "config") -> None:
       raise error
   get(config.stage)
   blaze = config.get("blaze", {})
-  image_score = blaze.get("image_score", "heatmap")
-  if config.stage == "blaze" and image_score not in ("heatmap", "fused"):
-    raise ValueError(f"{where}: blaze.image_score must be 'heatmap' or 'fused', got "
-                     f"{image_score!r}")
-  if config.stage == "blaze" and image_score == "fused" and not blaze.get("reference", False):
-    raise ValueError(f"{where}: blaze.image_score='fused' needs blaze.reference (it weighs "
-                     "the heatmap with the reference); set --config.blaze.reference=True")
+  if config.stage == "blaze" and blaze.get("evidence_trust", False) and not blaze.get(
+      "reference", False):
+    raise ValueError(f"{where}: blaze.evidence_trust needs blaze.reference (each category's "
+                     "trust goes with its reference); set --config.blaze.reference=True")
   if config.stage == "blaze" and blaze.get("patch_guide", False):
     if not blaze.get("reference", False):
       raise ValueError(f"{where}: blaze.patch_guide needs blaze.reference (its categories pick "
@@ -130,9 +127,9 @@ def uses_reference(config) -> bool:
   return config.stage == "blaze" and bool(config.blaze.get("reference", False))
 
 
-def uses_fused_scores(config) -> bool:
-  """Whether the run's image scores fuse heatmap and reference (`blaze.image_score`)."""
-  return config.stage == "blaze" and config.blaze.get("image_score", "heatmap") == "fused"
+def uses_evidence_trust(config) -> bool:
+  """Whether the run's heatmaps weigh the network with its evidence (`blaze.evidence_trust`)."""
+  return config.stage == "blaze" and bool(config.blaze.get("evidence_trust", False))
 
 
 def uses_patch_guide(config) -> bool:

@@ -127,12 +127,20 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   # Inference: the image score is the heatmap's maximum over the object (af_jax/ops/foreground.py,
   # found without labels) instead of over every pixel. False = the paper (every pixel).
   c.blaze.score_on_object = False
-  # Inference: the image score. 'heatmap' = its maximum (the paper). 'fused' (needs
-  # blaze.reference) adds the heatmap's and the reference's maxima, each in standard deviations
-  # of the category's normal training images (af_jax/evidence/score_fusion.py; fitted at the
-  # stage's end, leave-one-out).
-  c.blaze.image_score = "heatmap"
-  c.blaze.score_statistics_images = 32  # 'fused': normal images per category the statistics use.
+  # Inference: the detector keeps its evidence (af_jax/evidence/trust.py). The heatmap is the
+  # network's heatmap, the patch distances (blaze.patch_guide) and the per-pixel reference
+  # (blaze.reference), each in standard deviations of the category's normal images, weighted
+  # and blurred as fitted per category from anomalies made from its own normal images (at the
+  # stage's end, from the teacher Flare run; Detector.add_reference fits a new part). The image
+  # score is the fused map's maximum against the category's normal images. False = the network's
+  # heatmap alone (the paper).
+  c.blaze.evidence_trust = False
+  c.blaze.trust_images = 16       # Normal images per category the fit scores (leave-one-out).
+  c.blaze.trust_anomalies = "flare,pasted"  # Kinds made from them: 'flare' and/or 'pasted'.
+  c.blaze.trust_sigmas = (0.0, 1.0, 2.0, 4.0)  # Candidate blurs, pixels per 64 px of image side.
+  # What the fit's objective must gain for each unit of weight moved off the network
+  # (af_jax/evidence/trust.py says why: generated anomalies flatter raw pixel evidence).
+  c.blaze.trust_network_prior = 0.05
 
   # Filled by training, never set by hand: what the prepared data was built with (edge method,
   # image size, max_regions, each category's dataset version; af_jax/data_facts.py).

@@ -164,7 +164,8 @@ _PIDINET_CHAIN = """
     config.blaze.reference = stage in ("blaze_reference", "blaze_patch")
     config.blaze.patch_guide = config.blaze.score_on_object = stage == "blaze_patch"
     config.blaze.patch_memory, config.blaze.patch_stride = 2048, 2
-    config.blaze.image_score = "fused" if stage == "blaze_patch" else "heatmap"
+    config.blaze.evidence_trust = stage == "blaze_patch"
+    config.blaze.trust_images = 4
     train.train(config, f"{root}/{stage}")
     teacher = f"{root}/{stage}" if stage in ("boot", "flare") else teacher
   print(",".join(names))
@@ -176,7 +177,7 @@ def pidinet_runs(tmp_path_factory):
   """(root, names): a tiny chain on PiDiNet edges (the default edges, the ones that export),
   with three Blaze runs: `blaze` without and `blaze_reference` with `blaze.reference`,
   `blaze_patch` with it, `blaze.patch_guide` (stride 2), `blaze.score_on_object` and
-  `blaze.image_score = 'fused'`; trained once a session, in a subprocess."""
+  `blaze.evidence_trust`; trained once a session, in a subprocess."""
   root = tmp_path_factory.getbasetemp() / "pidinet_runs"
   done = root / "trained"
   if not done.exists():

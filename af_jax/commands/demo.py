@@ -241,9 +241,9 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *,
   threshold = detector.calibrate(calibration, fpr=defaults.CALIBRATION_FPR,
                                  min_images=1)["pixel"]
   loc_scale = demo_report.ColourScale(2 * threshold, (("threshold", threshold),))
-  per_category, loc_rows = {}, []
+  per_category, loc_rows, evidence = {}, [], {}
   for ds, category in evaluated:
-    per_category[category] = evaluate.score(detector, tests[category])
+    per_category[category] = evaluate.score_with_evidence(detector, tests[category], evidence)
     examples = [ex for ex in input_pipeline.make_eval_dataset(data_dir, ds, category)
                 if int(ex["label"]) == 1][:3]
     result = detector.localize([np.asarray(ex["image"]) for ex in examples])
@@ -259,6 +259,8 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *,
                           for category, test in tests.items()} for name, floor in floors.items()}
   summary = evaluate.with_floors(localization.evaluation_summary(per_category)[0], floors,
                                  floor_results)
+  if evidence:
+    summary["evidence"] = evidence
   table = (f"{evaluate.markdown_table(*evaluate.comparison_rows(summary))}\n\n"
            "Generated anomalies (FlareGenerator):\n" +
            "\n".join(f"  {c}: {generate.locality_line(v)}" for c, v in local.items()))

@@ -27,6 +27,7 @@ metrics.json last: only a finished evaluation writes (or replaces) it.
 import dataclasses
 import functools
 import pathlib
+import typing
 
 import numpy as np
 
@@ -103,6 +104,50 @@ def score(model, test: TestSet) -> dict:
 def evaluate_category(detector, data_dir, dataset, category, split="test") -> dict:
   """`score` of `detector` on one prepared category's split."""
   return score(detector, load_test_set(data_dir, dataset, category, split))
+
+
+def evidence_block(detector, test: TestSet, category: str | None = None) -> dict | None:
+  """What the detector was given, scored alone beside it (a run with `blaze.evidence_trust`,
+  else None): per source of `trust.SOURCES` its `score` (`infer.EvidenceChannel`), the trust
+  fitted for the category's reference (`trust.Trust.row`; `category` names it, default
+  `test`'s)."""
+  from af_jax import infer  # pylint: disable=g-import-not-at-top
+  from af_jax.evidence import trust  # pylint: disable=g-import-not-at-top
+  if detector.trust is None:
+    return None
+  name = detector.references.names[detector.references.index(category or test.category)]
+  block = {source: score(infer.EvidenceChannel(detector, source, name), test)
+           for source in trust.SOURCES}
+  return dict(block, trust=detector.trust.row(name))
+
+
+def keeps_evidence(detector_metrics: dict, evidence: dict) -> dict[str, bool]:
+  """Per pixel metric: the detector at or above every evidence input scored alone."""
+  return {k: all(detector_metrics[k] >= evidence[source][k] for source in ("patch", "reference"))
+          for k in ("pixel_auroc", "aupro")}
+
+
+def score_with_evidence(detector, test: TestSet, evidence: dict, category: str | None = None
+                        ) -> dict:
+  """`score` of `detector` on `test`; for a run with evidence trust, also puts the category's
+  `evidence_block`, with `keeps_evidence`, into `evidence` under `test.category`."""
+  model = detector if category is None else WithReference(detector, category)
+  metrics = score(model, test)
+  block = evidence_block(detector, test, category)
+  if block is not None:
+    evidence[test.category] = dict(block, keeps_evidence=keeps_evidence(metrics, block))
+  return metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class WithReference:
+  """A Detector that compares every image with the reference `category` (`localize`'s
+  `category`), for `score`."""
+  detector: typing.Any
+  category: str
+
+  def localize(self, images):
+    return self.detector.localize(images, category=self.category)
 
 
 # ------------------------------------------------------------------ the no-learning floors
@@ -198,13 +243,15 @@ def comparison_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
   """Header and rows of the localization table of a metrics.json dict: per category, then the
   mean, a row for the detector and, where scored, one per floor and one for the floor; the
   detector's row says whether it beats the floor."""
-  models = [(DETECTOR, metrics), *((floor_title(name), results)
-                                   for name, results in metrics.get("baselines", {}).items())]
+  models = [(DETECTOR, metrics), *_evidence_models(metrics.get("evidence", {})),
+            *((floor_title(name), results)
+              for name, results in metrics.get("baselines", {}).items())]
   if "floor" in metrics:
     models.append((FLOOR, metrics["floor"]))
-  beats = metrics.get("beats_floor")
+  beats, evidence = metrics.get("beats_floor"), metrics.get("evidence")
   header = ["category", "model", *(f"{title} (%)" for title in METRICS.values()), "test images"]
   header += ["beats the floor"] if beats else []
+  header += ["keeps its evidence"] if evidence else []
   rows = []
   for category in [*metrics["per_category"], "mean"]:
     for model, results in models:
@@ -212,10 +259,29 @@ def comparison_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
       row = [category, model,
              *(f"{100 * values[k]:.1f}" if k in values else "-" for k in METRICS),
              "" if category == "mean" else str(values.get("num_images", ""))]
+      mine = model == DETECTOR and category != "mean"
       if beats:
-        row.append(verdict(beats[category]) if model == DETECTOR and category in beats else "")
+        row.append(verdict(beats[category]) if mine and category in beats else "")
+      if evidence:
+        row.append(verdict(evidence[category]["keeps_evidence"]) if mine else "")
       rows.append(row)
   return header, rows
+
+
+EVIDENCE_TITLES = {"network": "... its network alone", "patch": "... its patch distances alone",
+                   "reference": "... its per-pixel reference alone"}
+
+
+def _evidence_models(evidence: dict) -> list[tuple[str, dict]]:
+  """(title, {per_category, mean}) of each evidence source of a metrics.json `evidence` block."""
+  if not evidence:
+    return []
+  models = []
+  for source, title in EVIDENCE_TITLES.items():
+    per_category = {category: block[source] for category, block in evidence.items()}
+    mean = {k: float(np.mean([v[k] for v in per_category.values()])) for k in METRICS}
+    models.append((title, dict(per_category=per_category, mean=mean)))
+  return models
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -233,14 +299,14 @@ def evaluate(args) -> dict:
     raise ValueError(f"--categories names no category: {args.categories!r}")
   floors = floor_factories(args.patch_memory) if args.baseline else {}
   tests = scorable(args.data_dir, [(args.dataset, c) for c in categories], floors, args.split)
-  detector = infer.Detector(args.workdir, smoothing_sigma=args.smoothing_sigma,
-                            flip_tta=args.flip_tta, **run_flags.network_options(args))
+  detector = infer.Detector(args.workdir, **run_flags.detector_options(args))
   out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "eval")
   with output_files.output_folder(out, (), OUTPUT_FILES, args.overwrite) as folder:
     per_category, floor_results = {}, {name: {} for name in floors}
     bar = progress.Progress(len(categories), "evaluate", unit="category")
+    evidence = {}
     for category, test in tests.items():
-      per_category[category] = score(detector, test)
+      per_category[category] = score_with_evidence(detector, test, evidence)
       for name, floor in floors.items():
         floor_results[name][category] = score_floor(floor, test)
       bar.update(1)
@@ -250,6 +316,8 @@ def evaluate(args) -> dict:
                    step=detector.step, edge_method=detector.edge_method)
     if floors:
       summary = with_floors(summary, floors, floor_results)
+    if evidence:
+      summary["evidence"] = evidence
     table = markdown_table(*comparison_rows(summary))
     folder.write(files.write_text, out / OUTPUT_FILES[0], table + "\n")
     folder.write(files.write_json, out / OUTPUT_FILES[1], summary)  # Last: a finished run.

@@ -24,8 +24,7 @@ def export(args):
   for folder in args.reference or ():
     paths = image_files.find_images(folder)
     references.append((image_files.category_of(paths), image_files.read_images(paths)))
-  detector = infer.Detector(args.workdir, smoothing_sigma=args.smoothing_sigma,
-                            flip_tta=args.flip_tta, **run_flags.network_options(args))
+  detector = infer.Detector(args.workdir, **run_flags.detector_options(args))
   for name, images in references:
     detector.add_reference(name, images)
   names = [exported_detector.FUNCTION_FILE, exported_detector.METADATA_FILE]

@@ -94,8 +94,7 @@ def localize(args) -> dict:
                      f"calibration needs at least {args.min_calibration_images} (the quantile "
                      "of a handful says little of unseen images; --min_calibration_images "
                      "lowers the bar knowingly)")
-  detector = infer.Detector(args.workdir, smoothing_sigma=args.smoothing_sigma,
-                            flip_tta=args.flip_tta, **run_flags.network_options(args))
+  detector = infer.Detector(args.workdir, **run_flags.detector_options(args))
   if reference_images is not None:
     detector.add_reference(category, reference_images)
   if normal is None:  # Without calibration, the thresholds are known before any work.

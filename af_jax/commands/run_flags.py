@@ -105,6 +105,16 @@ def add_heatmap_flags(p: argparse.ArgumentParser) -> None:
                  help="Gaussian blur of the heatmaps, in model pixels (0: raw heatmaps)")
   p.add_argument("--flip_tta", action=argparse.BooleanOptionalAction, default=True,
                  help="average the heatmaps of the mirrored views the run was trained with")
+  p.add_argument("--flare_workdir", default=None,
+                 help="a run trained with blaze.evidence_trust: the FlareGenerator run whose "
+                      "anomalies fit a new part's trust (--reference); default: the run's "
+                      "teacher, where training recorded it")
+
+
+def detector_options(args) -> dict:
+  """The keyword arguments of `infer.Detector` that the heatmap and shared flags set."""
+  return dict(smoothing_sigma=args.smoothing_sigma, flip_tta=args.flip_tta,
+              flare_workdir=args.flare_workdir, **network_options(args))
 
 
 def add_output_flags(p: argparse.ArgumentParser) -> None:

@@ -25,28 +25,40 @@ blurred by a Gaussian of `smoothing_sigma` pixels at the model's size (`postproc
 The image score is the maximum of the final heatmap; with `blaze.score_on_object` (a run's
 config field), the maximum over the object (`af_jax.ops.foreground`, found without labels):
 a part's defects are on the part, and the backdrop's shading and dust then cannot outrank
-them. With `blaze.image_score = 'fused'` it weighs that maximum with the reference's, each
-against the category's normal images (`score_fusion`). Calibrated thresholds record the
-settings (`thresholds`).
+them. Calibrated thresholds record the settings (`thresholds`).
+
+A run trained with `blaze.evidence_trust` keeps its evidence (`af_jax.evidence.trust`): the
+heatmap is the network's heatmap, the patch distances and the per-pixel reference, each in
+standard deviations of the category's normal images, weighted and blurred as fitted for that
+category (`smoothing_sigma` is then not used), and the image score is that map's maximum
+against the category's normal images. `add_reference` fits a new part's trust from its normal
+images and anomalies the run's FlareGenerator makes of them (`flare_workdir`: where that run
+is, when it moved).
 """
 
 import dataclasses
 import functools
+import logging
+import pathlib
 
 import jax
 import numpy as np
 
+from af_jax import config_dataclasses
 from af_jax.evidence import patch_memory
-from af_jax import pixels
 from af_jax.evidence import reference
-from af_jax import stage_registry
+from af_jax.evidence import trust as trust_lib
 from af_jax.inference import batching
 from af_jax.inference import defaults
-from af_jax import postprocess
-from af_jax.evidence import score_fusion
 from af_jax.inference import thresholds as thresholds_lib
 from af_jax.inference import trained_network
 from af_jax.ops import foreground
+from af_jax.ops import synthetic_anomalies
+from af_jax import pixels
+from af_jax import postprocess
+from af_jax import stage_registry
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -55,7 +67,7 @@ class LocalizationResult:
   heatmaps: np.ndarray      # float32 [N, H, W] in [0, 1]: per-pixel anomaly heatmaps.
   repaired: np.ndarray      # uint8 [N, H, W, 3] in [0, 255]: the repaired (normal) images.
   scores: np.ndarray        # float64 [N] in [0, 1]: image anomaly scores (heatmap maxima, or
-                            # `score_fusion` with blaze.image_score = 'fused').
+                            # the evidence's against normal images, blaze.evidence_trust).
   references: list | None = None  # The reference each image was compared with (a run with
                                   # `blaze.reference`), else None.
 
@@ -78,6 +90,31 @@ def _patch_channel_fn(patch_size: int, stride: int):
                                    stride=stride))
 
 
+@dataclasses.dataclass
+class EvidenceChannel:
+  """One evidence source (`trust_lib.SOURCES`) of a Detector with evidence trust, scored
+  alone: its map blurred as the detector blurs it for the image's category, the image
+  score its maximum over the scored pixels. `localize` as the Detector's (the evidence block
+  of `af-jax evaluate` and the demo)."""
+  detector: "Detector"
+  source: str
+  category: str | None = None
+
+  def localize(self, images) -> LocalizationResult:
+    d = self.detector
+    images = pixels.image_list(images)
+    resized = pixels.resize_images(images, d.size)
+    which = d.reference_indices(resized, self.category)
+    maps, on = d.evidence_maps(resized, which)
+    source = trust_lib.SOURCES.index(self.source)
+    heat = trust_lib.blurred(maps[..., source], d.trust.sigma[d.trust_indices(which), source],
+                             np.unique(d.trust.sigma[:, source]))
+    scores = postprocess.image_scores(heat if on is None else np.where(on, heat, -np.inf))
+    heatmaps = np.stack([pixels.resize_back(hm.astype(np.float32), np.shape(images[0])[:2])
+                         for hm in heat])
+    return LocalizationResult(heatmaps=heatmaps, repaired=None, scores=scores)
+
+
 class Detector(trained_network.TrainedNetwork):
   """A trained BlazeDetector (module docstring)."""
 
@@ -85,7 +122,7 @@ class Detector(trained_network.TrainedNetwork):
 
   def __init__(self, workdir, *, smoothing_sigma: float = defaults.SMOOTHING_SIGMA,
                flip_tta: bool = True,
-               score_statistics: score_fusion.ScoreStatistics | None = None, **kwargs):
+               trust: trust_lib.Trust | None = None, flare_workdir=None, **kwargs):
     if not np.isfinite(smoothing_sigma) or smoothing_sigma < 0:
       raise ValueError(f"smoothing_sigma must be finite and >= 0, got {smoothing_sigma}")
     super().__init__(workdir, **kwargs)
@@ -103,20 +140,21 @@ class Detector(trained_network.TrainedNetwork):
       raise ValueError(f"{self.workdir}: the patch memory's categories "
                        f"{list(self.patch_memory.names)} differ from the references' "
                        f"{list(self.references.names)}; restore both files of the run")
-    # Given (training's end fits them into score_fusion.EMPTY), else the run's file.
-    self.score_statistics = score_statistics
-    if self.fused_scores and score_statistics is None:
-      self.score_statistics = score_fusion.load(self.workdir)
-      if self.score_statistics.names != self.references.names:
-        raise ValueError(f"{self.workdir}: the image score statistics' categories "
-                         f"{list(self.score_statistics.names)} differ from the references' "
+    # Given (training's end fits it into trust_lib.EMPTY), else the run's file.
+    self.trust = trust
+    if stage_registry.uses_evidence_trust(self.config) and trust is None:
+      self.trust = trust_lib.load(self.workdir)
+      if self.trust.names != self.references.names:
+        raise ValueError(f"{self.workdir}: the evidence trust's categories "
+                         f"{list(self.trust.names)} differ from the references' "
                          f"{list(self.references.names)}; restore both files of the run")
-
-  @property
-  def fused_scores(self) -> bool:
-    """Whether image scores fuse heatmap and reference evidence (`blaze.image_score`)."""
-    # .get: runs saved before the field existed scored the heatmap alone.
-    return self.config.blaze.get("image_score", "heatmap") == "fused"
+    if self.trust is None and self.config.blaze.get("image_score", "heatmap") != "heatmap":
+      log.warning("%s was trained with blaze.image_score=%r, which af_jax no longer has: its "
+                  "images are scored by the heatmap's maximum; retrain Blaze with "
+                  "blaze.evidence_trust to weigh its evidence", self.workdir,
+                  self.config.blaze.image_score)
+    self._flare_workdir = flare_workdir or self.config.get("teacher_workdir")
+    self._flare = None
 
   def views(self) -> list[tuple[bool, bool]]:
     """(left-right, top-bottom) flips of the views averaged; (False, False) is the image."""
@@ -208,8 +246,6 @@ class Detector(trained_network.TrainedNetwork):
     resized = pixels.resize_images(images, self.size)
     which = self.reference_indices(resized, category)
     heat, texture, scores = self._localize_resized(resized, which)
-    if self.fused_scores:
-      scores = score_fusion.fuse(scores, *self.score_statistics.of_indices(which))
     heatmaps = np.stack([pixels.resize_back(hm, shapes[0]) for hm in heat])
     repaired = np.stack([pixels.resize_back(pixels.signed_to_uint8(tx), shapes[0])
                          for tx in texture])
@@ -217,31 +253,109 @@ class Detector(trained_network.TrainedNetwork):
     return LocalizationResult(heatmaps=heatmaps, repaired=repaired, scores=np.asarray(scores),
                               references=names)
 
-  def _localize_resized(self, resized: np.ndarray, which: np.ndarray | None, left_out=None):
-    """(smoothed heatmaps [N, S, S], textures [N, S, S, 3], raw image scores) of model-size
-    images (`_inputs`): the heatmaps' maxima [N], or `score_fusion.raw_scores` [N, 2] for a
-    run that fuses them."""
-    inputs = self._inputs(resized, which, left_out)
+  def _localize_resized(self, resized: np.ndarray, which: np.ndarray | None):
+    """(final heatmaps [N, S, S], textures [N, S, S, 3], image scores [N]) of model-size
+    images compared with references `which`: the evidence weighed by the category's trust,
+    or the network's smoothed heatmap and its maximum."""
+    inputs = self._inputs(resized, which)
     heat, (_, texture) = postprocess.average_views(self.network_outputs, self.views(), *inputs)
-    heat = postprocess.smooth_heatmaps(heat, self.smoothing_sigma).astype(np.float32)
     on = self.scored_pixels(resized)
-    if self.fused_scores:
-      return heat, texture, score_fusion.raw_scores(heat, inputs[2], on)
+    if self.trust is not None:
+      heat, scores = trust_lib.apply(self.trust, self.source_maps(heat, inputs[2]),
+                                     self.trust_indices(which), on)
+      return heat.astype(np.float32), texture, scores
+    heat = postprocess.smooth_heatmaps(heat, self.smoothing_sigma).astype(np.float32)
     return heat, texture, postprocess.image_scores(heat, on)
 
-  def score_statistics_of(self, name: str, images: np.ndarray, indices: np.ndarray,
-                          moments: reference.Moments) -> score_fusion.ScoreStatistics:
-    """`score_fusion` statistics of category `name` from model-size normal `images`, the
-    `indices` (`score_fusion.statistics_indices`) of its normal images in the order its patch
-    memory was built from, each left out of the reference (`moments`, of all of them) and of
-    the memory."""
+  def source_maps(self, heat: np.ndarray, guide: np.ndarray) -> np.ndarray:
+    """`trust_lib.source_maps` of view-averaged, unblurred heatmaps and their guide inputs."""
+    return trust_lib.source_maps(heat, guide, self.references is not None,
+                                 self.patch_memory is not None)
+
+  def trust_indices(self, which: np.ndarray) -> np.ndarray:
+    """The rows of `self.trust` of reference indices `which` (both ordered by name)."""
+    order = np.asarray([self.trust.index(n) for n in self.references.names])
+    return order[which]
+
+  def evidence_maps(self, resized: np.ndarray, which: np.ndarray, left_out=None
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(evidence [N, S, S, 3] of `trust_lib.SOURCES`, the scored pixels) of model-size images
+    compared with references `which` (`_inputs`' `left_out` leaves their own image out)."""
+    maps, on = [], []
+    for start, stop in batching.spans(len(resized), self.batch_size):
+      part = None if left_out is None else tuple(x[start:stop] for x in left_out)
+      inputs = self._inputs(resized[start:stop], which[start:stop], part)
+      heat, _ = postprocess.average_views(self.network_outputs, self.views(), *inputs)
+      maps.append(self.source_maps(heat, inputs[2]))
+      on.append(self.scored_pixels(resized[start:stop]))
+    return np.concatenate(maps), (None if on[0] is None else np.concatenate(on))
+
+  def flare(self, category: str):
+    """The FlareGenerator whose anomalies fit the evidence trust of `category` (the run's
+    teacher, or the `flare_workdir` given), loaded once."""
+    if self._flare is None:
+      from af_jax.inference import generator  # pylint: disable=g-import-not-at-top
+      path = self._flare_workdir
+      if not path or not (pathlib.Path(path) / "config.json").is_file():
+        raise ValueError(f"{category}: its evidence trust is fitted from FlareGenerator "
+                         f"anomalies, but the Flare run of {self.workdir} "
+                         f"({str(path or 'none recorded')!r}) is not there; pass "
+                         "flare_workdir= (--flare_workdir) naming it")
+      self._flare = generator.Generator(path, batch_size=self.batch_size)
+    return self._flare
+
+  def trust_of(self, name: str, images: np.ndarray, indices: np.ndarray,
+               moments: reference.Moments) -> trust_lib.Trust:
+    """`trust_lib.fit` of category `name` from model-size normal `images`, the `indices` of
+    them among its normal images in the order its patch memory was built from, each left out
+    of the reference (`moments`, of all of them) and of the memory, and anomalies made from
+    them (`blaze.trust_anomalies`: Flare's and pasted ones), each scored with its source
+    image left out likewise."""
+    blaze = self.config.blaze
+    if len(images) < trust_lib.MIN_IMAGES:
+      raise ValueError(f"{name}: fitting its evidence trust needs at least "
+                       f"{trust_lib.MIN_IMAGES} normal images, got {len(images)}")
     which = np.full(len(images), self.references.index(name))
-    raw = []
-    for start, stop in batching.spans(len(images), self.batch_size):
-      batch = images[start:stop]
-      left_out = (np.stack([moments.leave_one_out(im) for im in batch]), indices[start:stop])
-      raw.append(self._localize_resized(batch, which[start:stop], left_out)[2])
-    return score_fusion.ScoreStatistics.of(name, np.concatenate(raw))
+    left_out = (np.stack([moments.leave_one_out(im) for im in images]), indices)
+    normal_maps, normal_on = self.evidence_maps(images, which, left_out)
+    anomalies, masks, sources = self._anomalies(name, images, indices)
+    anomalous_maps, anomalous_on = self.evidence_maps(
+        anomalies, which[sources], tuple(x[sources] for x in left_out))
+    sigmas = [float(s) * self.size / 64 for s in blaze.get("trust_sigmas", (0.0, 1.0, 2.0, 4.0))]
+    return trust_lib.fit(name, normal_maps, anomalous_maps, masks, sigmas, normal_on,
+                         anomalous_on, (True, self.patch_memory is not None,
+                                        self.references is not None),
+                         blaze.get("trust_network_prior", 0.05))
+
+  def _anomalies(self, name: str, images: np.ndarray, indices: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(anomalies uint8 [M, S, S, 3], where each changed bool [M, S, S], the normal image each
+    came from [M]) of the kinds `blaze.trust_anomalies`, one of each kind per normal image.
+    A pixel changed where the image moved by half of `blaze.change_scale` inside the edit."""
+    kinds = [k for k in self.config.blaze.get("trust_anomalies", "flare,pasted").split(",") if k]
+    unknown = set(kinds) - {"flare", "pasted"}
+    if unknown or not kinds:
+      raise ValueError(f"blaze.trust_anomalies must name 'flare' and/or 'pasted', got "
+                       f"{self.config.blaze.trust_anomalies!r}")
+    signed = pixels.uint8_to_signed(images)
+    made, regions = [], []
+    if "flare" in kinds:
+      generated = self.flare(name).generate(images, n_variants=1, seed=0, image_ids=indices)
+      made.append(generated.images)
+      regions.append(generated.region_masks)
+    if "pasted" in kinds:
+      edges = pixels.binarize_edges(self.edges(images)[..., None], self.edge_threshold)
+      pasted, _, mask = synthetic_anomalies.paste_anomalies(
+          jax.random.PRNGKey(self.config.seed), signed, edges,
+          config_dataclasses.from_config(synthetic_anomalies.SyntheticAnomalyConfig,
+                                         self.config.blaze.synthetic))
+      made.append(pixels.signed_to_uint8(np.asarray(pasted)))
+      regions.append(np.asarray(mask)[..., 0] > 0.5)
+    anomalies = np.concatenate(made)
+    sources = np.tile(np.arange(len(images)), len(made))
+    change = np.abs(pixels.uint8_to_signed(anomalies) - signed[sources]).mean(-1)
+    masks = np.concatenate(regions) & (change >= self.config.blaze.change_scale / 2)
+    return anomalies, masks, sources
 
   def scored_pixels(self, resized: np.ndarray) -> np.ndarray | None:
     """bool [N, S, S]: the pixels whose maximum is the image score (the object, found without
@@ -259,21 +373,23 @@ class Detector(trained_network.TrainedNetwork):
       raise ValueError(f"the run in {self.workdir} was trained without blaze.reference; it "
                        "takes no reference")
     resized = pixels.resize_images(pixels.image_list(normal_images), self.size)
+    if self.trust is not None and len(resized) < trust_lib.MIN_IMAGES:
+      raise ValueError(f"{name}: fitting its evidence trust needs at least "
+                       f"{trust_lib.MIN_IMAGES} normal images, got {len(resized)}")
     moments = reference.Moments.of(resized)
     self.references = self.references.with_reference(name, moments)
     if self.patch_memory is not None:
       self.patch_memory = self.patch_memory.with_category(name, patch_memory.build(
           self.config, {name: resized}, {name: len(resized)}))
       self._patch_arrays = self.patch_memory.arrays()
-    if self.fused_scores:
-      indices = score_fusion.statistics_indices(len(resized), self.statistics_images)
-      self.score_statistics = self.score_statistics.merged(
-          self.score_statistics_of(name, resized[indices], indices, moments))
+    if self.trust is not None:
+      indices = trust_lib.fit_indices(len(resized), self.trust_images)
+      self.trust = self.trust.merged(self.trust_of(name, resized[indices], indices, moments))
 
   @property
-  def statistics_images(self) -> int:
-    """How many normal images per category the score statistics use."""
-    return self.config.blaze.get("score_statistics_images", 32)
+  def trust_images(self) -> int:
+    """How many normal images per category the evidence trust's fit scores."""
+    return self.config.blaze.get("trust_images", 16)
 
   # -------------------------------------------------------------- thresholds
   def settings(self) -> dict:
@@ -317,19 +433,17 @@ class Detector(trained_network.TrainedNetwork):
     return thresholds_lib.choose(kind, self.thresholds, self.settings(), self.workdir, override)
 
 
-def fit_score_statistics(workdir, normal_images: dict, moments: dict
-                         ) -> score_fusion.ScoreStatistics:
-  """Fits and saves the `score_fusion` statistics of the trained Blaze run in `workdir`, per
+def fit_trust(workdir, normal_images: dict, moments: dict) -> trust_lib.Trust:
+  """Fits and saves the evidence trust (`trust_lib`) of the trained Blaze run in `workdir`, per
   category it was trained on, from `name -> (count, iterable of its uint8 normal images at the
-  model's size)` in the order its patch memory was built from (`input_pipeline.normal_images`)
-  and their `name -> reference.Moments`. Only the images the statistics use are kept."""
-  detector = Detector(workdir, score_statistics=score_fusion.EMPTY)
-  statistics = score_fusion.EMPTY
+  model's size)` in the order its patch memory was built from and their `name ->
+  reference.Moments`. Only the images the fit uses are kept."""
+  detector = Detector(workdir, trust=trust_lib.EMPTY)
+  trust = trust_lib.EMPTY
   for name, (count, images) in normal_images.items():
-    indices = score_fusion.statistics_indices(count, detector.statistics_images)
+    indices = trust_lib.fit_indices(count, detector.trust_images)
     wanted = set(indices.tolist())
     chosen = np.stack([image for i, image in enumerate(images) if i in wanted])
-    statistics = statistics.merged(
-        detector.score_statistics_of(name, chosen, indices, moments[name]))
-  statistics.save(workdir)
-  return statistics
+    trust = trust.merged(detector.trust_of(name, chosen, indices, moments[name]))
+  trust.save(workdir)
+  return trust

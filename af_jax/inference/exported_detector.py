@@ -10,8 +10,8 @@ trained with `blaze.reference`, the index of each image's category int32 [N] int
 `categories`; it returns (heatmaps float32 [N, S, S] in [0, 1], scores float32 [N]), what
 `Detector.localize(images, category=categories[i])` gives for S x S images: the same edge
 extractor, reference (and patch-distance) channels, flip averaging (`postprocess.average_views`), smoothing
-(`postprocess.smooth_heatmaps`) and image score (fused with the reference's, with the
-category's statistics, for a run with `blaze.image_score = 'fused'`), traced once with the
+(`postprocess.smooth_heatmaps`) and image score, or, for a run with `blaze.evidence_trust`, the
+evidence weighed by each category's fitted trust (`af_jax.evidence.trust`), traced once with the
 parameters as constants. Loading needs `jax` only:
 
   import json, jax
@@ -35,7 +35,7 @@ from af_jax.evidence import patch_memory
 from af_jax import pixels
 from af_jax.evidence import reference
 from af_jax import postprocess
-from af_jax.evidence import score_fusion
+from af_jax.evidence import trust as trust_lib
 from af_jax.ops import edges as edges_lib
 from af_jax.ops import foreground
 
@@ -60,10 +60,9 @@ def detector_function(detector):
     mean_std = jnp.asarray(detector.references.mean_std(np.arange(len(
         detector.references.names))))
     eps = detector.config.blaze.reference_eps
-  statistics = None
-  if detector.fused_scores:
-    statistics = tuple(jnp.asarray(a) for a in (detector.score_statistics.mean,
-                                                detector.score_statistics.std))
+  trust_rows = None
+  if detector.trust is not None:
+    trust_rows = jnp.asarray(detector.trust_indices(np.arange(len(detector.references.names))))
 
   def network(edges, signed, guide):
     out = detector.generator.apply(params, pixels.unit_to_signed(edges), signed,
@@ -81,13 +80,13 @@ def detector_function(detector):
           signed, category, memory, detector.config.blaze.patch_size,
           detector.config.blaze.get("patch_stride", 1))], axis=-1)
     heat, _ = postprocess.average_views(network, views, edges, signed, guide)
-    heat = postprocess.smooth_heatmaps(heat, sigma)
     on = (foreground.foreground_batch(pixels.uint8_to_unit(images)) if score_on_object
           else None)
-    if statistics is None:
-      return heat, postprocess.image_scores(heat, on)
-    raw = score_fusion.raw_scores(heat, guide, on)
-    return heat, score_fusion.fuse(raw, statistics[0][category], statistics[1][category])
+    if trust_rows is not None:
+      return trust_lib.apply(detector.trust, detector.source_maps(heat, guide),
+                             trust_rows[category], on)
+    heat = postprocess.smooth_heatmaps(heat, sigma)
+    return heat, postprocess.image_scores(heat, on)
 
   return run
 

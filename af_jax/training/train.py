@@ -270,12 +270,11 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str
   writer.flush()
   ckpt.close()
 
-  # ---------------------------------------------------------------- image score statistics
-  if stage_registry.uses_fused_scores(config) and jax.process_index() == 0:
+  # ---------------------------------------------------------------- evidence trust
+  if stage_registry.uses_evidence_trust(config) and jax.process_index() == 0:
     # After the last checkpoint, so an interrupted fit is redone by rerunning the stage.
     from af_jax.inference import detector  # pylint: disable=g-import-not-at-top
-    statistics = detector.fit_score_statistics(
-        workdir, input_pipeline.normal_images(config.data), moments)
-    log.info("image score statistics of %d categories: %s", len(statistics.names),
-             workdir / detector.score_fusion.FILE_NAME)
+    trust = detector.fit_trust(workdir, input_pipeline.normal_images(config.data), moments)
+    log.info("evidence trust of %d categories: %s", len(trust.names),
+             workdir / detector.trust_lib.FILE_NAME)
   return last

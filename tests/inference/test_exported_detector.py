@@ -21,7 +21,7 @@ from af_jax.evidence import patch_memory
 from af_jax import pixels
 from af_jax.ops import foreground
 from af_jax.inference import exported_detector
-from af_jax.evidence import score_fusion
+from af_jax.evidence import trust
 from conftest import copy_run, subprocess_env
 
 
@@ -208,19 +208,19 @@ def test_the_patch_guide_is_the_distance_to_the_chosen_categorys_memory(pidinet_
   expected = patch_memory.category_channel(signed, np.ones(len(images), np.int32),
                                            detector.patch_memory.arrays(), 7, stride=2)
   np.testing.assert_allclose(guide[..., 3:], expected, atol=1e-5)
-  # Its image scores weigh the heatmaps' and the reference's maxima over the object, each in
-  # standard deviations of the category's normal images (blaze.image_score = 'fused').
+  # Its heatmaps and image scores weigh the network with this evidence, by the category's
+  # fitted trust, the scores over the object (blaze.evidence_trust).
   result = detector.localize(images, category=f"synthetic/{names[1]}")
   on = foreground.foreground_batch(pixels.uint8_to_unit(images))
-  raw = np.stack([np.where(on, result.heatmaps, 0).max((1, 2)),
-                  np.where(on, score_fusion.reference_maps(guide), 0).max((1, 2))], -1)
-  mean, std = detector.score_statistics.mean[1], detector.score_statistics.std[1]
-  np.testing.assert_allclose(result.scores, 1 / (1 + np.exp(-((raw - mean) / std).mean(-1))),
-                             atol=1e-5)
-  # A category it was not trained on gets its own memory and statistics, from its normal images.
+  which = np.ones(len(images), int)
+  maps, _ = detector.evidence_maps(images, which)
+  heat, scores = trust.apply(detector.trust, maps, detector.trust_indices(which), np.asarray(on))
+  np.testing.assert_allclose(result.scores, scores, atol=1e-5)
+  np.testing.assert_allclose(result.heatmaps, heat, atol=1e-5)
+  # A category it was not trained on gets its own memory and trust, from its normal images.
   detector.add_reference("mine", _images(root, names[0], "train"))
   assert (detector.patch_memory.names[-1] == "mine" == detector.references.names[-1]
-          == detector.score_statistics.names[-1])
+          == detector.trust.names[-1])
   assert detector.localize(images, category="mine").references == ["mine"] * len(images)
   # A run whose two files disagree is refused, naming both.
   broken = copy_run(root / "blaze_patch", tmp_path / "broken")

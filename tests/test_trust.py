@@ -1,0 +1,92 @@
+"""Evidence trust (af_jax/evidence/trust.py): the fit's rules on made-up evidence, and its file."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from af_jax.evidence import trust
+
+SIGMAS = (0.0, 1.0, 2.0)
+
+
+def _evidence(seed=0, k=8, m=8, size=32):
+  """Normal and anomalous evidence maps [.., size, size, 3]: `network` rises a little inside
+  each anomaly's square, `patch` much more, `reference` falls there."""
+  rng = np.random.default_rng(seed)
+  normal = rng.normal(size=(k, size, size, 3))
+  anomalous = rng.normal(size=(m, size, size, 3))
+  masks = np.zeros((m, size, size), bool)
+  for i in range(m):
+    y, x = rng.integers(0, size - 6, 2)
+    masks[i, y:y + 6, x:x + 6] = True
+  anomalous[..., 0] += 0.5 * masks
+  anomalous[..., 1] += 3.0 * masks
+  anomalous[..., 2] -= 3.0 * masks
+  return normal, anomalous, masks
+
+
+def test_the_fit_trusts_what_ranks_the_anomalies_and_nothing_that_does_not():
+  normal, anomalous, masks = _evidence()
+  fitted = trust.fit("part", normal, anomalous, masks, SIGMAS, network_prior=0.0)
+  weights = dict(zip(trust.SOURCES, fitted.weights[0]))
+  assert weights["reference"] == 0.0        # Ranks the anomalies below normal pixels.
+  assert weights["patch"] >= 0.8            # The one source that sees them.
+  np.testing.assert_allclose(fitted.weights.sum(), 1.0, atol=1e-6)
+  quality = dict(zip((*trust.SOURCES, "detector"), fitted.fit_quality[0]))
+  assert quality["detector"] >= quality["patch"] > 0.9 > quality["network"]
+  assert set(fitted.sigma[0]) <= set(SIGMAS)
+
+
+def test_evidence_must_earn_its_weight_off_the_network():
+  normal, anomalous, masks = _evidence()
+  anomalous[..., 0] += 2.5 * masks  # Now the network sees the anomalies about as well.
+  free = trust.fit("part", normal, anomalous, masks, SIGMAS, network_prior=0.0)
+  held = trust.fit("part", normal, anomalous, masks, SIGMAS, network_prior=0.05)
+  assert held.weights[0, 0] > free.weights[0, 0] or held.weights[0, 0] == 1.0
+  assert held.weights[0, 0] >= 0.8
+
+
+def test_a_missing_source_gets_no_weight_even_when_it_would_rank_well():
+  normal, anomalous, masks = _evidence()
+  fitted = trust.fit("part", normal, anomalous, masks, SIGMAS, available=(True, False, True))
+  np.testing.assert_array_equal(fitted.weights[0], [1.0, 0.0, 0.0])
+
+
+def test_normal_images_score_near_one_half_and_numpy_and_jax_agree():
+  normal, anomalous, masks = _evidence(seed=1)
+  fitted = trust.fit("part", normal, anomalous, masks, SIGMAS)
+  which = np.zeros(len(normal), int)
+  heat, scores = trust.apply(fitted, normal, which)
+  assert 0.3 < np.median(scores) < 0.7
+  _, anomalous_scores = trust.apply(fitted, anomalous, np.zeros(len(anomalous), int))
+  assert anomalous_scores.min() > np.median(scores)
+  heat_j, scores_j = trust.apply(fitted, jnp.asarray(normal, jnp.float32), jnp.asarray(which))
+  np.testing.assert_allclose(np.asarray(heat_j), heat, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(scores_j), scores, atol=1e-4)
+
+
+def test_too_few_normal_images_and_no_usable_evidence_are_named_errors():
+  normal, anomalous, masks = _evidence(k=3)
+  with pytest.raises(ValueError, match=r"widget: fitting its evidence trust needs at least 4"):
+    trust.fit("widget", normal, anomalous, masks, SIGMAS)
+  normal, anomalous, masks = _evidence()
+  with pytest.raises(ValueError, match=r"widget: none of the anomalies"):
+    trust.fit("widget", normal, anomalous, np.zeros_like(masks), SIGMAS)
+  with pytest.raises(ValueError, match=r"widget: no evidence source ranks"):
+    trust.fit("widget", normal, anomalous, masks, SIGMAS, available=(False, False, True))
+
+
+def test_the_trust_file_round_trips_merges_by_name_and_damage_is_named(tmp_path):
+  normal, anomalous, masks = _evidence()
+  a = trust.fit("a", normal, anomalous, masks, SIGMAS)
+  b = trust.fit("b", normal[::-1], anomalous, masks, SIGMAS)
+  both = trust.EMPTY.merged(a).merged(b).merged(a)
+  assert both.names == ("b", "a")
+  both.save(tmp_path)
+  loaded = trust.load(tmp_path)
+  assert loaded.names == both.names
+  for name in trust.ARRAYS:
+    np.testing.assert_array_equal(getattr(loaded, name), getattr(both, name))
+  (tmp_path / trust.FILE_NAME).write_bytes(b"not a zip")
+  with pytest.raises(ValueError, match=trust.FILE_NAME):
+    trust.load(tmp_path)
