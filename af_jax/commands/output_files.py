@@ -6,7 +6,9 @@ on the same folder is refused at once, naming the first (`af_jax.run_lock`). Eve
 command writes is listed in the folder's ledger (`.af_jax_outputs`, one relative path a line)
 before it is written, so `--overwrite` removes exactly the files af_jax wrote there before and
 nothing else: a user's own files in the folder or its sub-folders stay. Output without
-`--overwrite` is refused when the folder already holds any of the command's files or folders.
+`--overwrite` is refused when the folder already holds any of the command's files or folders,
+and with it too when one of those files is there but no ledger lists it: a user's file of that
+name (a `detector.json` of their own) is never replaced.
 Names taken from the user that become paths (a category) must be plain names
 (`files.check_plain_name`), so nothing is ever written outside `--out`.
 
@@ -140,6 +142,18 @@ class OutputFolder:
       self.write(files.write_json, path, settings)
 
 
+def _refuse_unlisted(root: pathlib.Path, file_names) -> None:
+  """A FileExistsError naming the first of the command's files in `root` that no ledger lists:
+  af_jax did not write it, so it is the user's, and writing would replace it."""
+  listed = {line for ledger in _all_process_files(root, LEDGER)
+            for line in ledger.read_text().splitlines()}
+  for name in file_names:
+    if (root / name).exists() and name not in listed:
+      raise FileExistsError(f"{root / name} was not written by af_jax (no {LEDGER} in {root} "
+                            "lists it), so it is not replaced; move it away, or choose another "
+                            "--out")
+
+
 def _remove_previous(root: pathlib.Path, dir_names) -> None:
   """Removes the files the ledgers list, then those of the command's folders left empty."""
   for ledger in _all_process_files(root, LEDGER):
@@ -170,6 +184,7 @@ def output_folder(root, dir_names, file_names, overwrite: bool, resume: bool | N
   root, process = pathlib.Path(root), jax.process_index()
   root.mkdir(parents=True, exist_ok=True)
   with run_lock.RunLock(root, process, purpose="output"):
+    _refuse_unlisted(root, file_names)
     previous = [name for name in (*dir_names, *file_names) if (root / name).exists()]
     previous += [path.name for path in _all_process_files(root, LEDGER)]
     if previous and not (overwrite or resume):

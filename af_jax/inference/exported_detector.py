@@ -4,7 +4,8 @@
 
 writes `detector/detector.stablehlo` (the bytes of `jax.export.export(...).serialize()`) and
 `detector/detector.json` (what it takes and gives: the model size S, the categories of its
-references in index order, the calibrated thresholds when the run has them, the af_jax version).
+references in index order, the calibrated thresholds when the run has them, the af_jax version,
+and the size and SHA-256 of `detector.stablehlo`, which `af_jax.load_detector` checks).
 The function takes uint8 images [N, S, S, 3] (N symbolic: any batch size) and, for a run
 trained with `blaze.reference`, the index of each image's category int32 [N] into
 `categories`; it returns (heatmaps float32 [N, S, S] in [0, 1], scores float32 [N]), what
@@ -18,10 +19,12 @@ parameters as constants. Loading needs `jax` only:
   from jax import export
   detector = export.deserialize(open("detector/detector.stablehlo", "rb").read())
   size = json.load(open("detector/detector.json"))["size"]
-  heatmaps, scores = detector.call(images)     # uint8 [N, size, size, 3]
+  heatmaps, scores = detector.call(images)     # uint8 [N, size, size, 3], N >= 1
 
 Images of another size or dtype are refused by `call` (the exported shapes are checked),
-never computed. Only PiDiNet-edge runs export: Canny is OpenCV code, not a JAX function.
+never computed; a category index out of range is not (it is clamped), nor a damaged file:
+`af_jax.load_detector` (`detector_file`) checks both, and takes a batch of 0. Only
+PiDiNet-edge runs export: Canny is OpenCV code, not a JAX function.
 """
 
 import json
@@ -34,13 +37,14 @@ import numpy as np
 from af_jax.evidence import patch_memory
 from af_jax import pixels
 from af_jax.evidence import reference
+from af_jax.inference import detector_file
 from af_jax import postprocess
 from af_jax.evidence import trust as trust_lib
 from af_jax.ops import edges as edges_lib
 from af_jax.ops import foreground
 
-FUNCTION_FILE = "detector.stablehlo"
-METADATA_FILE = "detector.json"
+FUNCTION_FILE = detector_file.FUNCTION_FILE
+METADATA_FILE = detector_file.METADATA_FILE
 
 
 def detector_function(detector):
@@ -100,7 +104,7 @@ def export_detector(detector) -> tuple[bytes, str]:
   if detector.references is not None:
     args.append(jax.ShapeDtypeStruct((batch,), jnp.int32))
     categories = list(detector.references.names)
-  exported = export.export(jax.jit(detector_function(detector)))(*args)
+  function = export.export(jax.jit(detector_function(detector)))(*args).serialize()
   from af_jax import __version__  # pylint: disable=g-import-not-at-top
   metadata = dict(
       size=size, inputs=["images uint8 [N, S, S, 3]"]
@@ -108,8 +112,9 @@ def export_detector(detector) -> tuple[bytes, str]:
       outputs=["heatmaps float32 [N, S, S] in [0, 1]", "scores float32 [N]"],
       categories=categories, thresholds=_thresholds(detector), step=detector.step,
       edge_method=detector.edge_method, smoothing_sigma=detector.smoothing_sigma,
-      flip_tta=detector.flip_tta, af_jax_version=__version__, workdir=str(detector.workdir))
-  return exported.serialize(), json.dumps(metadata, indent=2)
+      flip_tta=detector.flip_tta, af_jax_version=__version__, workdir=str(detector.workdir),
+      bytes=len(function), sha256=detector_file.sha256(function))
+  return function, json.dumps(metadata, indent=2)
 
 
 def _thresholds(detector) -> dict | None:

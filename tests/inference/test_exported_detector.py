@@ -7,6 +7,7 @@ Blaze run without and two with `blaze.reference` (one also with `blaze.patch_gui
 import csv
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 
+import af_jax
 from af_jax import cli
 from af_jax import infer
 from af_jax import input_pipeline
@@ -111,11 +113,15 @@ _JAX_ONLY = """
                                 "grain", "optax"):
         raise ImportError(f"{name} must not be needed")
   sys.meta_path.insert(0, Refuse())
-  import json, numpy as np, jax
+  import hashlib, json, numpy as np, jax
   from jax import export
   folder, images, out = sys.argv[1:4]
-  detector = export.deserialize(open(f"{folder}/detector.stablehlo", "rb").read())
-  size = json.load(open(f"{folder}/detector.json"))["size"]
+  meta = json.load(open(f"{folder}/detector.json"))  # The README's check, as it shows it.
+  data = open(f"{folder}/detector.stablehlo", "rb").read()
+  if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+    raise ValueError(f"{folder}/detector.stablehlo is damaged; export it again")
+  detector = export.deserialize(data)
+  size = meta["size"]
   heatmaps, scores = detector.call(np.load(images))
   assert heatmaps.shape[1:] == (size, size)
   np.savez(out, heatmaps=heatmaps, scores=scores)
@@ -137,6 +143,100 @@ def test_the_export_runs_with_jax_alone(pidinet_runs, exports, tmp_path):
   expected = infer.Detector(root / "blaze").localize(images)
   np.testing.assert_allclose(np.load(tmp_path / "out.npz")["heatmaps"], expected.heatmaps,
                              atol=1e-4)
+
+
+def _damaged(folder, tmp_path, name, change):
+  """A copy of the export in `folder` whose detector.stablehlo `change(bytes)` rewrote."""
+  copy = tmp_path / name
+  shutil.copytree(folder, copy)
+  path = copy / exported_detector.FUNCTION_FILE
+  path.write_bytes(change(path.read_bytes()))
+  return copy
+
+
+def _flip(at):
+  def change(data):
+    data = bytearray(data)
+    index = int(at * (len(data) - 1))
+    data[index] ^= 0xFF
+    return bytes(data)
+  return change
+
+
+@pytest.mark.parametrize("name,change", [
+    ("truncated", lambda data: data[:len(data) // 2]),
+    ("flipped_start", _flip(0.0)), ("flipped_middle", _flip(0.5)),
+    ("flipped_end", _flip(0.999)), ("empty", lambda data: b"")])
+def test_a_damaged_detector_is_one_clear_error(exports, tmp_path, name, change):
+  """Unchecked, these were a struct.error, a TypeError, a segfault and a detector that ran."""
+  folder = _damaged(exports["blaze"], tmp_path, name, change)
+  with pytest.raises(ValueError, match=r"detector\.stablehlo is damaged: .*export it again"):
+    af_jax.load_detector(folder)
+
+
+def test_a_detector_json_without_checksum_or_not_json_is_refused(exports, tmp_path):
+  copy = tmp_path / "old"
+  shutil.copytree(exports["blaze"], copy)
+  meta_path = copy / exported_detector.METADATA_FILE
+  meta = json.loads(meta_path.read_text())
+  meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "sha256"}))
+  with pytest.raises(ValueError, match=r"detector\.json lacks sha256 .*export it again"):
+    af_jax.load_detector(copy)
+  meta_path.write_text(json.dumps(meta)[:-20])
+  with pytest.raises(ValueError, match=r"detector\.json is damaged \(not JSON"):
+    af_jax.load_detector(copy)
+
+
+def test_the_loaded_detector_checks_categories_batch_and_images(pidinet_runs, exports):
+  root, names = pidinet_runs
+  images = _images(root, names[0])[:3]
+  detector = af_jax.load_detector(exports["blaze_reference"])
+  assert detector.categories == [f"synthetic/{n}" for n in names] and detector.size == 32
+  raw, _ = _load(exports["blaze_reference"])
+  heatmaps, scores = detector(images, 1)
+  expected = raw.call(images, np.ones(len(images), np.int32))
+  np.testing.assert_allclose(heatmaps, expected[0])
+  np.testing.assert_allclose(scores, expected[1])
+  for index in (-1, len(names), [0, 8, 1]):  # The function alone clamps them to the last one.
+    with pytest.raises(ValueError, match=rf"category index (-1|{len(names)}|8) is out of range: "
+                                         r".* 3 categories \(0 synthetic/"):
+      detector(images, index)
+  with pytest.raises(ValueError, match="needs each image's category"):
+    detector(images)
+  with pytest.raises(ValueError, match=r"one index per image \(3\), got 2"):
+    detector(images, [0, 1])
+  with pytest.raises(ValueError, match=r"takes uint8 \[N, 32, 32, 3\], got float32"):
+    detector(images.astype(np.float32), 0)
+  heatmaps, scores = detector(images[:0], np.zeros(0, np.int32))  # Batch 0: empty outputs.
+  assert heatmaps.shape == (0, 32, 32) and scores.shape == (0,)
+  plain = af_jax.load_detector(exports["blaze"])
+  assert plain(images[:0])[0].shape == (0, 32, 32)
+  with pytest.raises(ValueError, match="has no categories"):
+    plain(images, 0)
+
+
+def test_overwrite_never_replaces_a_detector_json_af_jax_did_not_write(pidinet_runs, tmp_path,
+                                                                       capsys):
+  root, _ = pidinet_runs
+  out = tmp_path / "e"
+  out.mkdir()
+  (out / exported_detector.METADATA_FILE).write_text("the user's own notes")
+  for extra in ((), ("--overwrite",)):
+    code, err = _run("export-detector", "--workdir", root / "blaze", "--out", out, *extra,
+                     capsys=capsys)
+    error = [line for line in err.splitlines() if "error:" in line]
+    assert code == 1 and len(error) == 1, err
+    assert f"{out / exported_detector.METADATA_FILE} was not written by af_jax" in error[0], err
+    assert (out / exported_detector.METADATA_FILE).read_text() == "the user's own notes"
+    assert not (out / exported_detector.FUNCTION_FILE).exists()
+  (out / exported_detector.METADATA_FILE).unlink()
+  (out / "notes.txt").write_text("mine")
+  for extra in ((), ("--overwrite",)):  # Its own earlier export is replaced; the rest stays.
+    code, err = _run("export-detector", "--workdir", root / "blaze", "--out", out, *extra,
+                     capsys=capsys)
+    assert code == 0, err
+  assert (out / "notes.txt").read_text() == "mine"
+  assert af_jax.load_detector(out).size == 32
 
 
 def test_export_carries_calibrated_thresholds_and_refuses_canny_runs(pidinet_runs, runs,

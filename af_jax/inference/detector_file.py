@@ -1,0 +1,142 @@
+"""An exported detector (`af-jax export-detector`) loaded back with its file checked first.
+
+  detector = af_jax.load_detector("detector/")
+  heatmaps, scores = detector(images)              # uint8 [N, S, S, 3]
+  heatmaps, scores = detector(images, category)    # a run trained with blaze.reference
+
+`detector.json` records the size and SHA-256 of `detector.stablehlo`; the loader compares
+them before `jax.export.deserialize` sees a byte, because a damaged file does not fail
+cleanly there: a truncated one is a `struct.error`, flipped bytes a `TypeError`, a segfault,
+or a function that loads and runs with other weights. Any damage is one ValueError naming the
+file and saying to export it again.
+
+The call checks what the serialized function would reject with a JAX shape error, or would
+not check at all: the images' dtype and shape, and each category index, which the function
+itself clamps to the last category when it is out of range. A batch of 0 images gives empty
+outputs (the function's symbolic batch size must be at least 1). Only numpy and JAX are
+needed; the README shows the same check in plain JAX.
+"""
+
+import hashlib
+import json
+import pathlib
+
+import numpy as np
+
+FUNCTION_FILE = "detector.stablehlo"
+METADATA_FILE = "detector.json"
+
+
+def sha256(data: bytes) -> str:
+  """The hex SHA-256 that `detector.json` records of `detector.stablehlo`'s bytes."""
+  return hashlib.sha256(data).hexdigest()
+
+
+def _again(folder: pathlib.Path) -> str:
+  return (f"export it again (af-jax export-detector --workdir RUN --out {folder} "
+          "--overwrite)")
+
+
+def _metadata(folder: pathlib.Path) -> dict:
+  path = folder / METADATA_FILE
+  try:
+    metadata = json.loads(path.read_text())
+  except OSError as e:
+    raise ValueError(f"cannot read {path} ({e.strerror or e}); {_again(folder)}") from None
+  except ValueError as e:  # Not JSON, or not UTF-8.
+    raise ValueError(f"{path} is damaged (not JSON: {e}); {_again(folder)}") from None
+  wanted = {"size": int, "sha256": str, "bytes": int, "categories": (list, type(None))}
+  wrong = [key for key, kind in wanted.items()
+           if not isinstance(metadata, dict) or not isinstance(metadata.get(key), kind)]
+  if wrong:
+    raise ValueError(f"{path} lacks {', '.join(wrong)} (damaged, or written by an af_jax "
+                     f"that recorded no checksum); {_again(folder)}")
+  return metadata
+
+
+class ExportedDetector:
+  """A checked `detector.stablehlo` with its `detector.json` (module docstring).
+
+  Attributes:
+    folder: the export's folder.
+    size: the image size S it takes.
+    categories: the names of its references in index order, or None (no category input).
+    metadata: all of `detector.json` (thresholds, af_jax version, ...).
+    exported: the deserialized `jax.export.Exported`.
+  """
+
+  def __init__(self, folder: pathlib.Path, metadata: dict, exported):
+    self.folder = folder
+    self.metadata = metadata
+    self.size = metadata["size"]
+    self.categories = metadata["categories"]
+    self.exported = exported
+
+  def _indices(self, category, count: int) -> np.ndarray:
+    """int32 [count] of `category` (one index for all images, or one per image), each checked
+    against `categories`."""
+    named = ", ".join(f"{i} {name}" for i, name in enumerate(self.categories))
+    index = np.asarray(category)
+    if not np.issubdtype(index.dtype, np.integer) or index.ndim > 1:
+      raise ValueError(f"category: expected an integer index or one per image into the "
+                       f"categories of {self.folder} ({named}), got {index.dtype} {index.shape}")
+    index = np.broadcast_to(index, (count,)) if index.ndim == 0 else index
+    if index.shape != (count,):
+      raise ValueError(f"category: expected one index per image ({count}), got {len(index)}")
+    outside = index[(index < 0) | (index >= len(self.categories))]
+    if outside.size:
+      raise ValueError(f"category index {outside[0]} is out of range: the detector in "
+                       f"{self.folder} has {len(self.categories)} categories ({named})")
+    return index.astype(np.int32)
+
+  def __call__(self, images, category=None):
+    """(heatmaps float32 [N, S, S] in [0, 1], scores float32 [N]) of uint8 [N, S, S, 3]
+    images; `category`, an index into `categories` (one for all or one per image), is needed
+    exactly when the detector has categories."""
+    size = self.size
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.shape[1:] != (size, size, 3) or images.ndim != 4:
+      raise ValueError(f"images: the detector in {self.folder} takes uint8 [N, {size}, {size}, "
+                       f"3], got {images.dtype} {images.shape} (resize with "
+                       "af_jax.pixels.resize_images)")
+    args = [images]
+    if self.categories is None and category is not None:
+      raise ValueError(f"category: the detector in {self.folder} has no categories (its run "
+                       "was trained without blaze.reference); call it with the images alone")
+    if self.categories is not None:
+      if category is None:
+        raise ValueError(f"category: the detector in {self.folder} needs each image's category,"
+                         f" an index into {self.categories}")
+      args.append(self._indices(category, len(images)))
+    if not len(images):
+      return np.zeros((0, size, size), np.float32), np.zeros((0,), np.float32)
+    return self.exported.call(*args)
+
+
+def load_detector(folder) -> ExportedDetector:
+  """The export in `folder` (`detector.stablehlo` and `detector.json`), checked against its
+  recorded size and SHA-256 before it is deserialized; a ValueError naming the file when it is
+  missing or damaged."""
+  from jax import export  # pylint: disable=g-import-not-at-top
+  folder = pathlib.Path(folder)
+  metadata = _metadata(folder)
+  path = folder / FUNCTION_FILE
+  try:
+    data = path.read_bytes()
+  except OSError as e:
+    raise ValueError(f"cannot read {path} ({e.strerror or e}); {_again(folder)}") from None
+  if len(data) != metadata["bytes"]:
+    raise ValueError(f"{path} is damaged: {len(data)} bytes, where {metadata['bytes']} were "
+                     f"exported (truncated or appended to); {_again(folder)}")
+  if sha256(data) != metadata["sha256"]:
+    raise ValueError(f"{path} is damaged: its SHA-256 differs from the one "
+                     f"{folder / METADATA_FILE} recorded at export; {_again(folder)}")
+  try:
+    exported = export.deserialize(data)
+  except Exception as e:  # pylint: disable=broad-except
+    # The bytes are those exported, so the JAX reading them differs from the one that wrote them.
+    import jax  # pylint: disable=g-import-not-at-top
+    raise ValueError(f"{path} is the exported file, but jax {jax.__version__} cannot load it "
+                     f"({type(e).__name__}: {e}); load it with the jax it was exported with, "
+                     f"or {_again(folder)}") from None
+  return ExportedDetector(folder, metadata, exported)
