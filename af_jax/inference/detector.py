@@ -274,8 +274,8 @@ class Detector(trained_network.TrainedNetwork):
 
   def trust_indices(self, which: np.ndarray) -> np.ndarray:
     """The rows of `self.trust` of reference indices `which` (both ordered by name)."""
-    order = np.asarray([self.trust.index(n) for n in self.references.names])
-    return order[which]
+    rows = {i: self.trust.index(self.references.names[i]) for i in np.unique(which)}
+    return np.asarray([rows[i] for i in which], np.int64)
 
   def evidence_maps(self, resized: np.ndarray, which: np.ndarray, left_out=None
                     ) -> tuple[np.ndarray, np.ndarray | None]:
