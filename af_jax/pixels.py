@@ -13,12 +13,26 @@ Conventions:
   of fine texture), then every side shorter than S is enlarged bilinearly. A side that shrinks
   while the other grows gets each treatment on its own axis (one OpenCV call with either
   interpolation would alias the shrinking side).
+- 16-bit images (PNG, TIFF) often hold a sensor's 10, 12 or 14 bits (0..4095 for 12-bit
+  data); scaled from 0..65535 they would come out almost black. Each one is read at the
+  smallest of `BIT_DEPTHS` that holds its maximum value (0..2^b - 1 -> 0..255), with a
+  warning naming the file, its value range and the depth, once per depth and folder. Images
+  of one camera whose brightest pixels fall into different depths (a dark 12-bit image whose
+  maximum is below 1024 reads as 10-bit) are scaled differently: the warnings name every
+  depth met in a folder, and data stored at the full 16-bit range reads alike.
+- Masks: a mask of at most `LABEL_LEVELS` distinct values holds labels (datasets encode defect
+  types in the value: VisA 1..K, MVTec LOCO), and any non-zero pixel is defect. A JPEG mask, or
+  one of more levels (anti-aliased edges), is graded: compression ringing and soft edges are
+  not defect, so it is binarized at half its dtype's range (>= 128 of 255), with a warning
+  once per folder.
 - Masks and region label maps are resized nearest-neighbour, so labels stay labels.
 - Network inputs are float in [-1, 1]: images from uint8 by x / 127.5 - 1, edge maps
   (probabilities in [0, 1], stored as round(p x 255)) binarised at a threshold, then x 2 - 1.
 """
 
+import logging
 import os
+import pathlib
 
 import cv2
 import numpy as np
@@ -26,6 +40,22 @@ import numpy as np
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # The extractors an edge map can come from (`af_jax.ops.edges` runs them).
 EDGE_METHODS = ("pidinet", "canny")
+# The bit depths a 16-bit image is read at (module docstring).
+BIT_DEPTHS = (8, 10, 12, 14, 16)
+# A mask of at most this many distinct values holds labels; more is a graded mask.
+LABEL_LEVELS = 16
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
+
+log = logging.getLogger(__name__)
+_warned: set[tuple[str, str]] = set()  # (folder, what): warned once per process.
+
+
+def _warn_once(path, what: str, message: str) -> None:
+  """Logs `message` for the first file of `path`'s folder that `what` applies to."""
+  key = (str(pathlib.Path(path).parent), what)
+  if key not in _warned:
+    _warned.add(key)
+    log.warning("%s (further such files in %s are not named)", message, key[0])
 
 
 # ------------------------------------------------------------------ reading
@@ -47,21 +77,47 @@ def _decode(path: str | os.PathLike, what: str, flags: int) -> np.ndarray:
   return image
 
 
+def _to_uint8(image: np.ndarray, path) -> np.ndarray:
+  """8-bit samples as they are, 16-bit ones scaled by their bit depth (module docstring)."""
+  if image.dtype == np.uint8:
+    return image
+  if image.dtype != np.uint16:
+    raise ValueError(f"cannot read image {path} ({image.dtype} samples; expected 8- or 16-bit "
+                     "integers: save it as an 8- or 16-bit PNG)")
+  low, high = int(image.min()), int(image.max())
+  bits = next(b for b in BIT_DEPTHS if high < 2 ** b)
+  if bits < 16:
+    _warn_once(path, f"{bits}-bit", f"{path}: a 16-bit image with values {low}..{high}, read "
+               f"as {bits}-bit data (0..{2 ** bits - 1} scaled to 0..255)")
+  return np.rint(image * (255.0 / (2 ** bits - 1))).astype(np.uint8)
+
+
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-  """uint8 [H, W, 3] RGB; grayscale and 16-bit sources are converted.
+  """uint8 [H, W, 3] RGB; grayscale sources are repeated, 16-bit ones scaled by their bit depth
+  (module docstring).
 
   Raises ValueError naming the file when it is missing, empty, corrupt or not an image.
   """
-  return cv2.cvtColor(_decode(path, "image", cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+  image = _decode(path, "image", cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+  return cv2.cvtColor(_to_uint8(image, path), cv2.COLOR_BGR2RGB)
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
-  """bool [H, W]: True where any colour channel is non-zero (datasets encode defect types in
-  the value). Raises ValueError naming the file when it cannot be read."""
+  """bool [H, W] of a label mask (True where any colour channel is non-zero) or of a graded
+  one (JPEG, anti-aliased: True from half range on), as the module docstring says. Raises
+  ValueError naming the file when it cannot be read."""
   mask = _decode(path, "mask", cv2.IMREAD_UNCHANGED)
   if mask.ndim == 3:
     mask = mask[..., :3].max(axis=-1)
-  return mask > 0
+  levels = len(np.unique(mask))
+  lossy = pathlib.Path(path).suffix.lower() in LOSSY_SUFFIXES
+  if not lossy and levels <= LABEL_LEVELS:
+    return mask > 0
+  half = 0.5 if mask.dtype.kind == "f" else (int(np.iinfo(mask.dtype).max) + 1) // 2
+  _warn_once(path, "graded mask", f"{path}: a {'JPEG' if lossy else 'graded'} mask of "
+             f"{levels} grey levels, binarized at half range (>= {half}) so that compression "
+             "ringing and soft edges are not defect")
+  return mask >= half
 
 
 def as_rgb(image, index: int = 0) -> np.ndarray:

@@ -11,8 +11,10 @@ Reading and resizing follow `af_jax.pixels`, the rule inference applies too.
 Choices (the paper gives none):
 - Images are stretched to S x S, never cropped (`af_jax.pixels.resize_image`), so non-square
   sources (MVTec LOCO, VisA) keep their whole field of view and their masks stay aligned.
-- Masks are binarized first (any non-zero pixel is anomalous, as VisA and MVTec LOCO encode
-  defect types in the pixel value), then resized nearest-neighbour, so they stay exactly 0/255.
+- Masks are binarized first by `af_jax.pixels.read_mask` (a label mask's non-zero pixels are
+  anomalous, as VisA and MVTec LOCO encode defect types in the pixel value; a JPEG or
+  anti-aliased one is cut at half range), then resized nearest-neighbour, so they stay exactly
+  0/255. 16-bit images are scaled by their bit depth (`af_jax.pixels.read_rgb`).
   Several masks for one image (MVTec LOCO) are merged by union.
 - Bad input: a missing manual folder, an unknown category or a layout that differs from the
   dataset's is always a `LayoutError` naming the path that was expected. A single bad file

@@ -102,3 +102,63 @@ def test_overlay_colours_only_where_the_heatmap_nears_the_threshold():
                                         (2.0, (128, 0, 0))])
 def test_heat_colours_run_blue_to_red(level, rgb):
   assert tuple(pixels.heat_colours(level)) == rgb
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_a_16_bit_image_of_12_bit_data_is_scaled_by_its_bit_depth(tmp_path, caplog, suffix):
+  """Scaled from 0..65535, 12-bit sensor data (0..4095) came out almost black (mean 8)."""
+  ramp = np.linspace(0, 4095, 48 * 64).reshape(48, 64).astype(np.uint16)
+  path = tmp_path / f"sensor{suffix}"
+  assert cv2.imwrite(str(path), ramp)
+  image = pixels.read_rgb(path)
+  assert image.dtype == np.uint8 and image.shape == (48, 64, 3)
+  np.testing.assert_array_equal(image[..., 0], np.rint(ramp * (255 / 4095)).astype(np.uint8))
+  assert [r.getMessage().split(" (further")[0] for r in caplog.records] == [
+      f"{path}: a 16-bit image with values 0..4095, read as 12-bit data (0..4095 scaled to "
+      "0..255)"]
+  full = tmp_path / "full" / f"full{suffix}"  # The whole 16-bit range: read as 16-bit, no note.
+  full.parent.mkdir()
+  caplog.clear()
+  assert cv2.imwrite(str(full), np.dstack([ramp * 16 + 15] * 3))
+  np.testing.assert_allclose(pixels.read_rgb(full), image, atol=1)
+  assert not caplog.records
+
+
+def test_a_float_image_is_refused_naming_the_file(tmp_path):
+  path = tmp_path / "float.tif"
+  assert cv2.imwrite(str(path), np.full((8, 8, 3), 0.5, np.float32))
+  with pytest.raises(ValueError, match=rf"cannot read image {path} \(float32 samples; expected "
+                                       "8- or 16-bit"):
+    pixels.read_rgb(path)
+
+
+def _disc(size=64, radius=14):
+  mask = np.zeros((size, size), np.uint8)
+  cv2.circle(mask, (size // 2, size // 2), radius, 255, -1)
+  return mask
+
+
+def test_jpeg_and_anti_aliased_masks_are_binarized_at_half_range(tmp_path, caplog):
+  """Any non-zero pixel of a JPEG mask made its ringing defect: +15-40% mask area."""
+  disc = _disc()
+  jpeg = tmp_path / "jpeg" / "000_mask.jpg"
+  jpeg.parent.mkdir()
+  assert cv2.imwrite(str(jpeg), disc, [cv2.IMWRITE_JPEG_QUALITY, 75])
+  assert (cv2.imread(str(jpeg), cv2.IMREAD_GRAYSCALE) > 0).sum() > 1.15 * (disc > 0).sum()
+  assert abs(int(pixels.read_mask(jpeg).sum()) - int((disc > 0).sum())) <= 0.03 * disc.sum() / 255
+  assert "binarized at half range (>= 128)" in caplog.text and str(jpeg) in caplog.text
+  soft = tmp_path / "soft.png"  # Anti-aliased edges: a graded PNG, from 4x supersampling.
+  big = np.zeros((256, 256), np.uint8)
+  cv2.circle(big, (128, 128), 56, 255, -1)
+  assert cv2.imwrite(str(soft), cv2.resize(big, (64, 64), interpolation=cv2.INTER_AREA))
+  np.testing.assert_array_equal(pixels.read_mask(soft),
+                                cv2.resize(big, (64, 64), interpolation=cv2.INTER_AREA) >= 128)
+
+
+def test_label_masks_keep_any_non_zero_value_as_defect(tmp_path):
+  """VisA and MVTec LOCO encode defect types in small values: they stay defect."""
+  labels = np.zeros((32, 32), np.uint16)
+  labels[2:8, 2:8], labels[10:20, 10:20], labels[25:, 25:] = 1, 2, 3
+  path = tmp_path / "labels.png"
+  assert cv2.imwrite(str(path), labels)
+  np.testing.assert_array_equal(pixels.read_mask(path), labels > 0)

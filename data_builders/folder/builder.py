@@ -18,9 +18,10 @@ Choices (documented in `Folder.MANUAL_DOWNLOAD_INSTRUCTIONS` too):
 - There are no registered configs (`BUILDER_CONFIGS` is empty), so every config is a custom
   one and no name clashes with a registered one; `tfds.data_source('folder/<name>', ...)`
   reads a build from its files, as for the other builders' custom builds.
-- Images: .png/.jpg/.jpeg/.bmp/.tif/.tiff in any case, any size, grayscale or colour
-  (`af_jax.pixels.read_rgb`). Masks: `<stem>_mask.<ext>` or `<stem>.<ext>`, any of those
-  extensions; any non-zero pixel is anomalous (`common`). `test/good` needs no mask;
+- Images: .png/.jpg/.jpeg/.bmp/.tif/.tiff in any case, any size, grayscale or colour, 8 or 16
+  bits (`af_jax.pixels.read_rgb`: 16-bit ones are scaled by their bit depth). Masks:
+  `<stem>_mask.<ext>` or `<stem>.<ext>`, any of those extensions; any non-zero pixel is
+  anomalous, except in JPEG and anti-aliased masks, cut at half range (`af_jax.pixels`). `test/good` needs no mask;
   a `ground_truth/good` folder is ignored (logged).
 - Without test images only a train split is built: such a category can be trained on but
   not scored; the builder logs so, says so in `Folder.scorable` and records it in the
@@ -275,7 +276,8 @@ Each category is a folder laid out like MVTec AD:
   <manual_dir>/<category>/test/<defect>/001.png ...     defective test images (optional)
   <manual_dir>/<category>/ground_truth/<defect>/001_mask.png ...
       one mask per defective test image, named <image name>_mask.<ext> or <image name>.<ext>;
-      any non-zero pixel is anomalous; the mask has its image's size
+      any non-zero pixel is anomalous (JPEG or anti-aliased masks: from half range on);
+      the mask has its image's size
 
 Images: {SUFFIXES} (any case), any size, grayscale or colour; all are stretched to the
 build's square size. The category is the folder's name: ASCII letters, digits, '_', '-'
