@@ -26,16 +26,48 @@ import numpy as np
 
 # A plain name: letters, digits, '_', '-' and '.', not starting with '.' or '-'.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+# The longest plain name: file systems take 255 bytes a name, and af_jax adds to a category
+# (`<category>-64px-canny` builds, `.<name>.tmp<suffix>` temporary files, TFDS's
+# `incomplete.*` folders).
+MAX_NAME_LENGTH = 100
 
 
 def check_plain_name(name: str, what: str) -> str:
   """`name` if it is a plain name that can only ever be one folder or file inside another (no
-  path separator, no '..', no leading '.' or '-'); a ValueError saying so otherwise. Names
-  taken from users (categories) go through it before they become paths."""
+  path separator, no '..', no leading '.' or '-', at most `MAX_NAME_LENGTH` characters); a
+  ValueError saying so otherwise. Names taken from users (categories) go through it before
+  they become paths."""
   if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or name.strip(".") == "":
     raise ValueError(f"{what} must be a plain name (letters, digits, '_', '-', '.'; no path), "
                      f"got {name!r}")
+  check_name_length(name, what)
   return name
+
+
+def check_name_length(name: str, what: str) -> str:
+  """`name` if it has at most `MAX_NAME_LENGTH` characters, else a ValueError saying so (the
+  file system's own error, 'File name too long', comes only once something is written)."""
+  if len(name) > MAX_NAME_LENGTH:
+    raise ValueError(f"{what} must be a plain name of at most {MAX_NAME_LENGTH} characters, got "
+                     f"{len(name)} characters ({name[:24]}...)")
+  return name
+
+
+def broken_link(path) -> str | None:
+  """What is wrong with `path` when it is a symbolic link that leads to no file (a loop, or a
+  target that does not exist), said so that it can follow the path in a message; else None.
+  Such a link fails only when it is opened, with an OSError that does not say it is a link."""
+  path = pathlib.Path(path)
+  if not path.is_symlink():
+    return None
+  try:
+    path.stat()
+  except OSError as e:
+    if e.errno == errno.ELOOP:
+      return "is a symbolic link loop (it leads back to itself)"
+    reason = "does not exist" if e.errno == errno.ENOENT else f"cannot be opened ({e.strerror})"
+    return f"is a symbolic link to {os.readlink(path)}, which {reason}"
+  return None
 
 
 def atomic_write(path, write: Callable[[pathlib.Path], None]) -> pathlib.Path:

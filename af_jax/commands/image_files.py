@@ -10,14 +10,18 @@ import pathlib
 
 import numpy as np
 
+from af_jax import files as files_lib
 from af_jax import pixels
 
 SPLITS = ("train", "test", "validation")  # Split folders of the MVTec layout (and MVTec LOCO's).
 
 
 def find_images(pattern: str) -> list[pathlib.Path]:
-  """Image files matching a glob pattern or inside a directory; error when there are none."""
+  """Image files matching a glob pattern or inside a directory; error when there are none, or
+  when one is a symbolic link that leads nowhere (a loop, a missing target), naming it."""
   path = pathlib.Path(pattern)
+  if problem := files_lib.broken_link(path):
+    raise ValueError(f"{path} {problem}")
   if path.is_dir():
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in pixels.IMAGE_SUFFIXES)
   else:
@@ -26,6 +30,10 @@ def find_images(pattern: str) -> list[pathlib.Path]:
   if not files:
     raise FileNotFoundError(
         f"no image files ({', '.join(pixels.IMAGE_SUFFIXES)}) match {pattern!r}")
+  broken = [f"{f} {problem}" for f in files if (problem := files_lib.broken_link(f))]
+  if broken:
+    raise ValueError(f"{len(broken)} image path(s) lead to no file: {listing(broken)}; remove "
+                     "the links or point them at images")
   return files
 
 

@@ -10,26 +10,27 @@ category folder it is given, so a new product needs no code:
 
 Choices (documented in `Folder.MANUAL_DOWNLOAD_INSTRUCTIONS` too):
 - Category names are plain folder names: ASCII letters, digits, '_', '-' and '.', starting
-  with a letter, digit or '_' (`check_category`). Builds with non-default options are
-  named as for every builder (`widget-64px-canny`, `common.config_for`); since a category
-  may itself contain '-', a build's name is read from the right (`parse_config_name`), and a
-  category whose last '-' part would spell an option (`widget-64px`, `gear-canny`) is
-  refused, so no category's default build can share a name with another's build.
+  with a letter, digit or '_', at most 100 characters (`check_category`, `af_jax.files`).
+  Builds with non-default options are named as for every builder (`widget-64px-canny`,
+  `common.config_for`); since a category may itself contain '-', a build's name is read
+  from the right (`parse_config_name`), and a category whose last '-' part would spell an
+  option (`widget-64px`, `gear-canny`) is refused, so no category's default build can share a name with another's build.
 - There are no registered configs (`BUILDER_CONFIGS` is empty), so every config is a custom
   one and no name clashes with a registered one; `tfds.data_source('folder/<name>', ...)`
   reads a build from its files, as for the other builders' custom builds.
 - Images: .png/.jpg/.jpeg/.bmp/.tif/.tiff in any case, any size, grayscale or colour, 8 or 16
   bits (`af_jax.pixels.read_rgb`: 16-bit ones are scaled by their bit depth). Masks:
   `<stem>_mask.<ext>` or `<stem>.<ext>`, any of those extensions; any non-zero pixel is
-  anomalous, except in JPEG and anti-aliased masks, cut at half range (`af_jax.pixels`). `test/good` needs no mask;
-  a `ground_truth/good` folder is ignored (logged).
+  anomalous, except in JPEG and anti-aliased masks, cut at half range (`af_jax.pixels`).
+  `test/good` needs no mask; a `ground_truth/good` folder is ignored (logged).
 - Without test images only a train split is built: such a category can be trained on but
   not scored; the builder logs so, says so in `Folder.scorable` and records it in the
   build's metadata (`scorable`), as it does for a test split without defective images.
 - Well-known junk (names starting with '.', such as .DS_Store and macOS '._*' files, and
   Thumbs.db, ehthumbs.db, desktop.ini) is ignored silently. Any other file that is not an
   image, a sub-folder inside an image folder, a zero-byte image and two files with the same
-  stem in one folder (`001.png` and `001.jpg`: which would be meant?) are bad input: a
+  stem in one folder (`001.png` and `001.jpg`: which would be meant?), a symbolic link that
+  leads nowhere (a loop, or a missing target) are bad input: a
   `common.BadInputError` naming the file, or skipped with `skip_bad` and counted in
   `builder.skipped`, as are unreadable images, unpaired masks and masks of another size
   than their image. A missing or empty `train/good` is a `common.LayoutError`.
@@ -51,6 +52,7 @@ import re
 
 import tensorflow_datasets as tfds
 
+from af_jax import files
 from af_jax import pixels
 from af_jax.data_builders import common
 from af_jax.data_builders import config as config_lib
@@ -82,6 +84,7 @@ def check_category(category: str) -> str:
         f"{category!r} cannot be a {NAME} category: a category is the name of a folder in "
         "the manual folder (not a path), made of ASCII letters, digits, '_', '-' and '.', "
         "starting with a letter, digit or '_'")
+  files.check_name_length(category, f"{NAME} category {category[:24]}...")
   last = category.rsplit("-", 1)
   if len(last) == 2 and _option_in(last[1]):
     raise ValueError(
@@ -135,7 +138,11 @@ def _image_files(folder: pathlib.Path, bad: common.BadInputs, what: str,
   for path in sorted(folder.iterdir()):
     if _is_junk(path):
       continue
-    if path.is_dir():
+    if problem := files.broken_link(path):
+      bad(path, f"{problem}; remove the link or point it at {what}")
+      if dropped is not None:
+        dropped.add(path.stem)
+    elif path.is_dir():
       bad(path, f"a folder where {what} were expected: only image files ({SUFFIXES}) belong "
           f"in {folder}")
     elif path.suffix.lower() not in pixels.IMAGE_SUFFIXES:
@@ -147,17 +154,17 @@ def _image_files(folder: pathlib.Path, bad: common.BadInputs, what: str,
         dropped.add(path.stem)
     else:
       by_stem[path.stem].append(path)
-  files = {}
+  unique = {}
   for stem, paths in sorted(by_stem.items()):
     if len(paths) == 1:
-      files[stem] = paths[0]
+      unique[stem] = paths[0]
       continue
     names = " and ".join(p.name for p in paths)
     for path in paths:
       bad(path, f"{names} in {folder} share the name {stem!r}; keep one of them")
     if dropped is not None:
       dropped.add(stem)
-  return files
+  return unique
 
 
 def _normal_records(files: dict[str, pathlib.Path], root: pathlib.Path) -> list[common.Record]:
@@ -223,6 +230,9 @@ def list_folder_layout(root: pathlib.Path, category: str,
   test images. Raises LayoutError without training images; reports bad files to `bad`."""
   category_dir = root / category
   train_dir = category_dir / "train" / "good"
+  if problem := files.broken_link(train_dir):
+    raise common.LayoutError(f"{train_dir}, the folder of the normal training images of "
+                             f"{category!r}, {problem}")
   if not train_dir.is_dir():
     loose = (category_dir / "train").is_dir() and any(
         p.suffix.lower() in pixels.IMAGE_SUFFIXES for p in (category_dir / "train").iterdir())
@@ -240,7 +250,9 @@ def list_folder_layout(root: pathlib.Path, category: str,
     for folder in sorted(test_dir.iterdir()):
       if _is_junk(folder):
         continue
-      if not folder.is_dir():
+      if problem := files.broken_link(folder):
+        bad(folder, f"{problem}; remove the link or point it at a folder of test images")
+      elif not folder.is_dir():
         bad(folder, f"a file directly in {test_dir}: expected good/ and one folder per defect")
       elif folder.name == "good":
         test += _normal_records(_image_files(folder, bad, "normal test images"), root)

@@ -3,6 +3,7 @@
 import logging
 import pathlib
 import re
+import shutil
 
 import cv2
 import numpy as np
@@ -215,6 +216,17 @@ def test_names_any_plain_folder_name_and_build_names_read_from_the_right():
     assert text in Folder.MANUAL_DOWNLOAD_INSTRUCTIONS
 
 
+def test_an_overlong_category_is_refused_and_its_folder_ignored(tmp_path, caplog):
+  """A 255-character category was `OSError: File name too long` once the build began."""
+  long_name = "x" * 255
+  with pytest.raises(ValueError, match="at most 100 characters, got 255 characters"):
+    folder.config_for(long_name)
+  _tree(tmp_path, long_name, test=False)
+  _tree(tmp_path, "widget", test=False)
+  assert Folder.found_categories(tmp_path) == ["widget"]
+  assert f"Ignoring {tmp_path / long_name}" in caplog.text and "at most 100" in caplog.text
+
+
 def test_builder_takes_a_build_name_and_needs_a_category(tmp_path):
   builder = Folder(config="my-widget-48px-canny", data_dir=str(tmp_path))
   assert (builder.category, builder.builder_config.size, builder.builder_config.edges) == (
@@ -299,6 +311,15 @@ def test_missing_manual_folder_category_and_train_folder_are_layout_errors(tmp_p
   assert "move them into good/" in message
 
 
+def test_a_train_folder_that_is_a_link_loop_is_a_layout_error_naming_it(tmp_path):
+  root = tmp_path / "mine"
+  cat = _tree(root)
+  shutil.rmtree(cat / "train" / "good")
+  (cat / "train" / "good").symlink_to(cat / "train" / "good")
+  message = _raises(common.LayoutError, cat / "train" / "good", root, tmp_path / "tfds")
+  assert "symbolic link loop" in message
+
+
 def test_empty_train_folder_is_a_layout_error_even_when_skipping(tmp_path):
   root = tmp_path / "mine"
   cat = _tree(root)
@@ -363,13 +384,26 @@ def _damage(cat: pathlib.Path, damage: str) -> tuple[pathlib.Path, int, dict]:
   if damage == "two_masks":
     bad = _write(truth / "001.png", _mask())
     return bad, 1, {"train": 2, "test": 2}
+  if damage == "dangling_link":
+    bad = cat / "train" / "good" / "002.png"
+    bad.symlink_to(cat / "train" / "moved_away.png")
+    return bad, 1, {"train": 2, "test": 3}
+  if damage == "link_loop":
+    bad = cat / "train" / "good" / "002.png"
+    bad.symlink_to(bad)
+    return bad, 1, {"train": 2, "test": 3}
+  if damage == "link_loop_in_test":
+    bad = cat / "test" / "scratch"
+    bad.symlink_to(bad)
+    return bad, 1, {"train": 2, "test": 3}
   raise ValueError(damage)
 
 
 @pytest.mark.parametrize("damage", [
     "orphan_mask", "orphan_mask_folder", "image_without_mask", "mask_size", "unreadable_image",
     "unreadable_mask", "zero_byte_image", "zero_byte_mask", "zero_byte_defect_image",
-    "text_file", "subfolder", "file_in_test", "same_stem", "same_stem_defect", "two_masks"])
+    "text_file", "subfolder", "file_in_test", "same_stem", "same_stem_defect", "two_masks",
+    "dangling_link", "link_loop", "link_loop_in_test"])
 def test_bad_file_stops_naming_it_or_is_skipped_and_counted(tmp_path, damage):
   root = tmp_path / "mine"
   bad, count, sizes = _damage(_tree(root), damage)

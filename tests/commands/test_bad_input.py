@@ -63,7 +63,8 @@ def images(runs, tmp_path):
 
 
 # ------------------------------------------------------------------ writes outside --out
-@pytest.mark.parametrize("category", ["/some/folder", "../../x", "a/b", "..", ".hidden", ""])
+@pytest.mark.parametrize("category", ["/some/folder", "../../x", "a/b", "..", ".hidden", "",
+                                      "x" * 255])  # Too long: was OSError: File name too long.
 def test_a_category_is_a_plain_name_never_a_path(runs, images, tmp_path, capsys, category):
   victim = tmp_path / "victim"
   (victim / "images").mkdir(parents=True)
@@ -131,6 +132,20 @@ def test_calibration_changes_the_run_only_after_the_command_succeeded(blaze, ima
 
 
 # ------------------------------------------------------------------ silent wrong results
+def test_links_that_lead_nowhere_among_the_images_are_named(blaze, images, tmp_path, capsys):
+  """A symbolic link loop or a dangling link in --images was a traceback."""
+  (images / "loop.png").symlink_to(images / "loop.png")
+  (images / "gone.png").symlink_to(tmp_path / "deleted.png")
+  before = _snapshot(tmp_path)
+  code, err = _run("localize", "--workdir", blaze, "--images", images, "--out", tmp_path / "o",
+                   "--pixel_threshold", 0.5, "--image_threshold", 0.5, capsys=capsys)
+  assert code == 1 and err.startswith("af-jax localize: error: 2 image path(s) lead to no "), err
+  assert f"{images / 'loop.png'} is a symbolic link loop" in err, err
+  assert f"{images / 'gone.png'} is a symbolic link to {tmp_path / 'deleted.png'}, which does " \
+         "not exist" in err, err
+  assert _snapshot(tmp_path) == before and not (tmp_path / "o").exists()
+
+
 def test_a_single_image_array_is_refused_not_read_as_rows(runs, blaze, images):
   image = cv2.imread(str(images / "000.png"))
   with pytest.raises(ValueError, match=r"one array of shape \(32, 32, 3\).*\[image\]"):
