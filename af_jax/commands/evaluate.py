@@ -108,15 +108,21 @@ def evaluate_category(detector, data_dir, dataset, category, split="test") -> di
 
 def evidence_block(detector, test: TestSet, category: str | None = None) -> dict | None:
   """What the detector was given, scored alone beside it (a run with `blaze.evidence_trust`,
-  else None): per source of `trust.SOURCES` its `score` (`infer.EvidenceChannel`), the trust
-  fitted for the category's reference (`trust.Trust.row`; `category` names it, default
-  `test`'s)."""
+  else None): per source of `trust.SOURCES` its `score` (`infer.EvidenceChannel`), with the
+  reference `category` (default: each image's nearest, as the detector chose), and the trust
+  fitted for that reference (`trust.Trust.row`; for nearest references, the one most of
+  `test`'s images use)."""
   from af_jax import infer  # pylint: disable=g-import-not-at-top
+  from af_jax import pixels  # pylint: disable=g-import-not-at-top
   from af_jax.evidence import trust  # pylint: disable=g-import-not-at-top
   if detector.trust is None:
     return None
-  name = detector.references.names[detector.references.index(category or test.category)]
-  block = {source: score(infer.EvidenceChannel(detector, source, name), test)
+  if category is None:
+    which = detector.reference_indices(pixels.resize_images(test.images, detector.size), None)
+    name = detector.references.names[np.bincount(which).argmax()]
+  else:
+    name = detector.references.names[detector.references.index(category)]
+  block = {source: score(infer.EvidenceChannel(detector, source, category), test)
            for source in trust.SOURCES}
   return dict(block, trust=detector.trust.row(name))
 
