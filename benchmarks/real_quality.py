@@ -5,9 +5,10 @@
 
 A category is a name of `SOURCES` (MVTec AD bottle, aligned; MPDD metal_plate, unaligned; the
 magnetic tile, a surface: DESIGN.md B.11's table, under `--data_root`) or the path of any
-category folder in the MVTec AD layout. They are linked into one manual folder, `<out>/manual/<name>`, and read as the
-generic `folder` dataset, so that each seed trains ONE model over all of them and the synthetic
-categories: `af-jax demo --dataset folder --manual_dir <out>/manual --categories ... --seed S`.
+category folder in the MVTec AD layout. They are linked into one manual folder,
+`<out>/manual/<name>`, and read as the generic `folder` dataset, so that each seed trains ONE
+model over all of them and the synthetic categories:
+`af-jax demo --dataset folder --manual_dir <out>/manual --categories ... --seed S`.
 
 It prints two tables: per category, the detector at each seed (whether it beats the floor, and
 whether it keeps its evidence: its pixel AUROC and AUPRO at or above each evidence input scored
@@ -98,7 +99,8 @@ def score_held_out(out: pathlib.Path, manual: pathlib.Path, name: str) -> dict:
     return json.loads(cached.read_text())
   data_dir = out / "data"
   with log_setup.routed("demo", ["--out", str(out)]):
-    [built] = demo._prepare_user_data("folder", manual, [name], data_dir,  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    [built] = demo._prepare_user_data("folder", manual, [name], data_dir,
                                       demo_config.DATA["size"])
     floors = evaluate.floor_factories()
     test = evaluate.scorable(data_dir, [("folder", built)], floors)[built]
@@ -160,7 +162,7 @@ def time_table(by_seed: dict[int, dict]) -> str:
 def main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--categories", default="bottle,metal_plate")
+  parser.add_argument("--categories", default=",".join(SOURCES))
   parser.add_argument("--seeds", default="0,1")
   parser.add_argument("--held_out", default="",
                       help="categories (of --categories' kind) to hold out of training, one "

@@ -43,11 +43,11 @@ METRICS = {"pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "image_auroc": "image
 FLOOR_MARGIN = {"pixel_auroc": 0.0, "aupro": 0.0, "image_auroc": 0.02}
 DETECTOR = "BlazeDetector"
 FLOOR = "floor (the better of the two)"
-FLOOR_NOTE = ("Beside the detector, the two no-learning floors (af_jax/evidence/baseline.py): per-pixel "
-              "Gaussian statistics (DESIGN.md B.10) and the nearest patch on raw pixels (B.11), "
-              "each fitted on the category's training images. The floor is the better of the two "
-              "per metric; the detector beats it where its pixel AUROC and AUPRO reach the floor "
-              "and its image AUROC is at most 2 points below it.")
+FLOOR_NOTE = ("Beside the detector, the two no-learning floors (af_jax/evidence/baseline.py): "
+              "per-pixel Gaussian statistics (DESIGN.md B.10) and the nearest patch on raw "
+              "pixels (B.11), each fitted on the category's training images. The floor is the "
+              "better of the two per metric; the detector beats it where its pixel AUROC and "
+              "AUPRO reach the floor and its image AUROC is at most 2 points below it.")
 
 
 @dataclasses.dataclass(frozen=True)

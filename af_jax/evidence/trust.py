@@ -1,4 +1,4 @@
-"""How far to trust each kind of evidence, per category, fitted from anomalies made from its normal images.
+"""How far to trust each kind of evidence, per category, fitted from anomalies of its normal images.
 
 BlazeDetector holds three kinds of evidence about each pixel:
 
@@ -133,7 +133,8 @@ class Trust:
     i = self.index(name)
     return dict(weights=dict(zip(SOURCES, self.weights[i].round(3).tolist())),
                 sigma=dict(zip(SOURCES, self.sigma[i].round(3).tolist())),
-                fit_quality=dict(zip((*SOURCES, "detector"), self.fit_quality[i].round(4).tolist())))
+                fit_quality=dict(zip((*SOURCES, "detector"),
+                                     self.fit_quality[i].round(4).tolist())))
 
   def save(self, workdir) -> pathlib.Path:
     """Writes `<workdir>/evidence_trust.npz` atomically (a rename)."""
