@@ -98,11 +98,18 @@ def _prepare_user_data(dataset, manual_dir, categories, data_dir, size) -> list[
   return [prepare_build.config_for(dataset, cls, c, size=size).name for c in names]
 
 
-def _stage_done(workdir: pathlib.Path, num_steps: int) -> bool:
+def _stage_done(workdir: pathlib.Path, config) -> bool:
+  """Whether the stage trained all its steps and fitted what its end fits (a run stopped
+  during its evidence trust fit is trained again: `train` then only fits)."""
   from af_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from af_jax import stage_registry  # pylint: disable=g-import-not-at-top
+  from af_jax.evidence import trust  # pylint: disable=g-import-not-at-top
   if not (workdir / checkpoint.CONFIG_FILE).is_file():
     return False
-  return checkpoint.Checkpointer(workdir).latest_step() == num_steps
+  if (stage_registry.uses_evidence_trust(config)
+      and not (workdir / trust.FILE_NAME).is_file()):
+    return False
+  return checkpoint.Checkpointer(workdir).latest_step() == config.num_steps
 
 
 def _gray(x) -> np.ndarray:
@@ -194,7 +201,7 @@ def run_demo(out="demo_out", quick: bool = False, inception=None, lpips=None, *,
     print(f"[2/5] training {stage} ({i + 1}/{len(stage_registry.STAGES)}): {config.num_steps} "
           f"steps -> {workdir}", flush=True)
     t = time.perf_counter()
-    if not _stage_done(workdir, config.num_steps):
+    if not _stage_done(workdir, config):
       train.train(config, str(workdir))
     timings[f"train_{stage}_s"] = time.perf_counter() - t
     teacher = workdir

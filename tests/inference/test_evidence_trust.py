@@ -111,3 +111,14 @@ def test_the_trust_file_must_match_the_references(pidinet_runs, tmp_path):
   (run / trust_lib.FILE_NAME).unlink()
   with pytest.raises(FileNotFoundError, match="blaze.evidence_trust"):
     infer.Detector(run)
+
+
+def test_a_run_stopped_during_its_trust_fit_is_not_taken_as_done(pidinet_runs, tmp_path):
+  from af_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from af_jax.commands import demo  # pylint: disable=g-import-not-at-top
+  root, _ = pidinet_runs
+  run = copy_run(root / "blaze_patch", tmp_path / "run")
+  config = checkpoint.load_config(run)
+  assert demo._stage_done(run, config)  # pylint: disable=protected-access
+  (run / trust_lib.FILE_NAME).unlink()
+  assert not demo._stage_done(run, config)  # pylint: disable=protected-access
