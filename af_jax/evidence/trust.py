@@ -120,6 +120,9 @@ class Trust:
   fit_quality: np.ndarray
 
   def index(self, name: str) -> int:
+    if name not in self.names:
+      raise ValueError(f"no evidence trust fitted for {name!r}; it is fitted for "
+                       f"{list(self.names)} (Detector.add_reference fits a new part)")
     return self.names.index(name)
 
   def merged(self, other: "Trust") -> "Trust":
