@@ -54,7 +54,6 @@ import dataclasses
 import itertools
 import pathlib
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
