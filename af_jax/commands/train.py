@@ -84,8 +84,8 @@ def main(argv: list[str]) -> int:
     config = parse_config(args.config, overrides)
   except ValueError as e:
     parser.error(str(e))
-  host_flags.start(args)
   try:
+    host_flags.start(args)  # A host that never comes is an expected error, too.
     final = train_lib.train(config, args.workdir)
   except EXPECTED_ERRORS as e:
     print(f"af-jax train: error: {e}", file=sys.stderr)
