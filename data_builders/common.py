@@ -35,6 +35,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import os
 import pathlib
 import re
 from typing import NamedTuple
@@ -48,6 +49,7 @@ from af_jax import pixels
 from af_jax.data_builders import beam_examples
 from af_jax.data_builders import config as config_lib
 from af_jax.data_builders import features
+from af_jax.data_builders import source_files
 from af_jax.data_builders import train_sample
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,11 @@ class LayoutError(FileNotFoundError):
 
 class BadInputError(ValueError):
   """One file of the manual download cannot be used (message names it)."""
+
+
+class StaleBuildError(LayoutError):
+  """A build exists, made from other files than the manual folder now holds
+  (`source_files`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,15 +100,17 @@ class Record:
 class BadInputs:
   """Stops at the first bad file (naming it), or skips bad files and remembers them."""
 
-  def __init__(self, skip: bool):
+  def __init__(self, skip: bool, quiet: bool = False):
     self.skip = skip
+    self.quiet = quiet  # Listing only, to compare (`source_files`): the build said it once.
     self.skipped: list[str] = []
 
   def __call__(self, path: pathlib.Path | str, problem: str) -> None:
     message = f"{path}: {problem}"
     if not self.skip:
       raise BadInputError(f"{message} (skip such files with skip_bad=True / --skip_bad)")
-    log.warning("Skipping %s", message)
+    if not self.quiet:
+      log.warning("Skipping %s", message)
     self.skipped.append(message)
 
 
@@ -496,6 +505,48 @@ class ManualCategoryBuilder(AfBuilder, skip_registration=True):
   def _list_splits(self, root: pathlib.Path) -> dict[str, list[Record]]:
     """{split: records} of `self.category`, reporting bad files through `self.bad_inputs`."""
 
+  def _listed(self, root: pathlib.Path) -> dict[str, list[Record]]:
+    """`_list_splits`, recording the files listed in the build (`source_files`)."""
+    splits = self._list_splits(root)
+    self.info.metadata[source_files.KEY] = source_files.fingerprint(splits, root)
+    return splits
+
+  def download_and_prepare(self, *, download_dir=None, download_config=None, **kwargs):
+    """TFDS's, after checking that an existing build was made from the files the manual
+    folder holds now (`source_files`); TFDS's overwrite modes rebuild without looking."""
+    config = download_config or tfds.download.DownloadConfig()
+    if self.data_path.exists() and not config.download_mode.overwrite_dataset:
+      self._check_sources(self.manual_dir(download_dir, config))
+    super().download_and_prepare(download_dir=download_dir, download_config=download_config,
+                                 **kwargs)
+
+  def manual_dir(self, download_dir, config: tfds.download.DownloadConfig) -> pathlib.Path:
+    """The manual folder TFDS will read: the download config's, else its default place."""
+    return pathlib.Path(os.fspath(config.manual_dir or pathlib.Path(os.fspath(
+        download_dir or self.data_dir_root / "downloads")) / "manual"))
+
+  def _check_sources(self, root: pathlib.Path) -> None:
+    """StaleBuildError when `root` now holds other files for this build than it was made
+    from; a warning for a build that recorded none (made before af_jax recorded them)."""
+    where = f"{self.name}/{self.builder_config.name} in {self.data_dir_root}"
+    recorded = self.info.metadata.get(source_files.KEY)
+    if recorded is None:
+      log.warning("%s was built before af_jax recorded its source files, so a change to "
+                  "them since cannot be seen: reusing it as built (rebuild it with --overwrite "
+                  "to record them)", where)
+      return
+    loud, self.bad_inputs = self.bad_inputs, BadInputs(skip=True, quiet=True)
+    try:
+      changed = source_files.changes(recorded,
+                                     source_files.fingerprint(self._list_splits(root), root))
+    finally:
+      self.bad_inputs = loud
+    if changed:
+      raise StaleBuildError(
+          f"{where} was built from other files than {root} holds now ({changed}): rebuild it "
+          "with --overwrite (the old build stays readable until the new one is complete), "
+          "or restore the files it was built from")
+
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     try:
       root = pathlib.Path(dl_manager.manual_dir)
@@ -509,7 +560,7 @@ class ManualCategoryBuilder(AfBuilder, skip_registration=True):
       found = ", ".join(self.found_categories(root)) or "none"
       raise LayoutError(f"{self.name}: expected {marker} for category {self.category!r}; "
                         f"categories found in {root}: {found}")
-    splits = self._draw_train(self._list_splits(root))
+    splits = self._draw_train(self._listed(root))
     return {name: self._examples(name, records) for name, records in splits.items()}
 
   def _draw_train(self, splits: dict[str, list[Record]]) -> dict[str, list[Record]]:

@@ -15,8 +15,11 @@ with `tfds.data_source('mvtec_ad/bottle', data_dir=...)`; other options give ano
 such a name, as this command and error messages print it (`bottle-64px-canny`,
 `circuit-64px-train64`), and builds exactly that build, with the options its name spells (a
 synthetic build's name also spells its image counts and seed). A category that is already
-built is reused, not rebuilt, unless `--overwrite` is given (e.g. for a corrupt build, which
-training and evaluation report with this command): it is then built anew in a temporary
+built is reused, not rebuilt, when its manual folder still holds the files it was built from
+(names, sizes and modification times, recorded in the build: `data_builders.source_files`);
+files added, removed or changed since are refused, naming the folders and counts, and a build
+that recorded none is reused with a warning. `--overwrite` rebuilds (so, too, a corrupt build,
+which training and evaluation report with this command): it is built anew in a temporary
 folder inside `--data_dir` and swapped in by renames once complete, so the old build stays
 readable until the new one is whole, and a failed rebuild leaves the old one as it was.
 `--dataset synthetic` needs no manual folder.

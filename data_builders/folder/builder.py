@@ -40,7 +40,9 @@ Choices (documented in `Folder.MANUAL_DOWNLOAD_INSTRUCTIONS` too):
   of it from another folder is a `common.LayoutError` that says to rename one folder or use
   another `--data_dir`. Replacing the build on purpose still works: `af-jax prepare
   --overwrite` builds into a fresh folder and swaps it in, and TFDS's overwrite download
-  modes skip the check. The same folder built again is reused, as for every builder.
+  modes skip the check. The same folder built again is reused when it holds the files the
+  build was made from, as for every builder; else it is refused, naming what changed
+  (`data_builders.source_files`).
 """
 
 import collections
@@ -346,12 +348,12 @@ named alike cannot be built into one --data_dir (rename one, or use another --da
     return self.info.metadata.get("source_dir")
 
   def download_and_prepare(self, *, download_dir=None, download_config=None, **kwargs):
-    """TFDS's, after checking that an existing build of this name is from the same folder."""
+    """TFDS's, after checking that an existing build of this name is from the same folder
+    (then the base class checks that folder's files, `source_files`)."""
     config = download_config or tfds.download.DownloadConfig()
-    manual_dir = config.manual_dir or (
-        pathlib.Path(os.fspath(download_dir or self.data_dir_root / "downloads")) / "manual")
     if self.data_path.exists() and not config.download_mode.overwrite_dataset:
-      recorded, wanted = self.source_dir, source_of(manual_dir, self.category)
+      recorded = self.source_dir
+      wanted = source_of(self.manual_dir(download_dir, config), self.category)
       if recorded != wanted:
         raise common.LayoutError(
             f"{NAME}/{self.builder_config.name} in {self.data_dir_root} was built from "
@@ -377,7 +379,7 @@ named alike cannot be built into one --data_dir (rename one, or use another --da
                                f"category {self.category!r}; categories found in {root}: "
                                f"{found}")
     self.info.metadata["source_dir"] = source_of(root, self.category)
-    splits = self._list_splits(root)
+    splits = self._listed(root)
     self._set_scorable(any(r.label for r in splits.get("test", ())), "test" in splits)
     self._category_dir = category_dir
     return {split: self._examples(split, records)

@@ -1,9 +1,11 @@
 """`af-jax prepare` end to end: fake MVTec AD trees, the synthetic set, usage errors, rebuilds."""
 
+import json
 import os
 import pathlib
 import re
 import shlex
+import shutil
 
 import cv2
 import numpy as np
@@ -182,3 +184,50 @@ def test_every_synthetic_build_name_plans_that_build(options):
   planned = prepare.config_named("synthetic", prepare.builder_class("synthetic"), built.name)
   assert planned.name == built.name
   assert {k: getattr(planned, k) for k in options} == options
+
+
+# ---------------------------------------------------------------- a changed manual folder
+
+
+def _snapshot(folder: pathlib.Path) -> dict[str, bytes]:
+  """Every file under `folder` and its bytes (but the log every verb appends to)."""
+  return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+          if p.is_file() and p.name != "af_jax.log"}
+
+
+def test_a_changed_folder_is_refused_naming_what_changed_not_reused(bottle_dir, tmp_path,
+                                                                      capsys):
+  """Real bottle images as a `folder` category: built, reused while unchanged, refused once
+  images are added and one rewritten (one line naming the folder, the counts and
+  --overwrite; the build and the folder untouched), rebuilt with --overwrite; a build made
+  before the files were recorded is reused with one warning line."""
+  good = tmp_path / "mine" / "widget" / "train" / "good"
+  good.mkdir(parents=True)
+  sources = sorted((bottle_dir / "train" / "good").glob("*.png"))
+  for source in sources[:2]:
+    shutil.copy(source, good)
+  data_dir = tmp_path / "tfds"
+  args = ["prepare", "--dataset", "folder", "--manual_dir", tmp_path / "mine", "--data_dir",
+          data_dir, "--size", "32", "--edges", "canny"]
+  assert cli.main(list(map(str, args))) == 0
+  assert cli.main(list(map(str, args))) == 0  # Unchanged: reused.
+  assert "(train 2)" in capsys.readouterr().out
+  for source in sources[2:5]:
+    shutil.copy(source, good)
+  os.utime(good / sources[0].name, ns=(0, 0))  # Rewritten, as far as its time says.
+  before = _snapshot(tmp_path)
+  assert cli.main(list(map(str, args))) == 1
+  err = capsys.readouterr().err
+  assert "Traceback" not in err
+  (line,) = [line for line in err.splitlines() if line.startswith("af-jax prepare: error:")]
+  assert "widget/train/good: 3 files added, 1 file changed" in line and "--overwrite" in line
+  assert _snapshot(tmp_path) == before
+  assert cli.main(list(map(str, [*args, "--overwrite"]))) == 0
+  assert "(train 5)" in capsys.readouterr().out
+
+  metadata = next(data_dir.rglob("metadata.json"))  # As a build made before the record.
+  recorded = json.loads(metadata.read_text())
+  metadata.write_text(json.dumps({k: v for k, v in recorded.items() if k != "source_files"}))
+  assert cli.main(list(map(str, args))) == 0
+  notes = [line for line in capsys.readouterr().err.splitlines() if "source files" in line]
+  assert len(notes) == 1 and "--overwrite" in notes[0]
