@@ -124,6 +124,11 @@ class OutputFolder:
       for path in self.parts(listing)[1:]:
         path.unlink()
 
+  def recorded(self, key: str):
+    """The value of `key` in the settings this output was begun with, None if not recorded."""
+    path = self.root / SETTINGS
+    return json.loads(path.read_text()).get(key) if path.is_file() else None
+
   def check_settings(self, settings: dict) -> None:
     """Records the settings that decide the output (JSON values); when resuming an output
     begun with other ones, raises ValueError naming them."""

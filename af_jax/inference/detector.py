@@ -129,9 +129,12 @@ class Detector(trained_network.TrainedNetwork):
     self.smoothing_sigma = smoothing_sigma
     self.flip_tta = bool(flip_tta)
     self._run = _localize_fn(self.generator)
-    self.thresholds = thresholds_lib.load(self.workdir)
     self.references = (reference.load(self.workdir) if stage_registry.uses_reference(self.config)
                        else None)
+    # The categories an older thresholds file's one set stands for (`thresholds`).
+    self._trained = (thresholds_lib.ANY,) if self.references is None else self.references.names
+    self.thresholds = thresholds_lib.load(self.workdir, self._trained)
+    self._calibrated = {}  # The last `calibrate`'s, which `save_thresholds` writes.
     self.patch_memory = (patch_memory.load(self.workdir)
                          if stage_registry.uses_patch_guide(self.config) else None)
     self._patch_arrays = (None if self.patch_memory is None  # On device once, not per call.
@@ -400,13 +403,16 @@ class Detector(trained_network.TrainedNetwork):
   def calibrate(self, normal_images, fpr: float = defaults.CALIBRATION_FPR, *,
                 category: str | None = None, min_images: int = defaults.MIN_CALIBRATION_IMAGES,
                 save: bool = True) -> dict:
-    """Pixel and image thresholds at false-positive rate `fpr` on normal images.
+    """Pixel and image thresholds at false-positive rate `fpr` on normal images, per category.
 
-    The images may differ in size and are localized with `category`'s reference (as
-    `localize`; recorded as `reference`); fewer than `min_images` are refused (the (1 - fpr)
-    quantile of a handful of images says little about unseen ones; lower it knowingly).
-    With `save` the thresholds are written to the run (`thresholds`) at once; without it they
-    serve this Detector until `save_thresholds()` writes them. Returns them.
+    The images may differ in size and are localized as `localize` does: with `category`'s
+    reference, else each with its nearest. Each reference gets the thresholds of the images
+    compared with it (a run without references one set, `thresholds.ANY`); fewer than
+    `min_images` are too few (the (1 - fpr) quantile of a handful of images says little about
+    unseen ones; lower it knowingly): such a category keeps what it had, with a warning, and
+    an error when no category has enough. With `save` the thresholds are written to the run
+    (`thresholds`, only the categories measured) at once; without it they serve this Detector
+    until `save_thresholds()` writes them. Returns {category: thresholds} of those measured.
     """
     if not 0 < fpr < 1:
       raise ValueError(f"fpr must be in (0, 1), got {fpr}")
@@ -416,21 +422,54 @@ class Detector(trained_network.TrainedNetwork):
                        f"{len(normal_images)}")
     results = [self.localize([normal_images[i] for i in batch], category)
                for batch in batching.batches_by_size(normal_images)]
-    self.thresholds = thresholds_lib.measure(
-        np.concatenate([r.heatmaps.ravel() for r in results]),
-        np.concatenate([r.scores for r in results]), fpr, self.settings())
-    self.thresholds["reference"] = category
+    heatmaps = [h for r in results for h in r.heatmaps]
+    scores = np.concatenate([r.scores for r in results])
+    names = [n for r in results for n in (r.references or [thresholds_lib.ANY] * len(r.scores))]
+    groups = {name: [i for i, n in enumerate(names) if n == name] for name in sorted(set(names))}
+    enough = max(min_images, 1)
+    measured = {name: thresholds_lib.measure(np.concatenate([heatmaps[i].ravel() for i in rows]),
+                                             scores[rows], fpr, self.settings())
+                for name, rows in groups.items() if len(rows) >= enough}
+    short = ", ".join(f"{name} {len(rows)}" for name, rows in groups.items()
+                      if name not in measured)
+    if not measured:
+      raise ValueError(f"calibration needs at least {enough} normal images of a category; "
+                       f"the nearest references of the {len(names)} given are: {short}")
+    if short:
+      log.warning("calibration: too few of the normal images (fewer than %d) were compared with "
+                  "the reference of %s; its thresholds stay as they were", enough, short)
+    self.thresholds = {**self.thresholds, **measured}
+    self._calibrated = measured
     if save:
       self.save_thresholds()
-    return self.thresholds
+    return measured
 
   def save_thresholds(self) -> None:
-    """Writes the thresholds of the last `calibrate` to the run's thresholds.json."""
-    thresholds_lib.save(self.workdir, self.thresholds)
+    """Writes the categories the last `calibrate` measured into the run's thresholds.json,
+    keeping the other categories' (and the file before, as thresholds.json.bak)."""
+    thresholds_lib.save(self.workdir, self._calibrated, self._trained)
 
-  def threshold(self, kind: str, override: float | None = None) -> float:
-    """The pixel/image threshold: the override, else the calibrated one, else an error."""
-    return thresholds_lib.choose(kind, self.thresholds, self.settings(), self.workdir, override)
+  def threshold_category(self, category: str | None) -> str:
+    """The key of `category`'s thresholds: its reference's full name (a short one, "circuit",
+    finds "synthetic/circuit"), or `thresholds.ANY` for a run without references."""
+    if self.references is None:
+      return thresholds_lib.ANY
+    if category is None:
+      raise ValueError(f"the run in {self.workdir} keeps thresholds per category: name one "
+                       f"(category=...; calibrated: {', '.join(self.thresholds) or 'none'})")
+    try:
+      return self.references.names[self.references.index(category)]
+    except KeyError:  # No reference here; calibrated with its own, it has thresholds still.
+      return category
+
+  def threshold(self, kind: str, override: float | None = None, *,
+                category: str | None = None) -> float:
+    """The pixel/image threshold of `category` (for a run with references; the reference the
+    images were compared with): the override, else its calibrated one, else an error naming
+    the category and the calibrated ones."""
+    key = thresholds_lib.ANY if override is not None else self.threshold_category(category)
+    return thresholds_lib.choose(kind, self.thresholds, key, self.settings(), self.workdir,
+                                 override)
 
 
 def fit_trust(workdir, normal_images: dict, moments: dict) -> trust_lib.Trust:

@@ -3,6 +3,7 @@
   detector = af_jax.load_detector("detector/")
   heatmaps, scores = detector(images)              # uint8 [N, S, S, 3]
   heatmaps, scores = detector(images, category)    # a run trained with blaze.reference
+  ng = scores >= detector.threshold("image", category)   # that category's calibrated one
 
 `detector.json` records the size and SHA-256 of `detector.stablehlo`; the loader compares
 them before `jax.export.deserialize` sees a byte, because a damaged file does not fail
@@ -22,6 +23,8 @@ import json
 import pathlib
 
 import numpy as np
+
+from af_jax.inference import thresholds as thresholds_lib
 
 FUNCTION_FILE = "detector.stablehlo"
 METADATA_FILE = "detector.json"
@@ -111,6 +114,29 @@ class ExportedDetector:
     if not len(images):
       return np.zeros((0, size, size), np.float32), np.zeros((0,), np.float32)
     return self.exported.call(*args)
+
+  def threshold(self, kind: str, category=None) -> float:
+    """The calibrated pixel/image threshold of `category` (an index into `categories`, or its
+    name; none for a detector without categories) that `detector.json` carries; a ValueError
+    naming the category and the calibrated ones when it has none."""
+    if kind not in thresholds_lib.KINDS:
+      raise ValueError(f"threshold kind must be one of {thresholds_lib.KINDS}, got {kind!r}")
+    if self.categories is None:
+      name = thresholds_lib.ANY
+    elif category is None:
+      raise ValueError(f"category: the detector in {self.folder} keeps thresholds per "
+                       f"category; name one of {self.categories} (or its index)")
+    else:
+      name = (category if isinstance(category, str)
+              else self.categories[int(self._indices(category, 1)[0])])
+    kept = self.metadata.get("thresholds")
+    kept = kept if isinstance(kept, dict) else {}
+    if not isinstance(kept.get(name), dict) or not isinstance(kept[name].get(kind), float):
+      raise ValueError(f"{self.folder / METADATA_FILE} carries no calibrated {kind} threshold "
+                       f"for {'its images' if name == thresholds_lib.ANY else name} (calibrated:"
+                       f" {', '.join(kept) or 'none'}); calibrate it (af-jax localize "
+                       f"--calibrate DIR) and {_again(self.folder)}")
+    return kept[name][kind]
 
 
 def load_detector(folder) -> ExportedDetector:

@@ -4,8 +4,10 @@
 
 writes `detector/detector.stablehlo` (the bytes of `jax.export.export(...).serialize()`) and
 `detector/detector.json` (what it takes and gives: the model size S, the categories of its
-references in index order, the calibrated thresholds when the run has them, the af_jax version,
-and the size and SHA-256 of `detector.stablehlo`, which `af_jax.load_detector` checks).
+references in index order, each category's calibrated thresholds (`thresholds`: category ->
+pixel, image and fpr, of those calibrated with this detector's settings; "*" for a run without
+references), the af_jax version, and the size and SHA-256 of `detector.stablehlo`, which
+`af_jax.load_detector` checks).
 The function takes uint8 images [N, S, S, 3] (N symbolic: any batch size) and, for a run
 trained with `blaze.reference`, the index of each image's category int32 [N] into
 `categories`; it returns (heatmaps float32 [N, S, S] in [0, 1], scores float32 [N]), what
@@ -38,6 +40,7 @@ from af_jax.evidence import patch_memory
 from af_jax import pixels
 from af_jax.evidence import reference
 from af_jax.inference import detector_file
+from af_jax.inference import thresholds as thresholds_lib
 from af_jax import postprocess
 from af_jax.evidence import trust as trust_lib
 from af_jax.ops import edges as edges_lib
@@ -117,10 +120,10 @@ def export_detector(detector) -> tuple[bytes, str]:
   return function, json.dumps(metadata, indent=2)
 
 
-def _thresholds(detector) -> dict | None:
-  """The run's calibrated thresholds, if they were measured with this detector's settings."""
-  try:
-    return dict(pixel=detector.threshold("pixel"), image=detector.threshold("image"),
-                fpr=detector.thresholds["fpr"])
-  except ValueError:
-    return None
+def _thresholds(detector) -> dict[str, dict]:
+  """{category: pixel, image, fpr} of the categories whose calibrated thresholds were measured
+  with this detector's settings (`thresholds.ANY` for a run without references)."""
+  saved, settings = detector.thresholds, detector.settings()
+  names = (thresholds_lib.ANY,) if detector.references is None else detector.references.names
+  return {name: {k: saved[name][k] for k in ("pixel", "image", "fpr")} for name in names
+          if thresholds_lib.problem(saved, name, settings) is None}

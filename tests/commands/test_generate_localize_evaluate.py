@@ -259,8 +259,12 @@ def test_localize_calibrates_thresholds_writes_results_and_metrics(runs, mvtec, 
   blaze = copy_run(runs[0] / "blaze", tmp_path / "blaze")
   test_images = mvtec / "test"
   code, err = _run("localize", "--workdir", blaze, "--images", test_images, "--out",
-                   tmp_path / "none", capsys=capsys)
-  assert code == 1 and "no calibrated thresholds" in err
+                   tmp_path / "none", capsys=capsys)  # Scored, but judged by no thresholds.
+  assert code == 0 and "8 image(s) compared with the run say 'not calibrated'" in err, err
+  assert "--calibrate NORMAL_IMAGES --overwrite" in err and "Traceback" not in err
+  with (tmp_path / "none" / "scores.csv").open() as f:
+    assert {r["decision"] for r in csv.DictReader(f)} == {"not calibrated"}
+  assert not list((tmp_path / "none" / "masks").iterdir())
 
   out = tmp_path / "loc"
   code, err = _run("localize", "--workdir", blaze, "--images", test_images, "--out", out,
@@ -268,11 +272,11 @@ def test_localize_calibrates_thresholds_writes_results_and_metrics(runs, mvtec, 
                    "--min_calibration_images", 8,
                    "--ground_truth", mvtec / "ground_truth", capsys=capsys)
   assert code == 0, err
-  thresholds = json.loads((blaze / "thresholds.json").read_text())
+  thresholds = json.loads((blaze / "thresholds.json").read_text())["categories"]["*"]
   summary = json.loads((out / "summary.json").read_text())
   assert thresholds["fpr"] == 0.05 and thresholds["num_images"] == 8
-  assert summary["pixel_threshold"] == thresholds["pixel"]
-  assert summary["image_threshold"] == thresholds["image"]
+  assert summary["thresholds"] == {"*": dict(pixel=thresholds["pixel"],
+                                             image=thresholds["image"])}
   assert set(summary["metrics"]) == {"pixel_auroc", "aupro", "image_auroc"}
   assert all(0 <= v <= 1 for v in summary["metrics"].values())
 

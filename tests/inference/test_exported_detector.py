@@ -65,7 +65,7 @@ def _load(folder):
 def test_the_export_equals_the_detector_without_references(pidinet_runs, exports):
   root, names = pidinet_runs
   function, meta = _load(exports["blaze"])
-  assert meta["size"] == 32 and meta["categories"] is None and meta["thresholds"] is None
+  assert meta["size"] == 32 and meta["categories"] is None and meta["thresholds"] == {}
   images = np.concatenate([_images(root, n) for n in names])
   expected = infer.Detector(root / "blaze").localize(images)
   heatmaps, scores = function.call(images)
@@ -249,8 +249,8 @@ def test_export_carries_calibrated_thresholds_and_refuses_canny_runs(pidinet_run
                    capsys=capsys)
   assert code == 0, err
   meta = json.loads((tmp_path / "e" / exported_detector.METADATA_FILE).read_text())
-  saved = json.loads((workdir / infer.THRESHOLDS_FILE).read_text())
-  assert meta["thresholds"] == dict(pixel=saved["pixel"], image=saved["image"], fpr=0.1)
+  saved = json.loads((workdir / infer.THRESHOLDS_FILE).read_text())["categories"]["*"]
+  assert meta["thresholds"] == {"*": dict(pixel=saved["pixel"], image=saved["image"], fpr=0.1)}
   code, err = _run("export-detector", "--workdir", workdir, "--out", tmp_path / "e",
                    capsys=capsys)
   assert code == 1 and "already holds output" in err

@@ -16,6 +16,7 @@ import pytest
 
 from af_jax import checkpoint
 from af_jax import infer
+from af_jax.inference import thresholds
 from af_jax import postprocess
 from af_jax import input_pipeline
 from af_jax.ops import edges
@@ -229,8 +230,8 @@ def test_calibrated_thresholds_are_saved_used_and_overridden(runs, tmp_path):
   normal = split_images(data_dir, names[2])
   with pytest.raises(ValueError, match="at least 10 normal images, got 8"):
     detector.calibrate(normal, fpr=0.1)  # A handful says little of unseen images.
-  assert detector.thresholds is None
-  saved = detector.calibrate(normal, fpr=0.1, min_images=8)
+  assert detector.thresholds == {}
+  saved = detector.calibrate(normal, fpr=0.1, min_images=8)[thresholds.ANY]
   assert saved["step"] == 2 and saved["edge_method"] == "canny" and saved["num_images"] == 8
   heatmaps = detector.localize(normal).heatmaps
   assert np.isclose(np.mean(heatmaps >= saved["pixel"]), 0.1, atol=0.005)
@@ -251,7 +252,8 @@ def test_calibrated_thresholds_are_saved_used_and_overridden(runs, tmp_path):
     detector.calibrate([], fpr=0.1, min_images=0)
   # Normal images of several sizes calibrate together (one localize call per size).
   mixed = normal[:6] + [cv2.resize(im, (40, 24)) for im in normal[6:]]
-  assert detector.calibrate(mixed, fpr=0.1, min_images=8)["num_images"] == 8
+  mixed_calibration = detector.calibrate(mixed, fpr=0.1, min_images=8)
+  assert mixed_calibration[thresholds.ANY]["num_images"] == 8
 
 
 def test_mesh_and_dtype_give_the_single_device_result(runs, tmp_path):
