@@ -136,11 +136,13 @@ def _serialized(save, *args, **kwargs) -> bytes:
   return buffer.getvalue()
 
 
-def append_line(path, line: str) -> None:
-  """Appends `line` and a newline, whole or not at all.
+def append_line(path, line: str, sync: bool = False) -> None:
+  """Appends `line` and a newline, whole or not at all; with `sync`, on disk before it returns.
 
   A failed write (a full disk) is cut back off the file, so a listing such as a manifest
-  never holds a partial line.
+  never holds a partial line. `sync` is for a line others act on at once (a verdict of
+  `af-jax serve-folder`): after a power loss it must still be there, or the image it judged
+  would be judged a second time.
   """
   data = (line + "\n").encode()
   fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -150,6 +152,8 @@ def append_line(path, line: str) -> None:
       written = os.write(fd, data)
       if written != len(data):
         raise OSError(errno.ENOSPC, f"only {written} of {len(data)} bytes written", str(path))
+      if sync:
+        os.fsync(fd)
     except OSError:
       os.ftruncate(fd, size)
       raise
