@@ -138,7 +138,7 @@ def resolve_category(data_dir, dataset: str, category: str) -> str:
   if _is_built(root / category) or not root.is_dir():
     return category
   builds = sorted(p.name for p in root.iterdir()
-                  if p.name != category and _category_of_build(dataset, p.name) == category
+                  if p.name != category and category_of_build(dataset, p.name) == category
                   and _is_built(p))
   if len(builds) > 1:
     raise FileNotFoundError(f"{dataset}/{category} has several builds in {root.parent}: "
@@ -146,7 +146,7 @@ def resolve_category(data_dir, dataset: str, category: str) -> str:
   return builds[0] if builds else category
 
 
-def _category_of_build(dataset: str, name: str) -> str | None:
+def category_of_build(dataset: str, name: str) -> str | None:
   """The category a build's name starts with: up to the first '-', or for `folder` (whose
   categories may hold '-') what its options, read from the right, leave."""
   if dataset != "folder":

@@ -18,6 +18,12 @@ category's train split at its prepared size, and adds to metrics.json:
 The nearest-patch floor's time grows with test pixels x memory: on 2 CPU cores about 40 s for
 MVTec AD bottle at 64 px, some 16 times that at 256 px (a GPU takes it when JAX has one).
 
+A run trained with `blaze.reference` compares each image with the nearest of its categories'
+references; a category it was not trained on needs its own, `--reference DIR` (its normal
+images, named after their folder's category as for `localize`, e.g.
+`--reference my_parts/widget/train/good`, repeatable): without one it is refused, naming the
+run's categories (compared with another category's reference, its figures would say nothing).
+
 Every category's test split (normal images, and anomalous ones with ground-truth masks) and,
 with `--baseline`, its train split's size are checked before anything is scored, so a bad
 category stops the run at once, naming it. Each file is written whole (`files.write_json`),
@@ -31,6 +37,7 @@ import typing
 
 import numpy as np
 
+from af_jax.commands import image_files
 from af_jax.commands import localize as localize_command
 from af_jax.commands import output_files
 from af_jax.commands import run_flags
@@ -305,14 +312,17 @@ def evaluate(args) -> dict:
     raise ValueError(f"--categories names no category: {args.categories!r}")
   floors = floor_factories(args.patch_memory) if args.baseline else {}
   tests = scorable(args.data_dir, [(args.dataset, c) for c in categories], floors, args.split)
+  references = image_files.reference_sets(args.reference or ())
   detector = infer.Detector(args.workdir, **run_flags.detector_options(args))
+  compared = references_of(detector, args.dataset, categories, references)
   out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "eval")
   with output_files.output_folder(out, (), OUTPUT_FILES, args.overwrite) as folder:
     per_category, floor_results = {}, {name: {} for name in floors}
     bar = progress.Progress(len(categories), "evaluate", unit="category")
     evidence = {}
     for category, test in tests.items():
-      per_category[category] = score_with_evidence(detector, test, evidence)
+      per_category[category] = score_with_evidence(detector, test, evidence,
+                                                   compared[category])
       for name, floor in floors.items():
         floor_results[name][category] = score_floor(floor, test)
       bar.update(1)
@@ -330,6 +340,45 @@ def evaluate(args) -> dict:
   print(table)
   print(f"written: {out / OUTPUT_FILES[1]}, {out / OUTPUT_FILES[0]}")
   return summary
+
+
+def references_of(detector, dataset: str, categories: list[str],
+                  references: dict[str, list]) -> dict[str, str | None]:
+  """{category: the reference its images are compared with}: the `--reference` of its name
+  (added to `detector`), else None (each image's nearest) for a category the run was trained
+  on. ValueError for a category of neither, or a `--reference` of no category evaluated."""
+  from af_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  names = {c: next((n for n in (c, input_pipeline.category_of_build(dataset, c))
+                    if n in references), None) for c in categories}
+  unused = sorted(set(references) - set(names.values()))
+  if unused:
+    raise ValueError(f"--reference of category {', '.join(unused)} (from its path) matches none "
+                     f"of --categories {','.join(categories)}; name its folder as the category")
+  for name in names.values():
+    if name is not None:
+      detector.add_reference(name, references[name])
+  trained = detector.references.names if detector.references is not None else None
+  for category, name in names.items():
+    if name is None and trained is not None and not _trained_on(trained, dataset, category):
+      raise ValueError(
+          f"the run in {detector.workdir} was not trained on {dataset}/{category} (its "
+          f"categories: {', '.join(trained)}), and its images compared with another category's "
+          f"reference would score nothing of it: give its normal images, --reference DIR "
+          f"(e.g. <manual_dir>/{category}/train/good)")
+  return names
+
+
+def _trained_on(trained: tuple[str, ...], dataset: str, category: str) -> bool:
+  """Whether a reference of `trained` ('<dataset>/<build>') is of `category` of `dataset`,
+  named by its build's name or its category's (`input_pipeline.resolve_category`)."""
+  from af_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  wanted = input_pipeline.category_of_build(dataset, category)
+  for name in trained:
+    source, _, build = name.rpartition("/")
+    if source == dataset and (build == category or
+                              input_pipeline.category_of_build(source, build) == wanted):
+      return True
+  return False
 
 
 def add_patch_memory_flag(parser) -> None:
@@ -354,5 +403,6 @@ def main(argv) -> int:
                       "Gaussian and nearest patch), fitted on each category's train split, and "
                       "whether the detector beats the better of the two")
   add_patch_memory_flag(p)
+  run_flags.add_references_flag(p)
   # It prints its table.
   return run_flags.run("evaluate", evaluate, p.parse_args(argv), show_result=False)

@@ -65,6 +65,21 @@ def read_images(files) -> list[np.ndarray]:
   return images
 
 
+def reference_sets(folders) -> dict[str, list[np.ndarray]]:
+  """{category: normal images} of `--reference` folders (globs or directories), each named
+  after its files' category (`category_of`); two folders of one category are refused, naming
+  both (one would silently replace the other)."""
+  found, sets = {}, {}
+  for folder in folders:
+    paths = find_images(folder)
+    name = category_of(paths)
+    if name in found:
+      raise ValueError(f"--reference {found[name]} and --reference {folder} are both category "
+                       f"{name!r} (from their paths); give one folder per category")
+    found[name], sets[name] = folder, read_images(paths)
+  return sets
+
+
 def category_of(files) -> str:
   """The category of images in the MVTec layout, `<category>/<split>/<defect>/<file>`.
 

@@ -117,6 +117,15 @@ def detector_options(args) -> dict:
               flare_workdir=args.flare_workdir, **network_options(args))
 
 
+def add_references_flag(p: argparse.ArgumentParser) -> None:
+  """`--reference DIR`, repeatable, of the verbs that take new categories' normal images
+  (`image_files.reference_sets`)."""
+  p.add_argument("--reference", action="append", metavar="DIR",
+                 help="normal images (glob or directory) of a category the run was not "
+                      "trained on, named after its folder's category (repeatable): a run "
+                      "trained with blaze.reference compares that category's images with them")
+
+
 def add_output_flags(p: argparse.ArgumentParser) -> None:
   """What to do with a previous output in `--out` (generate, localize; `output_files`)."""
   previous = p.add_mutually_exclusive_group()
