@@ -9,6 +9,7 @@
   af-jax convert-weights      a .pth state dict (Inception, VGG16, ...) to .npz
   af-jax export    a prepared category as PNG files in the MVTec AD layout
   af-jax export-detector      a trained detector as one StableHLO file, callable with JAX alone
+  af-jax serve-folder         verdicts for images as they land in a folder (exported detector)
   af-jax demo      everything above on the built-in synthetic data, on CPU, in minutes
   af-jax configs   the configs shipped with af_jax (`--config configs/NAME.py` finds them)
   af-jax info      versions, the devices JAX sees, shipped weights: paste it into a bug report
@@ -37,6 +38,7 @@ COMMANDS = {
     "convert-weights": "af_jax.commands.convert_weights:main",
     "export": "af_jax.commands.export:main",
     "export-detector": "af_jax.commands.export_detector:main",
+    "serve-folder": "af_jax.commands.serve_folder:main",
     "demo": "af_jax.commands.demo:main",
     "configs": "af_jax.commands.configs:main",
     "info": "af_jax.commands.info:main",

@@ -6,13 +6,14 @@ only" for every teacher checkpoint it reads, and so on. `routed(verb, argv)` (en
 `cli.py` around every verb) sends
 
 * to the console (stderr): records of af_jax's own loggers (`af_jax.*`, its data builders and configs included)
-  from the verb's level on (INFO for `train`, WARNING otherwise), and library
-  records of level ERROR and up;
+  from the verb's level on (INFO for `train` and `serve-folder`, WARNING otherwise), and
+  library records of level ERROR and up;
 * to `<folder>/af_jax.log`: every record from INFO on, with time and logger name, appended,
   each run starting with a line naming the command. `<folder>` is the verb's output folder
-  (`LOG_FOLDERS`: the run's workdir for the verbs that use a trained run, the demo's `--out`,
-  prepare's `--data_dir`). The first library warning kept off the console says, once, where
-  that file is. A verb without such a folder shows library warnings on the console as usual.
+  (`LOG_FOLDERS`: the run's workdir for the verbs that use a trained run, the `--out` of
+  the demo and serve-folder, prepare's `--data_dir`). The first library warning kept off
+  the console says, once, where that file is. A verb without such a folder shows library
+  warnings on the console as usual.
 
 af_jax's metric log lines (`writers.LoggingWriter`) go through absl, so to the file only:
 training shows them on the console as its progress line.
@@ -37,8 +38,10 @@ LOG_FOLDERS = {
     "evaluate": ("--workdir", None),
     "evaluate-generation": ("--generated", None),
     "demo": ("--out", "demo_out"),  # demo.py's default --out.
+    "serve-folder": ("--out", None),
 }
-CONSOLE_LEVELS = {"train": logging.INFO}  # Other verbs: WARNING.
+# Other verbs: WARNING. A loop that runs for days says how it keeps up.
+CONSOLE_LEVELS = {"train": logging.INFO, "serve-folder": logging.INFO}
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONSOLE_FORMAT = "%(levelname)s: %(message)s"
 
