@@ -7,6 +7,11 @@ use only array methods and operators, so they work unchanged on numpy and JAX ar
 
 Conventions:
 - Images are uint8 RGB [H, W, 3]; grayscale sources are repeated to three channels.
+- Gray and colour are never compared: an image is gray when its channels agree (their spread,
+  max - min, averages under `GRAY_SPREAD` levels: a gray camera's file, 8 or 16 bits, or saved
+  as colour), and the detector compares each image only with a normal reference of its own
+  kind (`af_jax.evidence.reference`), so a gray reference never scores colour images, nor the
+  reverse: a colour part seen in gray differs from its reference at every pixel.
 - Resizing (`resize_image`) stretches to S x S, never crops, so non-square sources keep their
   whole field of view and masks stay aligned. Rule: every side longer than S is first shrunk
   by area averaging (each output pixel averages the source pixels folded into it: no aliasing
@@ -45,6 +50,10 @@ BIT_DEPTHS = (8, 10, 12, 14, 16)
 # A mask of at most this many distinct values holds labels; more is a graded mask.
 LABEL_LEVELS = 16
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
+# An image whose channels differ by less than this on average (levels of 255) is gray; colour
+# photos of even dull grey parts differ by several levels (MPDD metal_plate 25-38, MVTec AD
+# bottle 8), a gray camera's by none.
+GRAY_SPREAD = 1.0
 
 log = logging.getLogger(__name__)
 _warned: set[tuple[str, str]] = set()  # (folder, what): warned once per process.
@@ -148,6 +157,18 @@ def image_list(images, what: str = "images") -> list:
                        f"array of shape {np.shape(images)}; for a single image pass [image] "
                        "(or image[None])")
   return list(images)
+
+
+def is_gray(images, unit: float = 255.0) -> np.ndarray:
+  """bool [N]: which of images [N, H, W, 3] are gray (module docstring); `unit` is the value
+  of white (255 for uint8, 1 for a reference's mean and std in [0, 1])."""
+  x = np.asarray(images, np.float32) * (255.0 / unit)
+  spread = x.max(-1) - x.min(-1)
+  return spread.mean(axis=tuple(range(1, spread.ndim))) < GRAY_SPREAD
+
+
+def kind(gray: bool) -> str:
+  return "grayscale" if gray else "colour"
 
 
 # ------------------------------------------------------------------ resizing

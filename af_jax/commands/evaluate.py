@@ -315,6 +315,10 @@ def evaluate(args) -> dict:
   references = image_files.reference_sets(args.reference or ())
   detector = infer.Detector(args.workdir, **run_flags.detector_options(args))
   compared = references_of(detector, args.dataset, categories, references)
+  for category, test in tests.items():  # Gray and colour are never compared: refused first.
+    detector.compared_with(test.images, compared[category],
+                           [f"{test.name} {args.split} image {i}"
+                            for i in range(len(test.images))])
   out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "eval")
   with output_files.output_folder(out, (), OUTPUT_FILES, args.overwrite) as folder:
     per_category, floor_results = {}, {name: {} for name in floors}

@@ -111,6 +111,8 @@ def localize(args) -> dict:
   detector = infer.Detector(args.workdir, **run_flags.detector_options(args))
   if reference_images is not None:
     detector.add_reference(category, reference_images)
+  for checked, names in ((images, paths), (normal or [], normal_paths)):  # Before any output:
+    detector.compared_with(checked, category, names)  # gray and colour are never compared.
   reference_files = image_files.file_states(reference_paths or [])
   with output_files.output_folder(args.out, OUTPUT_DIRS, [SCORES_CSV, SUMMARY_JSON],
                                   args.overwrite, args.resume) as out:

@@ -110,9 +110,17 @@ class References:
     """float32 [..., S, S, 6] of reference `index` (an int or an int array)."""
     return np.concatenate([self.mean[index], self.std[index]], axis=-1)
 
-  def nearest(self, images: np.ndarray) -> np.ndarray:
-    """int [N]: for uint8 images [N, S, S, 3] of the references' size, the reference whose
-    mean image is nearest (mean squared difference)."""
+  @property
+  def gray(self) -> np.ndarray:
+    """bool [C]: which references are of gray images (`pixels.is_gray`: mean and std alike
+    in every channel)."""
+    return pixels.is_gray(self.mean, unit=1.0) & pixels.is_gray(self.std, unit=1.0)
+
+  def nearest(self, images: np.ndarray, names=None) -> np.ndarray:
+    """int [N]: for uint8 images [N, S, S, 3] of the references' size, the reference of its
+    own kind (gray or colour, `pixels` docstring) whose mean image is nearest (mean squared
+    difference); ValueError naming the first image (by `names`, else its index) of a kind
+    no reference has."""
     x = _unit(images, batch=True)
     if x.shape[1:] != self.mean.shape[1:]:
       raise ValueError(f"images of shape {x.shape[1:]} do not match the references' "
@@ -120,7 +128,24 @@ class References:
     flat_x, flat_m = x.reshape(len(x), -1), self.mean.reshape(len(self.names), -1)
     distance = ((flat_x ** 2).sum(1)[:, None] - 2 * flat_x @ flat_m.T
                 + (flat_m ** 2).sum(1)[None])
-    return np.argmin(distance, axis=1)
+    gray = pixels.is_gray(images)
+    other_kind = gray[:, None] != self.gray[None]
+    for i in np.flatnonzero(other_kind.all(axis=1))[:1]:
+      raise ValueError(f"{_named(names, i)} is {pixels.kind(gray[i])} and no reference is "
+                       f"({', '.join(self.names)}): gray and colour are never compared; give "
+                       "the normal images of its own camera as --reference DIR")
+    return np.argmin(np.where(other_kind, np.inf, distance), axis=1)
+
+  def check_kinds(self, images: np.ndarray, which: np.ndarray, names=None) -> None:
+    """ValueError naming the first of uint8 images [N, S, S, 3] (by `names`, else its index)
+    whose kind, gray or colour, differs from that of its reference `which` (`pixels`)."""
+    gray, wanted = pixels.is_gray(images), self.gray[which]
+    for i in np.flatnonzero(gray != wanted)[:1]:
+      raise ValueError(
+          f"{_named(names, i)} is {pixels.kind(gray[i])} but the reference "
+          f"{self.names[which[i]]} is {pixels.kind(wanted[i])}: gray and colour are never "
+          "compared (its scores would shift at every pixel); give the normal images of its own "
+          "camera as --reference DIR")
 
   def with_reference(self, name: str, moments: Moments) -> "References":
     """These references plus (or with a new) `name` from `moments`."""
@@ -143,6 +168,21 @@ class References:
     """Writes `<workdir>/reference_statistics.npz` atomically (a rename)."""
     path = pathlib.Path(workdir) / FILE_NAME
     return files.write_npz(path, names=np.asarray(self.names), mean=self.mean, std=self.std)
+
+
+def _named(names, i: int) -> str:
+  return str(names[i]) if names is not None else f"image {i}"
+
+
+def check_one_kind(images, name: str, names=None) -> None:
+  """ValueError when uint8 images [N, S, S, 3], the normal images of reference `name`, mix
+  gray and colour (`pixels`): a reference is of one kind."""
+  gray = pixels.is_gray(images)
+  if gray.any() and not gray.all():
+    i = int(np.flatnonzero(gray != gray[0])[0])
+    raise ValueError(f"the normal images of {name} mix grayscale and colour ({_named(names, 0)} "
+                     f"is {pixels.kind(gray[0])}, {_named(names, i)} "
+                     f"{pixels.kind(gray[i])}): a reference is of one camera's kind")
 
 
 def load(workdir) -> References:

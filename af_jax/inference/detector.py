@@ -206,14 +206,28 @@ class Detector(trained_network.TrainedNetwork):
       out.append(np.asarray(channel, np.float32)[:stop - start])
     return np.concatenate(out)
 
-  def reference_indices(self, resized: np.ndarray, category: str | None) -> np.ndarray | None:
+  def reference_indices(self, resized: np.ndarray, category: str | None, names=None
+                        ) -> np.ndarray | None:
     """int [N]: the reference each model-size image is compared with (`category`'s, else
-    each image's nearest); None for a run without references."""
+    each image's nearest of its kind); None for a run without references. Gray and colour
+    are never compared (`af_jax.pixels`): ValueError naming the image (by `names`, else its
+    index) otherwise."""
     if self.references is None:
       return None
     if category is None:
-      return self.references.nearest(resized)
-    return np.full(len(resized), self.references.index(category))
+      return self.references.nearest(resized, names)
+    which = np.full(len(resized), self.references.index(category))
+    self.references.check_kinds(resized, which, names)
+    return which
+
+  def compared_with(self, images, category: str | None = None, names=None
+                    ) -> list[str] | None:
+    """The reference each of uint8 images (any sizes) is compared with, checked as `localize`
+    checks it (`reference_indices`), without localizing: commands refuse before writing."""
+    if self.references is None or not len(images):
+      return None if self.references is None else []
+    which = self.reference_indices(pixels.resize_images(images, self.size), category, names)
+    return [self.references.names[i] for i in which]
 
   def network_outputs(self, edge_maps: np.ndarray, signed: np.ndarray, guide: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -376,6 +390,7 @@ class Detector(trained_network.TrainedNetwork):
       raise ValueError(f"the run in {self.workdir} was trained without blaze.reference; it "
                        "takes no reference")
     resized = pixels.resize_images(pixels.image_list(normal_images), self.size)
+    reference.check_one_kind(resized, name)
     if self.trust is not None and len(resized) < trust_lib.MIN_IMAGES:
       raise ValueError(f"{name}: fitting its evidence trust needs at least "
                        f"{trust_lib.MIN_IMAGES} normal images, got {len(resized)}")

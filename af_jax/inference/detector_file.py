@@ -14,7 +14,8 @@ file and saying to export it again.
 The call checks what the serialized function would reject with a JAX shape error, or would
 not check at all: the images' dtype and shape, and each category index, which the function
 itself clamps to the last category when it is out of range. A batch of 0 images gives empty
-outputs (the function's symbolic batch size must be at least 1). Only numpy and JAX are
+outputs (the function's symbolic batch size must be at least 1). An image of another kind than
+its category's reference (gray or colour, `af_jax.pixels`) is refused, as by the Detector. Only numpy and JAX are
 needed; the README shows the same check in plain JAX.
 """
 
@@ -25,6 +26,7 @@ import pathlib
 import numpy as np
 
 from af_jax.inference import thresholds as thresholds_lib
+from af_jax import pixels
 
 FUNCTION_FILE = "detector.stablehlo"
 METADATA_FILE = "detector.json"
@@ -111,9 +113,23 @@ class ExportedDetector:
         raise ValueError(f"category: the detector in {self.folder} needs each image's category,"
                          f" an index into {self.categories}")
       args.append(self._indices(category, len(images)))
+      self._check_kinds(images, args[-1])
     if not len(images):
       return np.zeros((0, size, size), np.float32), np.zeros((0,), np.float32)
     return self.exported.call(*args)
+
+  def _check_kinds(self, images: np.ndarray, index: np.ndarray) -> None:
+    """Gray and colour are never compared (`af_jax.pixels`): an image of the other kind than
+    its category's reference is refused, naming both (an export recording no kinds, from
+    before af_jax did, is not checked)."""
+    if self.metadata.get("gray") is None:
+      return
+    gray, wanted = pixels.is_gray(images), np.asarray(self.metadata["gray"], bool)[index]
+    for i in np.flatnonzero(gray != wanted)[:1]:
+      raise ValueError(f"image {i} is {pixels.kind(gray[i])} but category {index[i]} "
+                       f"({self.categories[index[i]]}) of the detector in {self.folder} is "
+                       f"{pixels.kind(wanted[i])}: gray and colour are never compared; export "
+                       "the detector with a --reference of this camera's normal images")
 
   def threshold(self, kind: str, category=None) -> float:
     """The calibrated pixel/image threshold of `category` (an index into `categories`, or its

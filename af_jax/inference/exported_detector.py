@@ -114,6 +114,8 @@ def export_detector(detector) -> tuple[bytes, str]:
       + (["category int32 [N] (index into categories)"] if categories else []),
       outputs=["heatmaps float32 [N, S, S] in [0, 1]", "scores float32 [N]"],
       categories=categories, thresholds=_thresholds(detector), step=detector.step,
+      # Which references are gray: the checked loader never compares gray and colour.
+      gray=None if categories is None else detector.references.gray.tolist(),
       edge_method=detector.edge_method, smoothing_sigma=detector.smoothing_sigma,
       flip_tta=detector.flip_tta, af_jax_version=__version__, workdir=str(detector.workdir),
       bytes=len(function), sha256=detector_file.sha256(function))
