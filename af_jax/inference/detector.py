@@ -1,9 +1,12 @@
 """Localize anomalies with a trained BlazeDetector: images in, heatmaps, repaired images, scores out.
 
   det = Detector("runs/blaze")
-  det.calibrate(normal_images, fpr=0.01)                     # thresholds without anomalies
-  loc = det.localize(test_images)                            # one size H x W per call
-  masks = loc.heatmaps >= det.threshold("pixel")             # bool [N, H, W]
+  det.calibrate(normal_images, fpr=0.01, category="bottle")  # thresholds without anomalies
+  loc = det.localize(test_images, category="bottle")         # one size H x W per call
+  masks = loc.heatmaps >= det.threshold("pixel", category="bottle")  # bool [N, H, W]
+
+(`category` for a run trained with `blaze.reference`: its thresholds are kept per category,
+`thresholds`.)
 
 Sizes. Images of any size are resized to the model's training size by the rule the dataset
 builders applied to its training data (`af_jax.pixels.resize_image`); heatmaps and repaired
