@@ -20,14 +20,17 @@ cannot be read gets {"file", "error"} and the loop goes on.
 
 Restarts: a name `verdicts.jsonl` lists is never scored again, one it does not list always is
 (`verdict_file`), so a loop killed at any point (SIGKILL, power loss) and started again gives
-every image exactly one verdict line. SIGINT or SIGTERM finish the current batch, then stop
-(a second one stops at once). `--once` scores the images there and stops (cron, tests). The
-log says images/s and latency every `--log_every` images and at the end (`serve_stats`).
+every image exactly one verdict line. A restart with another detector, `--watch`, category or
+thresholds is refused, naming them: one file holds one detector's verdicts (`--overwrite`
+starts over). SIGINT or SIGTERM finish the current batch, then stop (a second one stops at
+once). `--once` scores the images there and stops (cron, tests). The log says images/s and
+latency every `--log_every` images and at the end (`serve_stats`).
 """
 
 import argparse
 import contextlib
 import logging
+import pathlib
 import signal
 import threading
 import time
@@ -182,6 +185,7 @@ def serve(args) -> dict:
   with output_files.output_folder(args.out, OUTPUT_DIRS, [verdict_file.NAME], args.overwrite,
                                   resume=not args.overwrite) as out, _stop_on_signals() as stop:
     out.check_settings(dict(command="serve-folder", detector=detector.metadata["sha256"],
+                            watch=str(pathlib.Path(args.watch).resolve()),
                             category=args.category, thresholds=list(thresholds)))
     done = verdict_file.done_names(out.root / verdict_file.NAME)
     watcher = folder_watch.Watcher(args.watch, done, settle_s=args.poll_s)
