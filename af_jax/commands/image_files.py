@@ -37,18 +37,16 @@ def find_images(pattern: str) -> list[pathlib.Path]:
   return files
 
 
-def file_states(files) -> dict[str, list[int]]:
-  """{path: [size, modification time in ns]} of image files: what tells images replaced under
-  the same names (a `--resume` against another reference) from the ones read before."""
-  return {str(f): [(st := pathlib.Path(f).stat()).st_size, st.st_mtime_ns] for f in files}
-
-
-def state_changes(before: dict, now: dict) -> str:
-  """What differs between two `file_states` ("2 added (a, b); 1 changed (c)"), '' if nothing."""
-  kinds = (("added", sorted(now.keys() - before.keys())),
-           ("removed", sorted(before.keys() - now.keys())),
-           ("changed", sorted(k for k in now.keys() & before.keys() if now[k] != before[k])))
-  return "; ".join(f"{len(names)} {kind} ({listing(names, 2)})" for kind, names in kinds if names)
+def file_states(files) -> dict[str, dict[str, list[int]]]:
+  """{folder: {file name: [size, modification time in ns]}} of image files, as a build records
+  its source files (`data_builders.source_files`, whose `changes` compares two): what tells
+  images replaced under the same names (a `--resume` against another reference) from the ones
+  read before."""
+  states = {}
+  for f in map(pathlib.Path, files):
+    stat = f.stat()
+    states.setdefault(str(f.parent), {})[f.name] = [stat.st_size, stat.st_mtime_ns]
+  return states
 
 
 def read_images(files) -> list[np.ndarray]:

@@ -49,6 +49,7 @@ import numpy as np
 from af_jax.commands import image_files
 from af_jax.commands import output_files
 from af_jax.commands import run_flags
+from af_jax.data_builders import source_files
 from af_jax import files
 from af_jax.inference import defaults
 from af_jax.inference import thresholds as thresholds_lib
@@ -173,7 +174,7 @@ def category_thresholds(detector, pixel: float | None, image: float | None
 def _check_reference_unchanged(out, args, reference_files: dict) -> None:
   """--resume: a ValueError naming the reference folder and what changed in it since the
   output was begun (its rows would be scored against two references)."""
-  changed = image_files.state_changes(out.recorded("reference_files") or {}, reference_files)
+  changed = source_files.changes(out.recorded("reference_files") or {}, reference_files)
   if changed:
     raise ValueError(f"--resume: the reference images in {args.reference or args.calibrate} "
                      f"changed since the output in {out.root} was begun ({changed}); pass "

@@ -81,7 +81,9 @@ def _from_one_set(path: pathlib.Path, saved: dict, trained: tuple[str, ...]) -> 
     # A short name (`--category circuit`) stands for the trained "synthetic/circuit".
     full = [n for n in trained if n.split("/")[-1] == reference]
     return dict(categories={full[0] if len(full) == 1 else reference: saved})
-  return dict(categories={name: dict(saved, legacy=True) for name in trained})
+  # A run without references meant the same then as now: nothing to mark.
+  legacy = {} if trained == (ANY,) else dict(legacy=True)
+  return dict(categories={name: dict(saved, **legacy) for name in trained})
 
 
 def load(workdir, trained: tuple[str, ...]) -> dict[str, dict]:
@@ -90,7 +92,7 @@ def load(workdir, trained: tuple[str, ...]) -> dict[str, dict]:
   file's one set stands for."""
   path = pathlib.Path(workdir) / FILE_NAME
   saved = _read(path, tuple(trained))
-  legacy = [name for name, entry in saved.items() if entry.get("legacy") and name != ANY]
+  legacy = [name for name, entry in saved.items() if entry.get("legacy")]
   if legacy:
     log.warning("%s: the thresholds of %s are one set from an older af_jax, calibrated on each "
                 "image's nearest reference; they serve until each category is calibrated again "

@@ -179,7 +179,7 @@ def test_resume_refuses_reference_images_changed_since_the_output_began(line, tm
   lines = [l for l in err.splitlines() if l and not l.startswith("(library warnings")]
   assert code == 1 and len(lines) == 1, err
   assert (f"--resume: the reference images in {reference} changed since the output in "
-          f"{tmp_path / 'out'} was begun (1 changed ({reference / '003.png'}))") in err
+          f"{tmp_path / 'out'} was begun ({reference}: 1 file changed)") in err
   assert "pass --overwrite instead of --resume to start over" in err
   assert _snapshot(tmp_path) | _snapshot(line["workdir"]) == before
 
@@ -199,13 +199,17 @@ def test_a_second_reference_folder_is_refused_naming_both(line, tmp_path):
   assert not (tmp_path / "out").exists()
 
 
-def test_an_older_one_set_file_stands_for_what_it_was_calibrated_on(line, tmp_path, caplog):
+def test_an_older_one_set_file_stands_for_what_it_was_calibrated_on(line, pidinet_runs,
+                                                                    tmp_path, caplog):
   workdir, trained = copy_run(line["workdir"], tmp_path / "run"), line["trained"]
   old = dict(pixel=0.3, image=0.6, fpr=0.01, num_images=12,
              **infer.Detector(workdir).settings())
   path = workdir / thresholds.FILE_NAME
   path.write_text(json.dumps(dict(old, reference=None)))  # Nearest references: every trained.
+  plain = copy_run(pidinet_runs[0] / "blaze", tmp_path / "plain")  # A run without references.
+  (plain / thresholds.FILE_NAME).write_text(json.dumps(dict(old, reference=None)))
   with caplog.at_level(logging.WARNING):
+    assert infer.Detector(plain).threshold("image") == 0.6  # The same meaning then as now.
     detector = infer.Detector(workdir)
   notes = [r.getMessage() for r in caplog.records if "one set from an older" in r.getMessage()]
   assert len(notes) == 1 and all(name in notes[0] for name in trained)
