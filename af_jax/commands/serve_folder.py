@@ -65,6 +65,9 @@ def _category(detector, name: str | None) -> int | None:
     return None
   if name is None and len(names) == 1:
     return 0
+  if name is None:
+    raise ValueError(f"the detector in {detector.folder} compares images with one of "
+                     f"{', '.join(names)}; pass --category NAME, the one of these images")
   if name not in names:
     raise ValueError(f"--category {name}: the detector in {detector.folder} compares images "
                      f"with one of {', '.join(names)}; name the one of these images")
@@ -92,20 +95,27 @@ def _padded_size(count: int, batch_size: int) -> int:
   return min(batch_size, 1 << (count - 1).bit_length())
 
 
-def _localize(detector, images: list, category: int | None, batch_size: int):
-  """(heatmaps at each image's own size, scores) of one batch of uint8 RGB images."""
-  if not images:
-    return [], []
+def _localize(detector, images: list, category: int | None, batch_size: int) -> list:
+  """(heatmap at the image's own size, score), or the detector's refusal of it, of each of a
+  batch of uint8 RGB images. A batch the detector refuses (a gray image for a colour
+  reference) goes again image by image, so only the image at fault misses its verdict."""
   resized = pixels.resize_images(images, detector.size)
   padded = batching.pad(resized, _padded_size(len(images), batch_size))
   index = None if category is None else np.full(len(padded), category, np.int32)
-  heatmaps, scores = (np.asarray(x)[:len(images)] for x in detector(padded, index))
-  return [pixels.resize_back(h, im.shape[:2]) for h, im in zip(heatmaps, images)], scores
+  try:
+    heatmaps, scores = (np.asarray(x)[:len(images)] for x in detector(padded, index))
+  except ValueError as e:
+    if len(images) == 1:
+      return [str(e)]
+    return [result for image in images
+            for result in _localize(detector, [image], category, batch_size)]
+  return [(pixels.resize_back(h, im.shape[:2]), float(score))
+          for h, score, im in zip(heatmaps, scores, images)]
 
 
 def _read(path):
   """The image, or what is wrong with its file."""
-  try:
+  try:  # The output files add to its name: a long one would stop the loop when written.
     files.check_name_length(path.name, "the file's name")
     if problem := files.broken_link(path):
       return None, f"{path} {problem}"
@@ -117,31 +127,36 @@ def _read(path):
 def _write_batch(detector, out, arrivals, category: int | None, thresholds,
                  batch_size: int) -> tuple[list[float], int]:
   """Scores `arrivals` and writes each one's files, then its verdict line (module docstring);
-  returns their latencies and how many could not be read."""
+  returns their latencies and how many got an error instead of a verdict."""
   pixel_t, image_t = thresholds
-  read = [_read(a.path) for a in arrivals]
-  good = [k for k, (image, _) in enumerate(read) if image is not None]
-  heatmaps, scores = _localize(detector, [read[k][0] for k in good], category, batch_size)
-  results = dict(zip(good, zip(heatmaps, scores)))
+  images, outcomes = {}, {}  # By place in `arrivals`; an outcome is (heatmap, score) or an error.
+  for k, arrival in enumerate(arrivals):
+    image, outcomes[k] = _read(arrival.path)
+    if image is not None:
+      images[k] = image
+  if images:
+    for k, result in zip(images, _localize(detector, list(images.values()), category,
+                                           batch_size)):
+      outcomes[k] = f"{arrivals[k].path}: {result}" if isinstance(result, str) else result
   verdicts, latencies = out.root / verdict_file.NAME, []
   for k, arrival in enumerate(arrivals):
-    name, (image, error) = arrival.path.name, read[k]
-    if error is not None:
-      out.write_all([(verdict_file.append, verdicts, dict(file=name, error=error))])
+    name = arrival.path.name
+    if isinstance(outcomes[k], str):
+      out.write_all([(verdict_file.append, verdicts, dict(file=name, error=outcomes[k]))])
     else:
-      heatmap, score = results[k]
-      record = dict(file=name, score=float(score), verdict=NOT_CALIBRATED if image_t is None
+      heatmap, score = outcomes[k]
+      record = dict(file=name, score=score, verdict=NOT_CALIBRATED if image_t is None
                     else "NG" if score >= image_t else "OK",
                     heatmap=f"heatmaps/{name}.png", overlay=f"overlays/{name}.png")
       if category is not None:
         record["category"] = detector.categories[category]
       out.write_all([
           (output_files.write_png, out.root / record["heatmap"], pixels.unit_to_uint8(heatmap)),
-          (output_files.write_png, out.root / record["overlay"],
-           pixels.overlay(image, heatmap, UNCALIBRATED_OVERLAY if pixel_t is None else pixel_t)),
+          (output_files.write_png, out.root / record["overlay"], pixels.overlay(
+              images[k], heatmap, UNCALIBRATED_OVERLAY if pixel_t is None else pixel_t)),
           (verdict_file.append, verdicts, record)])
     latencies.append(time.time() - arrival.landed)
-  return latencies, len(arrivals) - len(good)
+  return latencies, sum(isinstance(outcome, str) for outcome in outcomes.values())
 
 
 @contextlib.contextmanager
@@ -169,8 +184,11 @@ def _warm_up(detector, category, batch_size: int) -> None:
   """Compiles every padded batch shape before the first image, so none waits for it."""
   start, sizes = time.monotonic(), sorted({_padded_size(n, batch_size)
                                            for n in range(1, batch_size + 1)})
+  gray = detector.metadata.get("gray")  # Per category; the detector refuses the other kind.
   for size in sizes:
     images = np.zeros((size, detector.size, detector.size, 3), np.uint8)
+    if category is not None and not (gray and gray[category]):
+      images[..., 0] = 255  # Red: a colour image.
     detector(images, None if category is None else np.full(size, category, np.int32))
   log.info("serve-folder: compiled for batches of %s in %.1f s",
            ", ".join(map(str, sizes)), time.monotonic() - start)
@@ -186,7 +204,8 @@ def serve(args) -> dict:
                                   resume=not args.overwrite) as out, _stop_on_signals() as stop:
     out.check_settings(dict(command="serve-folder", detector=detector.metadata["sha256"],
                             watch=str(pathlib.Path(args.watch).resolve()),
-                            category=args.category, thresholds=list(thresholds)))
+                            category=None if category is None else detector.categories[category],
+                            thresholds=list(thresholds)))
     done = verdict_file.done_names(out.root / verdict_file.NAME)
     watcher = folder_watch.Watcher(args.watch, done, settle_s=args.poll_s)
     _warm_up(detector, category, args.batch_size)

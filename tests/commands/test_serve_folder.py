@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from af_jax import cli
@@ -25,12 +26,16 @@ from conftest import subprocess_env
 FAST = ["--batch_size", "4", "--poll_s", "0.1", "--max_wait_s", "0.2"]
 
 
+def _export(pidinet_runs, tmp_path_factory, run: str):
+  root, _ = pidinet_runs
+  out = tmp_path_factory.mktemp("serve") / run
+  assert cli.main(["export-detector", "--workdir", str(root / run), "--out", str(out)]) == 0
+  return out
+
+
 @pytest.fixture(scope="module")
 def detector_dir(pidinet_runs, tmp_path_factory):
-  root, _ = pidinet_runs
-  out = tmp_path_factory.mktemp("serve") / "detector"
-  assert cli.main(["export-detector", "--workdir", str(root / "blaze"), "--out", str(out)]) == 0
-  return out
+  return _export(pidinet_runs, tmp_path_factory, "blaze")
 
 
 def _bottles(bottle_dir, folder, count: int) -> list[str]:
@@ -97,6 +102,25 @@ def test_a_bad_file_is_a_verdict_line_naming_what_is_wrong(detector_dir, bottle_
   assert "symbolic link" in lines["gone.png"]["error"]
   assert all(str(watch / name) in lines[name]["error"] for name in lines if "error" in lines[name])
   assert {lines[n]["verdict"] for n in names} <= {"OK", "NG"}
+
+
+def test_a_detector_with_categories_scores_against_the_one_named(pidinet_runs, bottle_dir,
+                                                                 tmp_path_factory, capsys):
+  detector = _export(pidinet_runs, tmp_path_factory, "blaze_reference")
+  categories = [f"synthetic/{n}" for n in pidinet_runs[1]]
+  watch, out = tmp_path_factory.mktemp("in"), tmp_path_factory.mktemp("out")
+  names = _bottles(bottle_dir, watch, 3)
+  gray = pixels.read_rgb(watch / names[0]).mean(-1).astype(np.uint8)  # A gray camera's image.
+  (watch / "gray.png").write_bytes(pixels.encode_png(gray))
+  capsys.readouterr()
+  assert _serve(detector, watch, out, "--once") == 1
+  assert f"compares images with one of {', '.join(categories)}; pass --category" in (
+      capsys.readouterr().err)
+  assert _serve(detector, watch, out, "--once", "--category", categories[1]) == 0
+  lines = {r["file"]: r for r in _verdicts(out)}
+  assert sorted(lines) == sorted([*names, "gray.png"])
+  assert {lines[n]["category"] for n in names} == {categories[1]}  # Batched with the gray one.
+  assert "gray.png: image 0 is gray" in lines["gray.png"]["error"], lines["gray.png"]
 
 
 def _count(out) -> int:
