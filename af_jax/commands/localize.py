@@ -14,7 +14,8 @@ written; `summary.json` is written last, so an output without it did not finish,
 `--resume` completes it: only the images `scores.csv` does not list yet are localized.
 Masks and OK/NG use the calibrated thresholds of the category each image was compared with
 (`af_jax.inference.thresholds`; `--calibrate` measures them on normal images first and saves
-that category's, leaving the others' as they were); `--pixel_threshold` / `--image_threshold`
+one category's, leaving the others' as they were: `--category`'s or `--reference`'s, else the
+one the folder names, `bottle/train/good` bottle's); `--pixel_threshold` / `--image_threshold`
 override. An image whose category has no calibrated thresholds is never judged with another
 category's: its decision is "not calibrated" (and it gets no mask or overlay, unless
 `--pixel_threshold` is given), `summary.json` counts them per category, and one line per such
@@ -112,6 +113,7 @@ def localize(args) -> dict:
   detector = infer.Detector(args.workdir, **run_flags.detector_options(args))
   if reference_images is not None:
     detector.add_reference(category, reference_images)
+  calibrated = _calibrated_category(args, detector, normal_paths, category)
   for checked, names in ((images, paths), (normal or [], normal_paths)):  # Before any output:
     detector.compared_with(checked, category, names)  # gray and colour are never compared.
   reference_files = image_files.file_states(reference_paths or [])
@@ -120,7 +122,7 @@ def localize(args) -> dict:
     if out.resumed:
       _check_reference_unchanged(out, args, reference_files)
     if normal is not None:
-      detector.calibrate(normal, fpr=args.fpr, category=category,
+      detector.calibrate(normal, fpr=args.fpr, category=calibrated,
                          min_images=args.min_calibration_images, save=False)
     thresholds = category_thresholds(detector, args.pixel_threshold, args.image_threshold)
     out.check_settings(dict(
@@ -171,6 +173,24 @@ def category_thresholds(detector, pixel: float | None, image: float | None
                  for kind, given in (("pixel", pixel), ("image", image))] for name in names}
 
 
+def _calibrated_category(args, detector, normal_paths, category: str | None) -> str | None:
+  """The one category `--calibrate` measures, so that it never changes another's: the images'
+  (`--category`, `--reference`), else the one the calibration folder names (MVTec layout:
+  `bottle/train/good` is bottle's), which must be one of the run's; None for a run without
+  references (one set) or without --calibrate."""
+  if category is not None or detector.references is None or normal_paths is None:
+    return category
+  try:
+    name = image_files.category_of(normal_paths)
+    detector.references.index(name)
+  except (KeyError, ValueError) as e:
+    raise ValueError(f"--calibrate {args.calibrate}: {e.args[0]}; name the run's category they "
+                     f"are normal images of (--category NAME: "
+                     f"{', '.join(detector.references.names)}), or give a part the run was not "
+                     "trained on its own reference (--reference DIR)") from None
+  return name
+
+
 def _check_reference_unchanged(out, args, reference_files: dict) -> None:
   """--resume: a ValueError naming the reference folder and what changed in it since the
   output was begun (its rows would be scored against two references)."""
@@ -195,9 +215,9 @@ def _calibrate_line(args, detector, name: str, count: int) -> str:
   if args.reference is not None:  # The reference folder holds the category's normal images.
     flags += [("--reference", args.reference or args.calibrate),
               ("--calibrate", args.reference or args.calibrate)]
-  else:
+  else:  # A folder of normal images, named after the category (`_calibrated_category`).
     flags.append(("--calibrate", "NORMAL_IMAGES" if name == thresholds_lib.ANY
-                  else f"NORMAL_IMAGES_OF_{name.split('/')[-1]}"))
+                  else f"NORMAL_IMAGES/{name.split('/')[-1]}/train/good"))
   command = " ".join(f"{flag} {shlex.quote(str(value))}" for flag, value in flags)
   return (f"{count} image(s) compared with {'the run' if name == thresholds_lib.ANY else name} "
           f"say {NOT_CALIBRATED!r} in {SCORES_CSV} ({why}); calibrate it: af-jax localize "

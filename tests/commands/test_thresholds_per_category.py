@@ -224,3 +224,16 @@ def test_an_older_one_set_file_stands_for_what_it_was_calibrated_on(line, pidine
   assert set(saved) == {*trained, "bottle"} and all(saved[n]["legacy"] for n in trained)
   path.write_text(json.dumps(dict(old, reference="bottle")))  # Calibrated on one: that one.
   assert infer.Detector(workdir).thresholds == {"bottle": old}
+
+
+def test_a_calibration_folder_of_no_trained_category_is_refused(line, tmp_path):
+  """Without --reference or --category, --calibrate measures the category its folder names;
+  one the run does not have is refused, never calibrated into the nearest trained one's."""
+  workdir, parts = line["workdir"], line["parts"]
+  before = _snapshot(workdir.parent) | {"thresholds": (workdir / thresholds.FILE_NAME).read_text()}
+  code, err = _run("localize", "--workdir", workdir, "--images", parts["bottle"] / "test",
+                   "--out", tmp_path / "out", "--calibrate", parts["bottle"] / "train" / "good")
+  assert code == 1 and "no single reference named 'bottle'" in err, err
+  assert "(--category NAME: " in err and "(--reference DIR)" in err
+  after = _snapshot(workdir.parent) | {"thresholds": (workdir / thresholds.FILE_NAME).read_text()}
+  assert after == before and not (tmp_path / "out").exists()
