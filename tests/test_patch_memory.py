@@ -46,12 +46,32 @@ def test_nearest_distances_leave_the_named_source_out(bottle_images):
   brute = np.sqrt(((queries[:, None] - memory[None]) ** 2).sum(-1))
   for exclude, expected in ((-1, brute.min(1)), (0, brute[:, sources == 1].min(1))):
     got = patch_memory.nearest_distances(jnp.asarray(queries)[None], jnp.asarray(memory)[None],
-                                         jnp.asarray(sources)[None], jnp.asarray([exclude]))
+                                         jnp.asarray(sources)[None], jnp.asarray([0]),
+                                         jnp.asarray([exclude]))
     np.testing.assert_allclose(np.asarray(got)[0], expected, atol=1e-2)  # sqrt of rounding.
   # Its own image in the memory: every patch is found (up to float32 rounding).
   assert np.asarray(patch_memory.nearest_distances(
       jnp.asarray(queries)[None], jnp.asarray(memory)[None], jnp.asarray(sources)[None],
-      jnp.asarray([-1]))).max() < 1e-2
+      jnp.asarray([0]), jnp.asarray([-1]))).max() < 1e-2
+
+
+def test_blocked_search_of_a_batch_equals_the_brute_force_one(bottle_images):
+  """Each image of a batch against its category's memory, tiles that do not divide its
+  queries, and a memory of several blocks: float64 brute force to float32 rounding."""
+  flat = np.asarray(patch_memory.image_patches(pixels.uint8_to_unit(bottle_images), 7))
+  flat = flat.reshape(6, 32 * 32, 147)
+  memory = np.stack([flat[:4], flat[2:]]).reshape(2, 4 * 32 * 32, 147)  # 2 blocks each.
+  sources = np.tile(np.repeat(np.arange(4), 32 * 32), (2, 1))
+  queries = np.stack([flat[5], flat[0], flat[1]])[:, :1000]  # Not a multiple of a tile.
+  which, exclude = np.asarray([0, 1, 1]), np.asarray([-1, 2, -1])
+  got = np.asarray(patch_memory.nearest_distances(jnp.asarray(queries), jnp.asarray(memory),
+                                                  jnp.asarray(sources), jnp.asarray(which),
+                                                  jnp.asarray(exclude)))
+  for i in range(3):
+    kept = memory[which[i]][sources[which[i]] != exclude[i]].astype(np.float64)
+    brute = np.sqrt(((queries[i][:, None].astype(np.float64) - kept[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(got[i], brute.min(1), atol=3e-3)  # sqrt of float32 rounding.
+    assert np.median(np.abs(got[i] - brute.min(1))) < 1e-4
 
 
 def test_build_draws_the_memory_from_every_image_and_scales_by_held_out_patches(bottle_images):
@@ -103,7 +123,8 @@ def test_coreset_memory_covers_held_out_real_patches_better_than_a_random_one(bo
   queries = patch_memory.image_patches(pixels.uint8_to_unit(bottle_images[5:]), 7)
   queries = queries.reshape(1, -1, 147)
   far = {selection: np.quantile(np.asarray(patch_memory.nearest_distances(
-      queries, jnp.asarray(memory.patches), jnp.asarray(memory.sources), jnp.asarray([-1]))),
+      queries, jnp.asarray(memory.patches), jnp.asarray(memory.sources), jnp.asarray([0]),
+      jnp.asarray([-1]))),
       0.99) for selection, memory in built.items()}
   assert far["coreset"] < 0.8 * far["random"], far
 

@@ -42,6 +42,7 @@ import numpy as np
 
 from af_jax import config_dataclasses
 from af_jax import files
+from af_jax import per_image
 from af_jax import pixels
 from af_jax.ops import augment
 
@@ -49,6 +50,7 @@ FILE_NAME = "patch_memory.npz"
 CHANNELS = 1
 SCALE_SAMPLES = 2048  # Held-out normal patches per category that set its distance scale.
 MEMORY_BLOCK = 2048   # Memory patches per matmul block: bounds the distance matrix's size.
+QUERY_ROWS = 256      # Query patches per tile: 2 MiB of distances per memory block.
 SELECTIONS = ("random", "coreset")
 # The coreset's random projection: 32 dimensions rank the 147 of a 7x7x3 patch well enough
 # (farthest-point picks), and each of the memory's sequential picks reads 32 floats per candidate.
@@ -66,26 +68,49 @@ def image_patches(unit_images, patch_size: int):
   return jnp.concatenate(shifted, axis=-1)
 
 
-def nearest_distances(queries, memory, memory_sources, exclude):
-  """float32 [B, Q]: L2 distance of each query patch [B, Q, D] to its nearest patch of
-  `memory` [B, M, D] whose source [B, M] is not `exclude` [B] (-1 excludes nothing);
-  jittable. M must be a multiple of `MEMORY_BLOCK` or smaller than it."""
-  b, m, d = memory.shape
+def nearest_distances(queries, memory, memory_sources, which, exclude):
+  """float32 [B, Q]: L2 distance of each query patch [B, Q, D] to its nearest patch of its
+  category's memory (`memory` [C, M, D] of category `which` [B]) whose source
+  (`memory_sources` [C, M]) is not `exclude` [B] (-1 excludes nothing), all patches in
+  [0, 1]; jittable. M must be a multiple of `MEMORY_BLOCK` or smaller than it.
+
+  Squared distances are |m|^2 - 2 q.m + |q|^2: one matmul per tile of `QUERY_ROWS` queries
+  per image by one memory block, the minimum kept over the blocks; on a CPU image after image
+  (`per_image`). A tile stays in the cache: all of a batch's queries at once against a block
+  made a [B, Q, MEMORY_BLOCK] matrix (4 GiB at 256 px, batch 32) that made a batch slower per
+  image than one image. Patches are centred on 0.5 first: distances do not change, but the
+  norms whose difference float32 takes shrink 4x, so less of it cancels.
+  """
+  q, d = queries.shape[1:]
+  m = memory.shape[1]
   block = min(m, MEMORY_BLOCK)
-  blocks = memory.reshape(b, m // block, block, d).transpose(1, 0, 2, 3)
-  sources = memory_sources.reshape(b, m // block, block).transpose(1, 0, 2)
+  rows = min(q, QUERY_ROWS)
+  tiles = -(-q // rows)
 
-  def nearer(best, chunk):
-    mem, src = chunk
-    d2 = (jnp.sum(mem * mem, -1)[:, None, :]
-          - 2.0 * jnp.einsum("bqd,bmd->bqm", queries, mem,
-                             precision=jax.lax.Precision.HIGHEST))
-    d2 = jnp.where((src == exclude[:, None])[:, None, :], jnp.inf, d2)
-    return jnp.minimum(best, jnp.min(d2, -1)), None
+  def search(queries, which, exclude):
+    b = queries.shape[0]
+    queries = jnp.pad(queries - 0.5, ((0, 0), (0, tiles * rows - q), (0, 0)))
+    queries = queries.reshape(b, tiles, rows, d).swapaxes(0, 1)
+    blocks = (memory[which] - 0.5).reshape(b, m // block, block, d).swapaxes(0, 1)
+    # A left-out patch gets an infinite norm: it is never the nearest.
+    norms = jnp.where(memory_sources[which].reshape(b, m // block, block).swapaxes(0, 1)
+                      == exclude[None, :, None], jnp.inf, jnp.sum(blocks * blocks, -1))
 
-  best, _ = jax.lax.scan(nearer, jnp.full(queries.shape[:2], jnp.inf, jnp.float32),
-                         (blocks, sources))
-  return jnp.sqrt(jnp.maximum(best + jnp.sum(queries * queries, -1), 0.0))
+    def tile(x):
+      def nearer(best, chunk):
+        mem, norm = chunk
+        d2 = norm[:, None, :] - 2.0 * jnp.einsum("bqd,bmd->bqm", x, mem,
+                                                 precision=jax.lax.Precision.HIGHEST)
+        return jnp.minimum(best, jnp.min(d2, -1)), None
+
+      best, _ = jax.lax.scan(nearer, jnp.full(x.shape[:2], jnp.inf, jnp.float32),
+                             (blocks, norms))
+      return best + jnp.sum(x * x, -1)
+
+    best = jax.lax.map(tile, queries).swapaxes(0, 1).reshape(b, tiles * rows)[:, :q]
+    return jnp.sqrt(jnp.maximum(best, 0.0))  # Rounding can leave it slightly below zero.
+
+  return per_image.on_cpu(search)(queries, which, exclude)
 
 
 def coreset_indices(key, candidates, count: int):
@@ -112,35 +137,27 @@ def coreset_indices(key, candidates, count: int):
 _coreset = jax.jit(coreset_indices, static_argnums=2)
 
 
-def network_channel(signed_images, memory, memory_sources, scale, exclude, patch_size: int,
-                    stride: int = 1):
+def category_channel(signed_images, which, arrays, patch_size: int, stride: int = 1,
+                     exclude=None):
   """The network's patch-distance input [B, H, W, 1] in [-1, 1] for images [B, H, W, 3] in
-  [-1, 1], each with its category's memory [B, M, D], sources [B, M], scale [B] and the
-  source to leave out [B] (-1: none); jittable. With `stride` s > 1 only every s-th pixel of
-  every s-th row is searched (s^2 times less work) and the map is resized back bilinearly."""
+  [-1, 1], each against the memory of its category `which` [B] (int) of `arrays`
+  (`PatchMemory.arrays()`), leaving out the patches of source `exclude` [B] (the image's own
+  index among the category's normal images; default None: an unseen image, nothing left
+  out); jittable. With `stride` s > 1 only every s-th pixel of every s-th row is searched
+  (s^2 times less work) and the map is resized back bilinearly."""
+  patches, sources, scale = arrays
+  if exclude is None:
+    exclude = jnp.full(which.shape, -1, jnp.int32)
   b, h, w, _ = signed_images.shape
   queries = image_patches(pixels.signed_to_unit(signed_images), patch_size)
   queries = queries[:, stride // 2::stride, stride // 2::stride]
   grid = queries.shape[1:3]
-  distances = nearest_distances(queries.reshape(b, grid[0] * grid[1], -1), memory,
-                                memory_sources, exclude).reshape(b, *grid, 1)
+  distances = nearest_distances(queries.reshape(b, grid[0] * grid[1], -1), patches, sources,
+                                which, exclude).reshape(b, *grid, 1)
   if stride > 1:
     distances = jax.image.resize(distances, (b, h, w, 1), "linear")
-  ratio = distances / scale[:, None, None, None]
+  ratio = distances / scale[which][:, None, None, None]
   return 2.0 * ratio / (1.0 + ratio) - 1.0
-
-
-def category_channel(signed_images, which, arrays, patch_size: int, stride: int = 1,
-                     exclude=None):
-  """`network_channel` of images [B, H, W, 3] in [-1, 1] against the memory of category
-  `which` [B] (int) of `arrays` (`PatchMemory.arrays()`), leaving out the patches of source
-  `exclude` [B] (the image's own index among the category's normal images; default None: an
-  unseen image, nothing left out); jittable."""
-  patches, sources, scale = arrays
-  if exclude is None:
-    exclude = jnp.full(which.shape, -1, jnp.int32)
-  return network_channel(signed_images, patches[which], sources[which], scale[which],
-                         exclude, patch_size, stride)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,7 +258,7 @@ def _build_category(name, images, count, memory_size, patch_size, selection, poo
     memory, memory_sources = memory[picks], memory_sources[picks]
   held = np.concatenate(queries)
   distances = nearest_distances(jnp.asarray(held)[None], jnp.asarray(memory)[None],
-                                jnp.asarray(memory_sources)[None],
+                                jnp.asarray(memory_sources)[None], jnp.asarray([0]),
                                 jnp.asarray([-1]))  # Held-out patches are not in the memory.
   scale = float(np.median(np.asarray(distances)))
   return memory.astype(np.float32), memory_sources, max(scale, 1e-6)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from af_jax.models import pidinet
+from af_jax import per_image
 from af_jax import pixels
 
 PIDINET_MIN_SIZE = 128  # Shorter image side PiDiNet works at (see the module docstring).
@@ -61,6 +62,11 @@ def make_edge_fn(checkpoint: str | pathlib.Path | None = None,
 
 def _signed_images_to_edges(model: pidinet.PiDiNet, params: dict, images: jax.Array
                             ) -> jax.Array:
+  # Image by image on a CPU, where a batch's activations leave the cache.
+  return per_image.on_cpu(functools.partial(_edges_of_batch, model, params))(images)
+
+
+def _edges_of_batch(model: pidinet.PiDiNet, params: dict, images: jax.Array) -> jax.Array:
   b, h, w, c = images.shape
   factor = pidinet_upscale(h, w)
   x = pixels.signed_to_unit(images.astype(jnp.float32))

@@ -257,11 +257,9 @@ def blaze_inputs(ctx, key, data, frozen) -> StageInputs:
     mean_std = augment.apply_transform(transform, data["reference"], kind="image")
     guide = reference_lib.network_channels(network_image, mean_std, options.reference_eps)
   if stage_registry.uses_patch_guide(ctx.config):
-    patches, sources, scale = frozen.patch_memory
-    which = data["source"]
-    guide = jnp.concatenate([guide, patch_memory.network_channel(
-        network_image, patches[which], sources[which], scale[which], data["index"],
-        options.patch_size, options.get("patch_stride", 1))], axis=-1)
+    guide = jnp.concatenate([guide, patch_memory.category_channel(
+        network_image, data["source"], frozen.patch_memory, options.patch_size,
+        options.get("patch_stride", 1), exclude=data["index"])], axis=-1)
   return StageInputs(
       edges=jnp.where(normal, edges, edge_input),
       image=network_image,
