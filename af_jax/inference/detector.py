@@ -53,10 +53,12 @@ from af_jax.evidence import reference
 from af_jax.evidence import trust as trust_lib
 from af_jax.inference import batching
 from af_jax.inference import defaults
+from af_jax.inference import profile
 from af_jax.inference import thresholds as thresholds_lib
 from af_jax.inference import trained_network
 from af_jax.ops import foreground
 from af_jax.ops import synthetic_anomalies
+from af_jax import per_image
 from af_jax import pixels
 from af_jax import postprocess
 from af_jax import stage_registry
@@ -80,9 +82,11 @@ def _localize_fn(generator):
   """jit of (params, binary edges, image, guide) -> (heatmap [B, S, S], repaired texture
   [B, S, S, 3]); a guide of 0 channels is none."""
   def run(params, edges, image, guide):
-    out = generator.apply(params, pixels.unit_to_signed(edges), image,
-                          guide if guide.shape[-1] else None)
-    return out["heatmap"][..., 0], out["texture"]
+    def apply(edges, image, guide):  # Image by image on a CPU (`per_image`).
+      out = generator.apply(params, pixels.unit_to_signed(edges), image,
+                            guide if guide.shape[-1] else None)
+      return out["heatmap"][..., 0], out["texture"]
+    return per_image.on_cpu(apply)(edges, image, guide)
 
   return jax.jit(run)
 
@@ -184,16 +188,19 @@ class Detector(trained_network.TrainedNetwork):
     """`network_inputs` of model-size images compared with references `which` (or none).
     `left_out` (mean_std [N, S, S, 6], sources [N]) compares a category's own normal images
     as unseen ones: each with the reference and the patch memory without it."""
-    edge_maps = pixels.binarize_edges(self.edges(resized)[..., None], self.edge_threshold)
+    with profile.part("edges"):
+      edge_maps = pixels.binarize_edges(self.edges(resized)[..., None], self.edge_threshold)
     signed = pixels.uint8_to_signed(resized)
     guide = np.zeros(signed.shape[:3] + (0,), np.float32)
     if which is not None:
-      mean_std = self.references.mean_std(which) if left_out is None else left_out[0]
-      guide = reference.network_channels(signed, mean_std,
-                                         self.config.blaze.reference_eps).astype(np.float32)
+      with profile.part("reference"):
+        mean_std = self.references.mean_std(which) if left_out is None else left_out[0]
+        guide = reference.network_channels(signed, mean_std,
+                                           self.config.blaze.reference_eps).astype(np.float32)
     if self.patch_memory is not None:
       sources = np.full(len(signed), -1) if left_out is None else left_out[1]
-      guide = np.concatenate([guide, self._patch_channel(signed, which, sources)], axis=-1)
+      with profile.part("patch"):
+        guide = np.concatenate([guide, self._patch_channel(signed, which, sources)], axis=-1)
     return edge_maps, signed, guide
 
   def _patch_channel(self, signed: np.ndarray, which: np.ndarray, sources: np.ndarray
@@ -236,12 +243,13 @@ class Detector(trained_network.TrainedNetwork):
                       ) -> tuple[np.ndarray, np.ndarray]:
     """One view: (heatmaps [N, S, S], textures [N, S, S, 3] in [-1, 1]) of `network_inputs`."""
     heat, texture = [], []
-    for start, stop in batching.spans(len(signed), self.batch_size):
-      h, t = self._run(self.params, self.device_batch(edge_maps[start:stop]),
-                       self.device_batch(signed[start:stop]),
-                       self.device_batch(guide[start:stop]))
-      heat.append(np.asarray(h, np.float32)[:stop - start])
-      texture.append(np.asarray(t, np.float32)[:stop - start])
+    with profile.part("network"):
+      for start, stop in batching.spans(len(signed), self.batch_size):
+        h, t = self._run(self.params, self.device_batch(edge_maps[start:stop]),
+                         self.device_batch(signed[start:stop]),
+                         self.device_batch(guide[start:stop]))
+        heat.append(np.asarray(h, np.float32)[:stop - start])
+        texture.append(np.asarray(t, np.float32)[:stop - start])
     return np.concatenate(heat), np.concatenate(texture)
 
   def localize(self, images, category: str | None = None) -> LocalizationResult:
@@ -263,12 +271,15 @@ class Detector(trained_network.TrainedNetwork):
       raise ValueError("localize() needs images of one size (its outputs are stacked "
                        f"arrays); got {len(images)} images of sizes (H, W) {shapes}: call it "
                        "once per size")
-    resized = pixels.resize_images(images, self.size)
-    which = self.reference_indices(resized, category)
+    with profile.part("decode+resize"):
+      resized = pixels.resize_images(images, self.size)
+    with profile.part("reference"):
+      which = self.reference_indices(resized, category)
     heat, texture, scores = self._localize_resized(resized, which)
-    heatmaps = np.stack([pixels.resize_back(hm, shapes[0]) for hm in heat])
-    repaired = np.stack([pixels.resize_back(pixels.signed_to_uint8(tx), shapes[0])
-                         for tx in texture])
+    with profile.part("post-processing"):
+      heatmaps = np.stack([pixels.resize_back(hm, shapes[0]) for hm in heat])
+      repaired = np.stack([pixels.resize_back(pixels.signed_to_uint8(tx), shapes[0])
+                           for tx in texture])
     names = None if which is None else [self.references.names[i] for i in which]
     return LocalizationResult(heatmaps=heatmaps, repaired=repaired, scores=np.asarray(scores),
                               references=names)
@@ -279,13 +290,14 @@ class Detector(trained_network.TrainedNetwork):
     or the network's smoothed heatmap and its maximum."""
     inputs = self._inputs(resized, which)
     heat, (_, texture) = postprocess.average_views(self.network_outputs, self.views(), *inputs)
-    on = self.scored_pixels(resized)
-    if self.trust is not None:
-      heat, scores = trust_lib.apply(self.trust, self.source_maps(heat, inputs[2]),
-                                     self.trust_indices(which), on)
-      return heat.astype(np.float32), texture, scores
-    heat = postprocess.smooth_heatmaps(heat, self.smoothing_sigma).astype(np.float32)
-    return heat, texture, postprocess.image_scores(heat, on)
+    with profile.part("post-processing"):
+      on = self.scored_pixels(resized)
+      if self.trust is not None:
+        heat, scores = trust_lib.apply(self.trust, self.source_maps(heat, inputs[2]),
+                                       self.trust_indices(which), on)
+        return heat.astype(np.float32), texture, scores
+      heat = postprocess.smooth_heatmaps(heat, self.smoothing_sigma).astype(np.float32)
+      return heat, texture, postprocess.image_scores(heat, on)
 
   def source_maps(self, heat: np.ndarray, guide: np.ndarray) -> np.ndarray:
     """`trust_lib.source_maps` of view-averaged, unblurred heatmaps and their guide inputs."""

@@ -29,6 +29,7 @@ never computed; a category index out of range is not (it is clamped), nor a dama
 PiDiNet-edge runs export: Canny is OpenCV code, not a JAX function.
 """
 
+import functools
 import json
 
 import jax
@@ -37,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from af_jax.evidence import patch_memory
+from af_jax import per_image
 from af_jax import pixels
 from af_jax.evidence import reference
 from af_jax.inference import detector_file
@@ -50,9 +52,11 @@ FUNCTION_FILE = detector_file.FUNCTION_FILE
 METADATA_FILE = detector_file.METADATA_FILE
 
 
-def detector_function(detector):
+def detector_function(detector, part=lambda name, fn: fn):
   """The pure JAX function of a `Detector` (module docstring): (images[, category]) ->
-  (heatmaps, scores), closing over its parameters and references."""
+  (heatmaps, scores), closing over its parameters and references. It runs each of its parts
+  (`profile.PARTS`) as `part(name, fn)`: fn itself by default, so all trace into one program;
+  `benchmarks/inference.py` gives a `part` that compiles and times each alone."""
   if detector.edge_method != "pidinet":
     raise ValueError(f"the run in {detector.workdir} sees {detector.edge_method!r} edges, which "
                      "are computed by OpenCV and cannot be exported; export a run trained on "
@@ -71,22 +75,30 @@ def detector_function(detector):
   if detector.trust is not None:
     trust_rows = jnp.asarray(detector.trust_indices(np.arange(len(detector.references.names))))
 
-  def network(edges, signed, guide):
-    out = detector.generator.apply(params, pixels.unit_to_signed(edges), signed,
-                                   guide if guide.shape[-1] else None)
-    return (out["heatmap"][..., 0],)
+  @functools.partial(part, "edges")
+  def edges(signed):
+    return pixels.binarize_edges(edge_fn(signed), threshold)
 
-  def run(images, category=None):
-    signed = pixels.uint8_to_signed(images)
-    edges = pixels.binarize_edges(edge_fn(signed), threshold)
-    guide = jnp.zeros(signed.shape[:3] + (0,), jnp.float32)
-    if mean_std is not None:
-      guide = reference.network_channels(signed, mean_std[category], eps)
-    if memory is not None:
-      guide = jnp.concatenate([guide, patch_memory.category_channel(
-          signed, category, memory, detector.config.blaze.patch_size,
-          detector.config.blaze.get("patch_stride", 1))], axis=-1)
-    heat, _ = postprocess.average_views(network, views, edges, signed, guide)
+  @functools.partial(part, "reference")
+  def reference_channels(signed, category):
+    return reference.network_channels(signed, mean_std[category], eps)
+
+  @functools.partial(part, "patch")
+  def patch_channel(signed, category):
+    return patch_memory.category_channel(signed, category, memory,
+                                         detector.config.blaze.patch_size,
+                                         detector.config.blaze.get("patch_stride", 1))
+
+  @functools.partial(part, "network")
+  def network(edges, signed, guide):
+    def apply(edges, signed, guide):  # Image by image on a CPU (`per_image`).
+      out = detector.generator.apply(params, pixels.unit_to_signed(edges), signed,
+                                     guide if guide.shape[-1] else None)
+      return out["heatmap"][..., 0]
+    return (per_image.on_cpu(apply)(edges, signed, guide),)
+
+  @functools.partial(part, "post-processing")
+  def post_process(heat, guide, images, category):
     on = (foreground.foreground_batch(pixels.uint8_to_unit(images)) if score_on_object
           else None)
     if trust_rows is not None:
@@ -94,6 +106,17 @@ def detector_function(detector):
                              trust_rows[category], on)
     heat = postprocess.smooth_heatmaps(heat, sigma)
     return heat, postprocess.image_scores(heat, on)
+
+  def run(images, category=None):
+    signed = pixels.uint8_to_signed(images)
+    guide = [jnp.zeros(signed.shape[:3] + (0,), jnp.float32)]
+    if mean_std is not None:
+      guide.append(reference_channels(signed, category))
+    if memory is not None:
+      guide.append(patch_channel(signed, category))
+    guide = jnp.concatenate(guide, axis=-1)
+    heat, _ = postprocess.average_views(network, views, edges(signed), signed, guide)
+    return post_process(heat, guide, images, category)
 
   return run
 
