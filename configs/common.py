@@ -141,6 +141,10 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   # What the fit's objective must gain for each unit of weight moved off the network
   # (af_jax/evidence/trust.py says why: generated anomalies flatter raw pixel evidence).
   c.blaze.trust_network_prior = 0.05
+  # How far the fitted weights are pulled toward equal weights over the sources the fit rates
+  # above chance (0 = the fit's weights, 1 = equal weights): the fit sees 16 images, and on
+  # parts held out of training its best weights moved with the seed (af_jax/evidence/trust.py).
+  c.blaze.trust_shrinkage = 0.5
 
   # Filled by training, never set by hand: what the prepared data was built with (edge method,
   # image size, max_regions, each category's dataset version; af_jax/data_facts.py).

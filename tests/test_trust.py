@@ -46,6 +46,17 @@ def test_evidence_must_earn_its_weight_off_the_network():
   assert held.weights[0, 0] >= 0.8
 
 
+def test_shrinkage_pulls_the_weights_toward_equal_trust_in_the_sources_above_chance():
+  normal, anomalous, masks = _evidence()
+  fitted = {s: trust.fit("part", normal, anomalous, masks, SIGMAS, network_prior=0.0,
+                         shrinkage=s) for s in (0.0, 0.5, 1.0)}
+  above = fitted[0.0].fit_quality[0, :3] > 0.5
+  assert above[1] and not above[2]          # The reference ranks the anomalies below normal.
+  np.testing.assert_allclose(fitted[1.0].weights[0], above / above.sum(), atol=1e-6)
+  np.testing.assert_allclose(fitted[0.5].weights[0],
+                             (fitted[0.0].weights[0] + fitted[1.0].weights[0]) / 2, atol=1e-6)
+
+
 def test_a_missing_source_gets_no_weight_even_when_it_would_rank_well():
   normal, anomalous, masks = _evidence()
   fitted = trust.fit("part", normal, anomalous, masks, SIGMAS, available=(True, False, True))

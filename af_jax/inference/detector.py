@@ -357,7 +357,8 @@ class Detector(trained_network.TrainedNetwork):
     return trust_lib.fit(name, normal_maps, anomalous_maps, masks, sigmas, normal_on,
                          anomalous_on, (True, self.patch_memory is not None,
                                         self.references is not None),
-                         blaze.get("trust_network_prior", 0.05))
+                         blaze.get("trust_network_prior", 0.05),
+                         blaze.get("trust_shrinkage", 0.5))
 
   def _anomalies(self, name: str, images: np.ndarray, indices: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
