@@ -25,6 +25,7 @@ import pathlib
 
 import numpy as np
 
+from af_jax.inference import compile_cache
 from af_jax.inference import thresholds as thresholds_lib
 from af_jax import pixels
 
@@ -71,11 +72,15 @@ class ExportedDetector:
   """
 
   def __init__(self, folder: pathlib.Path, metadata: dict, exported):
+    import jax  # pylint: disable=g-import-not-at-top
     self.folder = folder
     self.metadata = metadata
     self.size = metadata["size"]
     self.categories = metadata["categories"]
     self.exported = exported
+    # Compiled once per batch size, kept by jit for this process and on disk for the next
+    # (`compile_cache`).
+    self._call = jax.jit(exported.call)
 
   def _indices(self, category, count: int) -> np.ndarray:
     """int32 [count] of `category` (one index for all images, or one per image), each checked
@@ -116,7 +121,7 @@ class ExportedDetector:
       self._check_kinds(images, args[-1])
     if not len(images):
       return np.zeros((0, size, size), np.float32), np.zeros((0,), np.float32)
-    return self.exported.call(*args)
+    return self._call(*args)
 
   def _check_kinds(self, images: np.ndarray, index: np.ndarray) -> None:
     """Gray and colour are never compared (`af_jax.pixels`): an image of the other kind than
@@ -155,11 +160,13 @@ class ExportedDetector:
     return kept[name][kind]
 
 
-def load_detector(folder) -> ExportedDetector:
+def load_detector(folder, compilation_cache: str | None = None) -> ExportedDetector:
   """The export in `folder` (`detector.stablehlo` and `detector.json`), checked against its
   recorded size and SHA-256 before it is deserialized; a ValueError naming the file when it is
-  missing or damaged."""
+  missing or damaged. Its compiled programs are kept in `compilation_cache` (default:
+  `compile_cache.default_folder()`; '' keeps none)."""
   from jax import export  # pylint: disable=g-import-not-at-top
+  compile_cache.use(compilation_cache)
   folder = pathlib.Path(folder)
   metadata = _metadata(folder)
   path = folder / FUNCTION_FILE
