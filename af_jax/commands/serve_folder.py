@@ -195,7 +195,8 @@ def _warm_up(detector, category, batch_size: int) -> None:
 
 
 def serve(args) -> dict:
-  """Scores images as they land until stopped (module docstring); returns the summary."""
+  """Scores images as they land until stopped (module docstring); returns the summary
+  (`serve_stats`, and `waiting`: the images seen but left for the next run)."""
   from af_jax.inference import detector_file  # pylint: disable=g-import-not-at-top
   detector = detector_file.load_detector(args.detector)
   category = _category(detector, args.category)
