@@ -208,8 +208,7 @@ class Detector(trained_network.TrainedNetwork):
     """[N, S, S, 1]: `patch_memory.category_channel` of model-size images, in batches."""
     out = []
     for start, stop in batching.spans(len(signed), self.batch_size):
-      channel = _patch_channel_fn(self.config.blaze.patch_size,
-                                  self.config.blaze.get("patch_stride", 1))(
+      channel = _patch_channel_fn(self.config.blaze.patch_size, self.patch_stride)(
           batching.pad(signed[start:stop], self.batch_size),
           batching.pad(which[start:stop].astype(np.int32), self.batch_size), self._patch_arrays,
           exclude=batching.pad(sources[start:stop].astype(np.int32), self.batch_size))
@@ -419,6 +418,13 @@ class Detector(trained_network.TrainedNetwork):
     if self.trust is not None:
       indices = trust_lib.fit_indices(len(resized), self.trust_images)
       self.trust = self.trust.merged(self.trust_of(name, resized[indices], indices, moments))
+
+  @property
+  def patch_stride(self) -> int:
+    """Every how many pixels and rows the patch search runs (`blaze.inference_patch_stride`;
+    a run from before it searched as it was trained)."""
+    return self.config.blaze.get("inference_patch_stride",
+                                 self.config.blaze.get("patch_stride", 1))
 
   @property
   def trust_images(self) -> int:

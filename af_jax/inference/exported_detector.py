@@ -87,7 +87,7 @@ def detector_function(detector, part=lambda name, fn: fn):
   def patch_channel(signed, category):
     return patch_memory.category_channel(signed, category, memory,
                                          detector.config.blaze.patch_size,
-                                         detector.config.blaze.get("patch_stride", 1))
+                                         detector.patch_stride)
 
   @functools.partial(part, "network")
   def network(edges, signed, guide):

@@ -305,8 +305,10 @@ def test_the_patch_guide_is_the_distance_to_the_chosen_categorys_memory(pidinet_
   images = _images(root, names[1])
   edges, signed, guide = detector.network_inputs(images, category=f"synthetic/{names[1]}")
   assert guide.shape == signed.shape[:3] + (4,)
+  # Trained every other pixel (blaze.patch_stride = 2), searched at every pixel at inference.
+  assert detector.config.blaze.patch_stride == 2 and detector.patch_stride == 1
   expected = patch_memory.category_channel(signed, np.ones(len(images), np.int32),
-                                           detector.patch_memory.arrays(), 7, stride=2)
+                                           detector.patch_memory.arrays(), 7, stride=1)
   np.testing.assert_allclose(guide[..., 3:], expected, atol=1e-5)
   # Its heatmaps and image scores weigh the network with this evidence, by the category's
   # fitted trust, the scores over the object (blaze.evidence_trust).
