@@ -129,7 +129,8 @@ def evidence_block(detector, test: TestSet, category: str | None = None) -> dict
     name = detector.references.names[np.bincount(which).argmax()]
   else:
     name = detector.references.names[detector.references.index(category)]
-  block = {source: score(infer.EvidenceChannel(detector, source, category), test)
+  shared = {}  # Each test image's evidence maps, computed once for the three sources.
+  block = {source: score(infer.EvidenceChannel(detector, source, category, shared), test)
            for source in trust.SOURCES}
   return dict(block, trust=detector.trust.row(name))
 

@@ -41,6 +41,7 @@ is, when it moved).
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import pathlib
 
@@ -102,17 +103,22 @@ class EvidenceChannel:
   """One evidence source (`trust_lib.SOURCES`) of a Detector with evidence trust, scored
   alone: its map blurred as the detector blurs it for the image's category, the image
   score its maximum over the scored pixels. `localize` as the Detector's (the evidence block
-  of `af-jax evaluate` and the demo)."""
+  of `af-jax evaluate` and the demo). Channels given one `shared` dict compute each batch's
+  evidence maps once between them (the network's views are most of the work)."""
   detector: "Detector"
   source: str
   category: str | None = None
+  shared: dict = dataclasses.field(default_factory=dict)
 
   def localize(self, images) -> LocalizationResult:
     d = self.detector
     images = pixels.image_list(images)
     resized = pixels.resize_images(images, d.size)
     which = d.reference_indices(resized, self.category)
-    maps, on = d.evidence_maps(resized, which)
+    key = hashlib.sha1(resized.tobytes() + np.asarray(which).tobytes()).digest()
+    if key not in self.shared:
+      self.shared[key] = d.evidence_maps(resized, which)
+    maps, on = self.shared[key]
     source = trust_lib.SOURCES.index(self.source)
     heat = trust_lib.blurred(maps[..., source], d.trust.sigma[d.trust_indices(which), source],
                              np.unique(d.trust.sigma[:, source]))

@@ -73,8 +73,11 @@ def test_the_evidence_block_scores_each_source_alone(pidinet_runs, bottle_dir):
       pixels.resize_labels(pixels.read_mask(p).astype(np.uint8), 32) > 0
       for p in sorted((bottle_dir / "ground_truth" / "broken_large").glob("*.png"))[:3]]
   test = evaluate.TestSet("", "folder", "bottle", images, masks, [0] * 3 + [1] * 3)
-  evidence = {}
+  evidence, computed = {}, []
+  evidence_maps = detector.evidence_maps
+  detector.evidence_maps = lambda *a, **k: computed.append(1) or evidence_maps(*a, **k)
   metrics = evaluate.score_with_evidence(detector, test, evidence, "bottle")
+  assert len(computed) == 1  # One batch's maps, shared by the three sources.
   block = evidence["bottle"]
   assert set(block) == {*trust_lib.SOURCES, "trust", "keeps_evidence"}
   for source in trust_lib.SOURCES:
