@@ -159,7 +159,10 @@ class References:
                       np.concatenate([self.std[keep], std[None]]))
 
   def index(self, name: str) -> int:
-    matches = [i for i, n in enumerate(self.names) if n == name or n.split("/")[-1] == name]
+    """The reference `name` names: whole ('synthetic/circuit-64px-...'), its build
+    ('circuit-64px-...') or its category ('circuit', as an MVTec-layout folder names it)."""
+    matches = [i for i, n in enumerate(self.names)
+               if name in (n, n.split("/")[-1], _category_of(n))]
     if len(matches) != 1:
       raise KeyError(f"no single reference named {name!r}; the run has {list(self.names)}")
     return matches[0]
@@ -168,6 +171,13 @@ class References:
     """Writes `<workdir>/reference_statistics.npz` atomically (a rename)."""
     path = pathlib.Path(workdir) / FILE_NAME
     return files.write_npz(path, names=np.asarray(self.names), mean=self.mean, std=self.std)
+
+
+def _category_of(name: str) -> str | None:
+  """The category of a reference named 'dataset/build' (None for another name)."""
+  from af_jax import input_pipeline  # pylint: disable=g-import-not-at-top  (it imports this)
+  dataset, _, build = name.rpartition("/")
+  return input_pipeline.category_of_build(dataset, build) if dataset else None
 
 
 def _named(names, i: int) -> str:
