@@ -14,6 +14,7 @@ checkout); the test folders stay on the path (the tests import `conftest` and th
 as top-level modules). Should af_jax still resolve inside the checkout, the run stops at once.
 """
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -235,6 +236,26 @@ def corrupt_bytes(path: pathlib.Path, offset: int = 1000, count: int = 2048) -> 
 
 def largest_file(folder: pathlib.Path) -> pathlib.Path:
   return max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def run_cli(*args, capsys) -> tuple[int, str]:
+  """(exit status, the last line of stderr) of `af-jax ARGS`, asserting no traceback; usage
+  errors exit with 2."""
+  from af_jax import cli  # pylint: disable=g-import-not-at-top  (after the path set-up above)
+  try:
+    code = cli.main([*map(str, args)])
+  except SystemExit as e:  # argparse's usage errors.
+    code = e.code
+  err = capsys.readouterr().err
+  assert "Traceback" not in err, err
+  return code, err.strip().splitlines()[-1] if err.strip() else ""
+
+
+def file_hashes(folder: pathlib.Path) -> dict[str, str]:
+  """Every file under `folder` with the hash of its bytes (but the log every verb appends to,
+  README "Quick start"): what a refused command must leave unchanged."""
+  return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "af_jax.log"}
 
 
 def copy_run(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:

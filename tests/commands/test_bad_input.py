@@ -6,7 +6,6 @@ traceback is printed, and that nothing outside `--out` and nothing of the run ch
 """
 
 import csv
-import hashlib
 import json
 import pathlib
 import shutil
@@ -16,31 +15,12 @@ import numpy as np
 import pytest
 
 from af_jax import checkpoint
-from af_jax import cli
 from af_jax import infer
 from af_jax.evidence import reference
 from af_jax import run_lock
 from af_jax.commands import localize
 from af_jax.commands import output_files
-from conftest import copy_run
-
-
-def _run(*args, capsys):
-  """(exit status, the last line of stderr) of `af-jax ARGS`; usage errors exit with 2."""
-  try:
-    code = cli.main([*map(str, args)])
-  except SystemExit as e:  # argparse's usage errors.
-    code = e.code
-  err = capsys.readouterr().err
-  assert "Traceback" not in err, err
-  return code, err.strip().splitlines()[-1] if err.strip() else ""
-
-
-def _snapshot(folder: pathlib.Path) -> dict[str, str]:
-  """Every file under `folder` with the hash of its bytes (but the log every verb appends to,
-  README "Quick start")."""
-  return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-          for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "af_jax.log"}
+from conftest import copy_run, file_hashes, run_cli
 
 
 @pytest.fixture
@@ -69,24 +49,24 @@ def test_a_category_is_a_plain_name_never_a_path(runs, images, tmp_path, capsys,
   victim = tmp_path / "victim"
   (victim / "images").mkdir(parents=True)
   (victim / "images" / "my_photo.txt").write_text("mine")
-  before = _snapshot(tmp_path)
-  code, err = _run("generate", "--workdir", runs[0] / "flare", "--images", images,
-                   "--out", tmp_path / "out", "--category", category, "--overwrite",
-                   capsys=capsys)
+  before = file_hashes(tmp_path)
+  code, err = run_cli("generate", "--workdir", runs[0] / "flare", "--images", images,
+                      "--out", tmp_path / "out", "--category", category, "--overwrite",
+                      capsys=capsys)
   assert code == 2 and "--category" in err and "plain name" in err, err
-  assert _snapshot(tmp_path) == before
+  assert file_hashes(tmp_path) == before
 
 
 def test_overwrite_replaces_only_what_af_jax_wrote(blaze, images, tmp_path, capsys):
   out = tmp_path / "loc"
   args = ("localize", "--workdir", blaze, "--images", images, "--out", out,
           "--pixel_threshold", 0.5, "--image_threshold", 0.5)
-  assert _run(*args, capsys=capsys)[0] == 0
+  assert run_cli(*args, capsys=capsys)[0] == 0
   (out / "masks" / "labels.txt").write_text("a user's notes")
   (out / "my_photo.txt").write_text("mine")
-  code, err = _run(*args, capsys=capsys)
+  code, err = run_cli(*args, capsys=capsys)
   assert code == 1 and "already holds output" in err and "--overwrite" in err
-  assert _run(*args, "--overwrite", capsys=capsys)[0] == 0
+  assert run_cli(*args, "--overwrite", capsys=capsys)[0] == 0
   assert (out / "masks" / "labels.txt").read_text() == "a user's notes"
   assert (out / "my_photo.txt").read_text() == "mine"
   assert len(list((out / "heatmaps").glob("*.npy"))) == 12
@@ -98,9 +78,9 @@ def test_a_second_command_on_one_output_folder_is_refused(blaze, images, tmp_pat
   out = tmp_path / "loc"
   out.mkdir()
   with run_lock.RunLock(out, purpose="output"):  # As another `localize` holds it.
-    code, err = _run("localize", "--workdir", blaze, "--images", images, "--out", out,
-                     "--pixel_threshold", 0.5, "--image_threshold", 0.5, "--overwrite",
-                     capsys=capsys)
+    code, err = run_cli("localize", "--workdir", blaze, "--images", images, "--out", out,
+                        "--pixel_threshold", 0.5, "--image_threshold", 0.5, "--overwrite",
+                        capsys=capsys)
   assert code == 1 and "is in use" in err and "writing output into it" in err, err
   assert not any(p.name != ".af_jax_output.lock.process_0" for p in out.iterdir())
 
@@ -111,22 +91,22 @@ def test_calibration_changes_the_run_only_after_the_command_succeeded(blaze, ima
   existing = tmp_path / "existing"
   existing.mkdir()
   (existing / localize.SCORES_CSV).write_text("file,score,decision\n")
-  run_files = _snapshot(blaze)
-  code, err = _run("localize", "--workdir", blaze, "--images", images, "--out", existing,
-                   "--calibrate", images, capsys=capsys)
+  run_files = file_hashes(blaze)
+  code, err = run_cli("localize", "--workdir", blaze, "--images", images, "--out", existing,
+                      "--calibrate", images, capsys=capsys)
   assert code == 1 and "scores.csv was not written by af_jax" in err, err
-  assert _snapshot(blaze) == run_files  # No thresholds.json was written.
+  assert file_hashes(blaze) == run_files  # No thresholds.json was written.
 
   one = tmp_path / "one"
   one.mkdir()
   shutil.copy(images / "000.png", one / "000.png")
-  code, err = _run("localize", "--workdir", blaze, "--images", images, "--out", tmp_path / "o",
-                   "--calibrate", one, capsys=capsys)
+  code, err = run_cli("localize", "--workdir", blaze, "--images", images, "--out", tmp_path / "o",
+                      "--calibrate", one, capsys=capsys)
   assert code == 1 and "holds 1 normal images" in err and "at least 10" in err, err
-  assert _snapshot(blaze) == run_files
+  assert file_hashes(blaze) == run_files
 
-  code, _ = _run("localize", "--workdir", blaze, "--images", images, "--out", tmp_path / "o",
-                 "--calibrate", images, capsys=capsys)
+  code, _ = run_cli("localize", "--workdir", blaze, "--images", images, "--out", tmp_path / "o",
+                    "--calibrate", images, capsys=capsys)
   assert code == 0
   saved = json.loads((blaze / infer.THRESHOLDS_FILE).read_text())
   assert saved["categories"]["*"]["num_images"] == 12
@@ -137,14 +117,14 @@ def test_links_that_lead_nowhere_among_the_images_are_named(blaze, images, tmp_p
   """A symbolic link loop or a dangling link in --images was a traceback."""
   (images / "loop.png").symlink_to(images / "loop.png")
   (images / "gone.png").symlink_to(tmp_path / "deleted.png")
-  before = _snapshot(tmp_path)
-  code, err = _run("localize", "--workdir", blaze, "--images", images, "--out", tmp_path / "o",
-                   "--pixel_threshold", 0.5, "--image_threshold", 0.5, capsys=capsys)
+  before = file_hashes(tmp_path)
+  code, err = run_cli("localize", "--workdir", blaze, "--images", images, "--out", tmp_path / "o",
+                      "--pixel_threshold", 0.5, "--image_threshold", 0.5, capsys=capsys)
   assert code == 1 and err.startswith("af-jax localize: error: 2 image path(s) lead to no "), err
   assert f"{images / 'loop.png'} is a symbolic link loop" in err, err
   assert f"{images / 'gone.png'} is a symbolic link to {tmp_path / 'deleted.png'}, which does " \
          "not exist" in err, err
-  assert _snapshot(tmp_path) == before and not (tmp_path / "o").exists()
+  assert file_hashes(tmp_path) == before and not (tmp_path / "o").exists()
 
 
 def test_a_single_image_array_is_refused_not_read_as_rows(runs, blaze, images):
@@ -169,8 +149,8 @@ def test_a_single_image_array_is_refused_not_read_as_rows(runs, blaze, images):
     (("--batch_size", "0"), "--batch_size"),
 ])
 def test_bad_numbers_are_refused_at_the_flag(blaze, images, tmp_path, capsys, flags, named):
-  code, err = _run("localize", "--workdir", blaze, "--images", images, "--out", tmp_path / "o",
-                   *flags, capsys=capsys)
+  code, err = run_cli("localize", "--workdir", blaze, "--images", images, "--out", tmp_path / "o",
+                      *flags, capsys=capsys)
   assert code == 2 and named in err, err
   assert not (tmp_path / "o").exists()
 
@@ -183,8 +163,8 @@ def test_bad_numbers_are_refused_at_the_flag(blaze, images, tmp_path, capsys, fl
 ])
 def test_bad_generate_numbers_are_refused_at_the_flag(runs, images, tmp_path, capsys, flags,
                                                       named):
-  code, err = _run("generate", "--workdir", runs[0] / "flare", "--images", images,
-                   "--out", tmp_path / "o", *flags, capsys=capsys)
+  code, err = run_cli("generate", "--workdir", runs[0] / "flare", "--images", images,
+                      "--out", tmp_path / "o", *flags, capsys=capsys)
   assert code == 2 and named in err, err
   assert not (tmp_path / "o").exists()
 
@@ -212,8 +192,8 @@ def test_a_file_name_with_a_newline_stays_one_csv_row(blaze, images, tmp_path, c
   odd = tmp_path / "odd"
   odd.mkdir()
   shutil.copy(images / "000.png", odd / "a\nb,c\".png")
-  assert _run("localize", "--workdir", blaze, "--images", odd, "--out", tmp_path / "o",
-              "--pixel_threshold", 0.5, "--image_threshold", 0.5, capsys=capsys)[0] == 0
+  assert run_cli("localize", "--workdir", blaze, "--images", odd, "--out", tmp_path / "o",
+                 "--pixel_threshold", 0.5, "--image_threshold", 0.5, capsys=capsys)[0] == 0
   with (tmp_path / "o" / localize.SCORES_CSV).open(newline="") as f:
     rows = list(csv.DictReader(f))
   assert [pathlib.Path(r["file"]).name for r in rows] == ["a\nb,c\".png"]
@@ -225,14 +205,14 @@ def test_zero_byte_images_and_masks_are_named(runs, blaze, images, tmp_path, cap
   mixed = tmp_path / "mixed"
   shutil.copytree(images, mixed)
   (mixed / "empty.png").write_bytes(b"")
-  code, err = _run("localize", "--workdir", blaze, "--images", mixed, "--out", tmp_path / "o",
-                   "--pixel_threshold", 0.5, "--image_threshold", 0.5, capsys=capsys)
+  code, err = run_cli("localize", "--workdir", blaze, "--images", mixed, "--out", tmp_path / "o",
+                      "--pixel_threshold", 0.5, "--image_threshold", 0.5, capsys=capsys)
   assert code == 1 and str(mixed / "empty.png") in err, err
-  code, err = _run("localize", "--workdir", blaze, "--images", images, "--out", tmp_path / "o",
-                   "--calibrate", mixed, capsys=capsys)
+  code, err = run_cli("localize", "--workdir", blaze, "--images", images, "--out", tmp_path / "o",
+                      "--calibrate", mixed, capsys=capsys)
   assert code == 1 and str(mixed / "empty.png") in err, err
-  code, err = _run("generate", "--workdir", runs[0] / "flare", "--images", mixed, "--out",
-                   tmp_path / "g", capsys=capsys)
+  code, err = run_cli("generate", "--workdir", runs[0] / "flare", "--images", mixed, "--out",
+                      tmp_path / "g", capsys=capsys)
   assert code == 1 and str(mixed / "empty.png") in err and "empty" in err, err
 
   test = tmp_path / "test"
@@ -243,9 +223,9 @@ def test_zero_byte_images_and_masks_are_named(runs, blaze, images, tmp_path, cap
   gt = tmp_path / "gt"
   (gt / "crack").mkdir(parents=True)
   (gt / "crack" / "000_mask.png").write_bytes(b"")
-  code, err = _run("localize", "--workdir", blaze, "--images", test, "--out", tmp_path / "m",
-                   "--pixel_threshold", 0.5, "--image_threshold", 0.5, "--ground_truth", gt,
-                   capsys=capsys)
+  code, err = run_cli("localize", "--workdir", blaze, "--images", test, "--out", tmp_path / "m",
+                      "--pixel_threshold", 0.5, "--image_threshold", 0.5, "--ground_truth", gt,
+                      capsys=capsys)
   assert code == 1 and str(gt / "crack" / "000_mask.png") in err, err
   assert not any((tmp_path / name).exists() for name in ("o", "g", "m"))
 
@@ -262,6 +242,6 @@ def test_a_truncated_reference_file_is_named(tmp_path):
 @pytest.mark.parametrize("content", ["{}", "", "{not json", "[1, 2]"])
 def test_a_damaged_run_config_is_named(blaze, images, tmp_path, capsys, content):
   (blaze / checkpoint.CONFIG_FILE).write_text(content)
-  code, err = _run("localize", "--workdir", blaze, "--images", images, "--out", tmp_path / "o",
+  code, err = run_cli("localize", "--workdir", blaze, "--images", images, "--out", tmp_path / "o",
                    "--pixel_threshold", 0.5, "--image_threshold", 0.5, capsys=capsys)
   assert code == 1 and str(blaze / checkpoint.CONFIG_FILE) in err and "damaged" in err, err

@@ -5,27 +5,13 @@ The run is the session's `pidinet_runs` `blaze_reference` (synthetic categories)
 category is real MVTec AD bottle images built as a `folder` category at the run's 32 px.
 """
 
-import hashlib
 import json
-import pathlib
 import shutil
 
 import pytest
 
 from af_jax import cli
-
-
-def _run(*args, capsys):
-  """(exit status, the last line of stderr) of `af-jax ARGS`."""
-  code = cli.main([*map(str, args)])
-  err = capsys.readouterr().err
-  assert "Traceback" not in err, err
-  return code, err.strip().splitlines()[-1] if err.strip() else ""
-
-
-def _snapshot(folder: pathlib.Path) -> dict[str, str]:
-  return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-          for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "af_jax.log"}
+from conftest import file_hashes, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -52,19 +38,19 @@ def test_evaluate_refuses_a_category_the_run_never_saw_without_its_reference(
   run = root / "blaze_reference"
   args = ["evaluate", "--workdir", run, "--dataset", "folder", "--categories", "bottle",
           "--data_dir", data_dir, "--out", tmp_path / "eval"]
-  before = _snapshot(root), _snapshot(manual), _snapshot(data_dir)
-  code, line = _run(*args, capsys=capsys)
+  before = file_hashes(root), file_hashes(manual), file_hashes(data_dir)
+  code, line = run_cli(*args, capsys=capsys)
   assert code == 1 and line.startswith("af-jax evaluate: error: ")
   assert "folder/bottle" in line and f"synthetic/{names[0]}" in line and "--reference" in line
   assert not (tmp_path / "eval").exists()
   # A --reference of another category is refused, naming it.
   other = tmp_path / "gear"
   shutil.copytree(manual / "bottle" / "test" / "good", other)
-  code, line = _run(*args, "--reference", other, capsys=capsys)
+  code, line = run_cli(*args, "--reference", other, capsys=capsys)
   assert code == 1 and "category gear" in line and "matches none of --categories" in line, line
   # Its own normal images: scored against them, the figures recorded.
-  code, line = _run(*args, "--reference", manual / "bottle" / "train" / "good", capsys=capsys)
+  code, line = run_cli(*args, "--reference", manual / "bottle" / "train" / "good", capsys=capsys)
   assert code == 0, line
   metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
   assert metrics["per_category"]["bottle"]["num_images"] == 6
-  assert (_snapshot(root), _snapshot(manual), _snapshot(data_dir)) == before
+  assert (file_hashes(root), file_hashes(manual), file_hashes(data_dir)) == before

@@ -4,7 +4,6 @@ references). Each refusal is one line naming the file (or image) and both kinds,
 output; images of the reference's own kind are scored.
 """
 
-import hashlib
 import pathlib
 import shutil
 
@@ -12,24 +11,11 @@ import numpy as np
 import pytest
 
 import af_jax
-from af_jax import cli
 from af_jax import infer
 from af_jax import pixels
-from conftest import SHARED
+from conftest import SHARED, file_hashes, run_cli
 
 MAGNETIC_TILE = SHARED / "data" / "magnetic_tile" / "magnetic_tile"
-
-
-def _run(*args, capsys):
-  code = cli.main([*map(str, args)])
-  err = capsys.readouterr().err
-  assert "Traceback" not in err, err
-  return code, err.strip().splitlines()[-1] if err.strip() else ""
-
-
-def _snapshot(folder: pathlib.Path) -> dict[str, str]:
-  return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-          for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "af_jax.log"}
 
 
 def _copy(source: pathlib.Path, target: pathlib.Path, count: int) -> pathlib.Path:
@@ -56,25 +42,25 @@ def test_gray_reference_with_colour_images_is_refused_naming_the_file(
     pidinet_runs, parts, tmp_path, capsys):
   root, _ = pidinet_runs
   run = root / "blaze_reference"
-  before = _snapshot(run), _snapshot(tmp_path)
+  before = file_hashes(run), file_hashes(tmp_path)
   # A gray reference, colour images: refused, naming the first image and both kinds.
-  code, line = _run("localize", "--workdir", run, "--images", parts["bottle_test"], "--out",
-                    tmp_path / "out", "--reference", parts["tile_good"], "--category",
-                    "magnetic_tile", "--image_threshold", 0.5, capsys=capsys)
+  code, line = run_cli("localize", "--workdir", run, "--images", parts["bottle_test"], "--out",
+                       tmp_path / "out", "--reference", parts["tile_good"], "--category",
+                       "magnetic_tile", "--image_threshold", 0.5, capsys=capsys)
   assert code == 1 and line.startswith("af-jax localize: error: ")
   assert str(sorted(parts["bottle_test"].iterdir())[0]) in line
   assert "is colour but the reference magnetic_tile is grayscale" in line and "--reference" in line
   # Gray images, no reference: the run's are all colour, so none is of their kind.
-  code, line = _run("localize", "--workdir", run, "--images", parts["tile_test"], "--out",
-                    tmp_path / "out", "--image_threshold", 0.5, capsys=capsys)
+  code, line = run_cli("localize", "--workdir", run, "--images", parts["tile_test"], "--out",
+                       tmp_path / "out", "--image_threshold", 0.5, capsys=capsys)
   assert code == 1 and "is grayscale and no reference is" in line, line
-  assert (_snapshot(run), _snapshot(tmp_path)) == before and not (tmp_path / "out").exists()
+  assert (file_hashes(run), file_hashes(tmp_path)) == before and not (tmp_path / "out").exists()
   # Gray images, their own gray reference: scored.
-  code, line = _run("localize", "--workdir", run, "--images", parts["tile_test"], "--out",
-                    tmp_path / "out", "--reference", parts["tile_good"], "--pixel_threshold",
-                    0.5, "--image_threshold", 0.5, capsys=capsys)
+  code, line = run_cli("localize", "--workdir", run, "--images", parts["tile_test"], "--out",
+                       tmp_path / "out", "--reference", parts["tile_good"], "--pixel_threshold",
+                       0.5, "--image_threshold", 0.5, capsys=capsys)
   assert code == 0, line
-  assert _snapshot(run) == before[0]
+  assert file_hashes(run) == before[0]
 
 
 def test_a_reference_of_both_kinds_and_the_exported_detector(pidinet_runs, parts, tmp_path,
@@ -86,8 +72,8 @@ def test_a_reference_of_both_kinds_and_the_exported_detector(pidinet_runs, parts
   with pytest.raises(ValueError, match="mix grayscale and colour"):
     detector.add_reference("mixed", tile[:2] + [pixels.resize_image(bottle[0], 256)])
   # The exported detector records each reference's kind; its checked loader refuses the other.
-  code, line = _run("export-detector", "--workdir", root / "blaze_reference", "--out",
-                    tmp_path / "export", "--reference", parts["tile_good"], capsys=capsys)
+  code, line = run_cli("export-detector", "--workdir", root / "blaze_reference", "--out",
+                       tmp_path / "export", "--reference", parts["tile_good"], capsys=capsys)
   assert code == 0, line
   exported = af_jax.load_detector(tmp_path / "export")
   index = exported.categories.index("magnetic_tile")

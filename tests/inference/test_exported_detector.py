@@ -24,22 +24,12 @@ from af_jax import pixels
 from af_jax.ops import foreground
 from af_jax.inference import exported_detector
 from af_jax.evidence import trust
-from conftest import copy_run, subprocess_env
+from conftest import copy_run, run_cli, subprocess_env
 
 
 def _images(root, name, split="test"):
   return np.stack([np.asarray(ex["image"]) for ex in
                    input_pipeline.make_eval_dataset(root / "data", "synthetic", name, split)])
-
-
-def _run(*args, capsys):
-  try:
-    code = cli.main([*map(str, args)])
-  except SystemExit as e:
-    code = e.code
-  err = capsys.readouterr().err
-  assert "Traceback" not in err, err
-  return code, err
 
 
 RUNS = ("blaze", "blaze_reference", "blaze_patch")
@@ -222,7 +212,7 @@ def test_overwrite_never_replaces_a_detector_json_af_jax_did_not_write(pidinet_r
   out.mkdir()
   (out / exported_detector.METADATA_FILE).write_text("the user's own notes")
   for extra in ((), ("--overwrite",)):
-    code, err = _run("export-detector", "--workdir", root / "blaze", "--out", out, *extra,
+    code, err = run_cli("export-detector", "--workdir", root / "blaze", "--out", out, *extra,
                      capsys=capsys)
     error = [line for line in err.splitlines() if "error:" in line]
     assert code == 1 and len(error) == 1, err
@@ -232,7 +222,7 @@ def test_overwrite_never_replaces_a_detector_json_af_jax_did_not_write(pidinet_r
   (out / exported_detector.METADATA_FILE).unlink()
   (out / "notes.txt").write_text("mine")
   for extra in ((), ("--overwrite",)):  # Its own earlier export is replaced; the rest stays.
-    code, err = _run("export-detector", "--workdir", root / "blaze", "--out", out, *extra,
+    code, err = run_cli("export-detector", "--workdir", root / "blaze", "--out", out, *extra,
                      capsys=capsys)
     assert code == 0, err
   assert (out / "notes.txt").read_text() == "mine"
@@ -245,16 +235,16 @@ def test_export_carries_calibrated_thresholds_and_refuses_canny_runs(pidinet_run
   workdir = copy_run(root / "blaze", tmp_path / "blaze")
   infer.Detector(workdir).calibrate(list(_images(root, names[0], "train")), fpr=0.1,
                                     min_images=8)
-  code, err = _run("export-detector", "--workdir", workdir, "--out", tmp_path / "e",
+  code, err = run_cli("export-detector", "--workdir", workdir, "--out", tmp_path / "e",
                    capsys=capsys)
   assert code == 0, err
   meta = json.loads((tmp_path / "e" / exported_detector.METADATA_FILE).read_text())
   saved = json.loads((workdir / infer.THRESHOLDS_FILE).read_text())["categories"]["*"]
   assert meta["thresholds"] == {"*": dict(pixel=saved["pixel"], image=saved["image"], fpr=0.1)}
-  code, err = _run("export-detector", "--workdir", workdir, "--out", tmp_path / "e",
+  code, err = run_cli("export-detector", "--workdir", workdir, "--out", tmp_path / "e",
                    capsys=capsys)
   assert code == 1 and "already holds output" in err
-  code, err = _run("export-detector", "--workdir", runs[0] / "blaze", "--out",
+  code, err = run_cli("export-detector", "--workdir", runs[0] / "blaze", "--out",
                    tmp_path / "canny", capsys=capsys)
   assert code == 1 and "'canny' edges" in err and "cannot be exported" in err, err
 
@@ -268,7 +258,7 @@ def test_localize_with_the_images_own_reference(pidinet_runs, tmp_path, capsys):
     (widget / folder).mkdir(parents=True)
     for k, image in enumerate(_images(root, names[2], split)):
       assert cv2.imwrite(str(widget / folder / f"{k:03d}.png"), image[..., ::-1])
-  code, err = _run("localize", "--workdir", root / "blaze_reference", "--images",
+  code, err = run_cli("localize", "--workdir", root / "blaze_reference", "--images",
                    widget / "test", "--out", tmp_path / "loc", "--reference",
                    widget / "train" / "good", "--pixel_threshold", 0.5, "--image_threshold",
                    0.5, capsys=capsys)
@@ -279,21 +269,21 @@ def test_localize_with_the_images_own_reference(pidinet_runs, tmp_path, capsys):
   summary = json.loads((tmp_path / "loc" / "summary.json").read_text())
   assert summary["references"] == {"widget": 6}
   # Without --reference each image uses its nearest trained category, and says which.
-  code, err = _run("localize", "--workdir", root / "blaze_reference", "--images",
+  code, err = run_cli("localize", "--workdir", root / "blaze_reference", "--images",
                    widget / "test", "--out", tmp_path / "near", "--pixel_threshold", 0.5,
                    "--image_threshold", 0.5, capsys=capsys)
   assert code == 0, err
   summary = json.loads((tmp_path / "near" / "summary.json").read_text())
   assert set(summary["references"]) <= {f"synthetic/{n}" for n in names}
   # --reference alone: the --calibrate images serve as the reference.
-  code, err = _run("localize", "--workdir", copy_run(root / "blaze_reference", tmp_path / "r"),
+  code, err = run_cli("localize", "--workdir", copy_run(root / "blaze_reference", tmp_path / "r"),
                    "--images", widget / "test", "--out", tmp_path / "cal", "--calibrate",
                    widget / "train" / "good", "--min_calibration_images", 8, "--reference",
                    capsys=capsys)
   assert code == 0, err
   assert json.loads((tmp_path / "cal" / "summary.json").read_text())["references"] == {
       "widget": 6}
-  code, err = _run("localize", "--workdir", root / "blaze", "--images", widget / "test",
+  code, err = run_cli("localize", "--workdir", root / "blaze", "--images", widget / "test",
                    "--out", tmp_path / "none", "--reference", widget / "train" / "good",
                    capsys=capsys)
   assert code == 1 and "trained without blaze.reference" in err, err
