@@ -18,6 +18,7 @@ import time
 
 GO = b"go\n"
 RETRY_S = 0.25  # Between connection attempts while process 0 is not listening yet.
+ANSWER_GRACE_S = 5.0  # Beyond the timeout, how long a process waits for process 0's answer.
 
 
 class HostsMissingError(ConnectionError):
@@ -104,8 +105,9 @@ def _join(host: str, port: int, num_processes: int, process_id: int, address: st
             "check the address, or raise --initialization_timeout") from None
       time.sleep(RETRY_S)
   with connection:
-    # Process 0 waits for the others at most as long as this one does, from before now.
-    connection.settimeout(timeout_s)
+    # Process 0 waits for the others at most as long as this one does, from before now, then
+    # answers; the grace lets its answer (who is missing) through on a loaded machine.
+    connection.settimeout(timeout_s + ANSWER_GRACE_S)
     try:
       connection.sendall(f"{process_id}\n".encode())
       reply = connection.recv(64)
