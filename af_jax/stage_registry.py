@@ -101,6 +101,14 @@ def check_config(config, where: str = "config") -> None:
       "reference", False):
     raise ValueError(f"{where}: blaze.evidence_trust needs blaze.reference (each category's "
                      "trust goes with its reference); set --config.blaze.reference=True")
+  if config.stage == "blaze" and blaze.get("evidence_trust", False):
+    memory, pool = blaze.get("evidence_memory", 0), blaze.get("evidence_pool", 0)
+    if memory < 0 or (memory > patch_memory.MEMORY_BLOCK and memory % patch_memory.MEMORY_BLOCK):
+      raise ValueError(f"{where}: blaze.evidence_memory must be 0 (none), at most "
+                       f"{patch_memory.MEMORY_BLOCK} or a multiple of it, got {memory}")
+    if memory and pool < memory:
+      raise ValueError(f"{where}: blaze.evidence_pool ({pool}) must be at least "
+                       f"blaze.evidence_memory ({memory})")
   if config.stage == "blaze" and blaze.get("patch_guide", False):
     if not blaze.get("reference", False):
       raise ValueError(f"{where}: blaze.patch_guide needs blaze.reference (its categories pick "
@@ -130,6 +138,12 @@ def uses_reference(config) -> bool:
 def uses_evidence_trust(config) -> bool:
   """Whether the run's heatmaps weigh the network with its evidence (`blaze.evidence_trust`)."""
   return config.stage == "blaze" and bool(config.blaze.get("evidence_trust", False))
+
+
+def uses_evidence_memory(config) -> bool:
+  """Whether the run's evidence trust searches its own patch memory (`blaze.evidence_memory`;
+  runs saved before the field existed weigh the network's patch input)."""
+  return uses_evidence_trust(config) and bool(config.blaze.get("evidence_memory", 0))
 
 
 def uses_patch_guide(config) -> bool:

@@ -165,6 +165,7 @@ _PIDINET_CHAIN = """
     config.blaze.reference = stage in ("blaze_reference", "blaze_patch")
     config.blaze.patch_guide = config.blaze.score_on_object = stage == "blaze_patch"
     config.blaze.patch_memory, config.blaze.patch_stride = 2048, 2
+    config.blaze.evidence_memory, config.blaze.evidence_pool = 2048, 4096
     config.blaze.evidence_trust = stage == "blaze_patch"
     config.blaze.trust_images = 4
     train.train(config, f"{root}/{stage}")

@@ -129,6 +129,43 @@ def test_coreset_memory_covers_held_out_real_patches_better_than_a_random_one(bo
   assert far["coreset"] < 0.8 * far["random"], far
 
 
+def test_the_evidence_memory_keeps_stored_patches_and_covers_unseen_images_better(bottle_images):
+  """The evidence memory is a coreset of the stored images' patches: nearer to an unseen
+  normal image than the network's memory of augmented patches, at the same size."""
+  config = _config()
+  config.blaze.evidence_memory, config.blaze.evidence_pool = 2048, 8192
+  evidence = patch_memory.build(config, {"bottle": bottle_images[:5]}, {"bottle": 5},
+                                evidence=True)
+  network = patch_memory.build(config, {"bottle": bottle_images[:5]}, {"bottle": 5})
+  assert evidence.patches.shape == network.patches.shape == (1, 2048, 147)
+  own = np.asarray(patch_memory.image_patches(pixels.uint8_to_unit(bottle_images[:5]), 7))
+  own = own.reshape(5, -1, 147)
+  for patch, source in zip(evidence.patches[0][:64], evidence.sources[0][:64]):
+    assert np.abs(own[source] - patch).sum(-1).min() < 1e-5  # As stored, never augmented.
+  queries = patch_memory.image_patches(pixels.uint8_to_unit(bottle_images[5:]), 7)
+  median = {name: np.median(np.asarray(patch_memory.nearest_distances(
+      queries.reshape(1, -1, 147), jnp.asarray(memory.patches), jnp.asarray(memory.sources),
+      jnp.asarray([0]), jnp.asarray([-1])))) for name, memory in
+      (("evidence", evidence), ("network", network))}
+  assert median["evidence"] < 0.8 * median["network"], median
+
+
+def test_an_evidence_memory_of_few_images_keeps_all_their_patches(bottle_images):
+  config = _config()
+  config.blaze.evidence_memory, config.blaze.evidence_pool = 4096, 8192
+  # 3 images of 32x32 px: 3072 patches, 2048 of them held out for the scale, the other 1024
+  # all kept, repeated up to the memory's size (a repeat changes no nearest distance).
+  memory = patch_memory.build(config, {"bottle": bottle_images[:3]}, {"bottle": 3},
+                              evidence=True)
+  assert memory.patches.shape == (1, 4096, 147)
+  assert len(np.unique(memory.patches[0], axis=0)) <= 1024
+  np.testing.assert_array_equal(memory.patches[0, :1024], memory.patches[0, 1024:2048])
+  with pytest.raises(ValueError, match="bottle: 2 normal images of 32x32 px give 2048 patches; "
+                                       r"the patch memory needs 4096 plus 2048 held out \(lower "
+                                       "blaze.evidence_memory"):
+    patch_memory.build(config, {"bottle": bottle_images[:2]}, {"bottle": 2}, evidence=True)
+
+
 def test_too_few_images_and_mixed_sizes_are_refused_naming_the_category(bottle_images):
   with pytest.raises(ValueError, match="bottle: 2 normal images of 32x32 px give 2048 patches; "
                                        "the patch memory needs 2048 plus 2048 held out"):
@@ -149,6 +186,11 @@ def test_save_load_and_a_damaged_file(bottle_images, tmp_path):
     patch_memory.load(tmp_path)
   with pytest.raises(FileNotFoundError, match="trained with blaze.patch_guide"):
     patch_memory.load(tmp_path / "elsewhere")
+  memory.save(tmp_path, patch_memory.EVIDENCE_FILE_NAME)
+  assert patch_memory.load(tmp_path, patch_memory.EVIDENCE_FILE_NAME).names == ("bottle",)
+  with pytest.raises(FileNotFoundError, match="evidence_memory.npz is missing: the run was "
+                                              "trained with blaze.evidence_memory"):
+    patch_memory.load(tmp_path / "elsewhere", patch_memory.EVIDENCE_FILE_NAME)
 
 
 def test_config_checks():
@@ -162,6 +204,16 @@ def test_config_checks():
     stage_registry.check_config(config)
   config = _config(selection="nearest")
   with pytest.raises(ValueError, match="blaze.patch_selection must be one of"):
+    stage_registry.check_config(config)
+  config = _config()
+  config.blaze.evidence_trust = True
+  config.blaze.evidence_memory = 3000
+  with pytest.raises(ValueError, match="blaze.evidence_memory must be 0 \\(none\\), at most 2048 "
+                                       "or a multiple"):
+    stage_registry.check_config(config)
+  config.blaze.evidence_memory, config.blaze.evidence_pool = 4096, 2048
+  with pytest.raises(ValueError, match=r"blaze.evidence_pool \(2048\) must be at least "
+                                       r"blaze.evidence_memory \(4096\)"):
     stage_registry.check_config(config)
   config = _config(memory=4096, selection="coreset")
   config.blaze.patch_pool = 2048

@@ -1,5 +1,7 @@
 """Evidence trust (af_jax/evidence/trust.py): the fit's rules on made-up evidence, and its file."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -57,6 +59,25 @@ def test_shrinkage_pulls_the_weights_toward_equal_trust_in_the_sources_above_cha
                              (fitted[0.0].weights[0] + fitted[1.0].weights[0]) / 2, atol=1e-6)
 
 
+def test_the_image_score_weighs_what_ranks_whole_images_best():
+  """Normal images with one bright speck each in the patch evidence: it still ranks pixels
+  well, but its maxima no longer tell anomalous images from normal ones; the network's do."""
+  normal, anomalous, masks = _evidence(k=16, m=16)
+  normal[:, 4:7, 4:7, 1] += 10.0
+  anomalous[..., 0] += 0.5 * masks
+  fitted = trust.fit("part", normal, anomalous, masks, SIGMAS, shrinkage=0.5)
+  assert fitted.weights[0, 1] > 0.2                                # Pixels: both sources.
+  assert fitted.image_weights[0, 0] > fitted.weights[0, 0]         # Images: more network.
+  np.testing.assert_allclose(fitted.image_weights.sum(), 1.0, atol=1e-6)
+  which = np.zeros(len(normal), int)
+
+  def image_auroc(t):
+    return trust._image_auroc(trust.apply(t, anomalous, which)[1], trust.apply(t, normal, which)[1])
+
+  assert image_auroc(fitted) > 0.9
+  assert image_auroc(dataclasses.replace(fitted, image_weights=fitted.weights)) < 0.5
+
+
 def test_a_missing_source_gets_no_weight_even_when_it_would_rank_well():
   normal, anomalous, masks = _evidence()
   fitted = trust.fit("part", normal, anomalous, masks, SIGMAS, available=(True, False, True))
@@ -98,6 +119,10 @@ def test_the_trust_file_round_trips_merges_by_name_and_damage_is_named(tmp_path)
   assert loaded.names == both.names
   for name in trust.ARRAYS:
     np.testing.assert_array_equal(getattr(loaded, name), getattr(both, name))
+  # A file fitted before the image score had its own weights scores images as its heatmap.
+  older = {name: getattr(both, name) for name in trust.ARRAYS if name != "image_weights"}
+  np.savez(tmp_path / trust.FILE_NAME, names=np.asarray(both.names), **older)
+  np.testing.assert_array_equal(trust.load(tmp_path).image_weights, both.weights)
   (tmp_path / trust.FILE_NAME).write_bytes(b"not a zip")
   with pytest.raises(ValueError, match=trust.FILE_NAME):
     trust.load(tmp_path)

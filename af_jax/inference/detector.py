@@ -39,6 +39,7 @@ images and anomalies the run's FlareGenerator makes of them (`flare_workdir`: wh
 is, when it moved).
 """
 
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -128,6 +129,11 @@ class EvidenceChannel:
     return LocalizationResult(heatmaps=heatmaps, repaired=None, scores=scores)
 
 
+def _left_out_sources(signed: np.ndarray, left_out) -> np.ndarray:
+  """The memory source each image leaves out (`Detector._inputs`' `left_out`), -1 for none."""
+  return np.full(len(signed), -1) if left_out is None else left_out[1]
+
+
 class Detector(trained_network.TrainedNetwork):
   """A trained BlazeDetector (module docstring)."""
 
@@ -164,6 +170,17 @@ class Detector(trained_network.TrainedNetwork):
         raise ValueError(f"{self.workdir}: the evidence trust's categories "
                          f"{list(self.trust.names)} differ from the references' "
                          f"{list(self.references.names)}; restore both files of the run")
+    # The patch evidence's own memory (`patch_memory`); a run fitted before it existed weighs
+    # the network's patch input instead.
+    self.evidence_memory = None
+    if self.trust is not None and stage_registry.uses_evidence_memory(self.config):
+      self.evidence_memory = patch_memory.load(self.workdir, patch_memory.EVIDENCE_FILE_NAME)
+      if self.evidence_memory.names != self.references.names:
+        raise ValueError(f"{self.workdir}: the evidence memory's categories "
+                         f"{list(self.evidence_memory.names)} differ from the references' "
+                         f"{list(self.references.names)}; restore both files of the run")
+    self._evidence_arrays = (None if self.evidence_memory is None
+                             else self.evidence_memory.arrays())
     if self.trust is None and self.config.blaze.get("image_score", "heatmap") != "heatmap":
       log.warning("%s was trained with blaze.image_score=%r, which af_jax no longer has: its "
                   "images are scored by the heatmap's maximum; retrain Blaze with "
@@ -204,19 +221,32 @@ class Detector(trained_network.TrainedNetwork):
         guide = reference.network_channels(signed, mean_std,
                                            self.config.blaze.reference_eps).astype(np.float32)
     if self.patch_memory is not None:
-      sources = np.full(len(signed), -1) if left_out is None else left_out[1]
       with profile.part("patch"):
-        guide = np.concatenate([guide, self._patch_channel(signed, which, sources)], axis=-1)
+        channel = self._patch_channel(signed, which, _left_out_sources(signed, left_out),
+                                      self._patch_arrays, self.patch_stride)
+        guide = np.concatenate([guide, channel], axis=-1)
     return edge_maps, signed, guide
 
-  def _patch_channel(self, signed: np.ndarray, which: np.ndarray, sources: np.ndarray
-                     ) -> np.ndarray:
-    """[N, S, S, 1]: `patch_memory.category_channel` of model-size images, in batches."""
+  def patch_evidence(self, signed: np.ndarray, which: np.ndarray, guide: np.ndarray,
+                     left_out=None) -> np.ndarray | None:
+    """The patch evidence [N, S, S, 1] in [-1, 1] of model-size images (`_inputs`' `signed`,
+    `guide` and `left_out`): their distances to the evidence memory, or the network's patch
+    input for a run without one; None for a run with neither."""
+    if self.evidence_memory is None:
+      return None if self.patch_memory is None else guide[..., -1:]
+    with profile.part("patch evidence"):
+      return self._patch_channel(signed, which, _left_out_sources(signed, left_out),
+                                 self._evidence_arrays, self.evidence_patch_stride)
+
+  def _patch_channel(self, signed: np.ndarray, which: np.ndarray, sources: np.ndarray,
+                     arrays, stride: int) -> np.ndarray:
+    """[N, S, S, 1]: `patch_memory.category_channel` of model-size images against memory
+    `arrays`, in batches."""
     out = []
     for start, stop in batching.spans(len(signed), self.batch_size):
-      channel = _patch_channel_fn(self.config.blaze.patch_size, self.patch_stride)(
+      channel = _patch_channel_fn(self.config.blaze.patch_size, stride)(
           batching.pad(signed[start:stop], self.batch_size),
-          batching.pad(which[start:stop].astype(np.int32), self.batch_size), self._patch_arrays,
+          batching.pad(which[start:stop].astype(np.int32), self.batch_size), arrays,
           exclude=batching.pad(sources[start:stop].astype(np.int32), self.batch_size))
       out.append(np.asarray(channel, np.float32)[:stop - start])
     return np.concatenate(out)
@@ -295,19 +325,21 @@ class Detector(trained_network.TrainedNetwork):
     or the network's smoothed heatmap and its maximum."""
     inputs = self._inputs(resized, which)
     heat, (_, texture) = postprocess.average_views(self.network_outputs, self.views(), *inputs)
+    if self.trust is not None:
+      patch = self.patch_evidence(inputs[1], which, inputs[2])
     with profile.part("post-processing"):
       on = self.scored_pixels(resized)
       if self.trust is not None:
-        heat, scores = trust_lib.apply(self.trust, self.source_maps(heat, inputs[2]),
+        heat, scores = trust_lib.apply(self.trust, self.source_maps(heat, inputs[2], patch),
                                        self.trust_indices(which), on)
         return heat.astype(np.float32), texture, scores
       heat = postprocess.smooth_heatmaps(heat, self.smoothing_sigma).astype(np.float32)
       return heat, texture, postprocess.image_scores(heat, on)
 
-  def source_maps(self, heat: np.ndarray, guide: np.ndarray) -> np.ndarray:
-    """`trust_lib.source_maps` of view-averaged, unblurred heatmaps and their guide inputs."""
-    return trust_lib.source_maps(heat, guide, self.references is not None,
-                                 self.patch_memory is not None)
+  def source_maps(self, heat: np.ndarray, guide: np.ndarray, patch) -> np.ndarray:
+    """`trust_lib.source_maps` of view-averaged, unblurred heatmaps, their guide inputs and
+    patch evidence (`patch_evidence`)."""
+    return trust_lib.source_maps(heat, guide, self.references is not None, patch)
 
   def trust_indices(self, which: np.ndarray) -> np.ndarray:
     """The rows of `self.trust` of reference indices `which` (both ordered by name)."""
@@ -323,7 +355,8 @@ class Detector(trained_network.TrainedNetwork):
       part = None if left_out is None else tuple(x[start:stop] for x in left_out)
       inputs = self._inputs(resized[start:stop], which[start:stop], part)
       heat, _ = postprocess.average_views(self.network_outputs, self.views(), *inputs)
-      maps.append(self.source_maps(heat, inputs[2]))
+      patch = self.patch_evidence(inputs[1], which[start:stop], inputs[2], part)
+      maps.append(self.source_maps(heat, inputs[2], patch))
       on.append(self.scored_pixels(resized[start:stop]))
     return np.concatenate(maps), (None if on[0] is None else np.concatenate(on))
 
@@ -360,9 +393,9 @@ class Detector(trained_network.TrainedNetwork):
         anomalies, which[sources], tuple(x[sources] for x in left_out))
     sigmas = [float(s) * self.size / 64 for s in blaze.get("trust_sigmas", (0.0, 1.0, 2.0, 4.0))]
     return trust_lib.fit(name, normal_maps, anomalous_maps, masks, sigmas, normal_on,
-                         anomalous_on, (True, self.patch_memory is not None,
+                         anomalous_on, (True, self.has_patch_evidence,
                                         self.references is not None),
-                         blaze.get("trust_network_prior", 0.05),
+                         blaze.get("trust_network_prior", 0.0),
                          blaze.get("trust_shrinkage", 0.5))
 
   def _anomalies(self, name: str, images: np.ndarray, indices: np.ndarray
@@ -421,16 +454,32 @@ class Detector(trained_network.TrainedNetwork):
       self.patch_memory = self.patch_memory.with_category(name, patch_memory.build(
           self.config, {name: resized}, {name: len(resized)}))
       self._patch_arrays = self.patch_memory.arrays()
+    if self.evidence_memory is not None:
+      self.evidence_memory = self.evidence_memory.with_category(name, patch_memory.build(
+          self.config, {name: resized}, {name: len(resized)}, evidence=True))
+      self._evidence_arrays = self.evidence_memory.arrays()
     if self.trust is not None:
       indices = trust_lib.fit_indices(len(resized), self.trust_images)
       self.trust = self.trust.merged(self.trust_of(name, resized[indices], indices, moments))
 
   @property
-  def patch_stride(self) -> int:
-    """Every how many pixels and rows the patch search runs (`blaze.inference_patch_stride`;
-    a run from before it searched as it was trained)."""
+  def evidence_patch_stride(self) -> int:
+    """Every how many pixels and rows the patch evidence is searched
+    (`blaze.inference_patch_stride`; a run from before it searched as it was trained)."""
     return self.config.blaze.get("inference_patch_stride",
                                  self.config.blaze.get("patch_stride", 1))
+
+  @property
+  def patch_stride(self) -> int:
+    """Every how many pixels and rows the network's patch input is searched: as trained where
+    the evidence has its own memory, else as the evidence (it is the evidence)."""
+    if self.evidence_memory is not None:
+      return self.config.blaze.get("patch_stride", 1)
+    return self.evidence_patch_stride
+
+  @property
+  def has_patch_evidence(self) -> bool:
+    return self.evidence_memory is not None or self.patch_memory is not None
 
   @property
   def trust_images(self) -> int:
@@ -515,17 +564,36 @@ class Detector(trained_network.TrainedNetwork):
                                  override)
 
 
-def fit_trust(workdir, normal_images: dict, moments: dict) -> trust_lib.Trust:
-  """Fits and saves the evidence trust (`trust_lib`) of the trained Blaze run in `workdir`, per
-  category it was trained on, from `name -> (count, iterable of its uint8 normal images at the
-  model's size)` in the order its patch memory was built from and their `name ->
-  reference.Moments`. Only the images the fit uses are kept."""
+def fit_trust(workdir, config, normal_images: dict, moments: dict) -> trust_lib.Trust:
+  """Fits and saves the evidence trust (`trust_lib`) of the trained Blaze run of `config` in
+  `workdir`, per category it was trained on, from `name -> (count, iterable of its uint8
+  normal images at the model's size)` in the order its patch memory was built from and their
+  `name -> reference.Moments`; first builds and saves its evidence memory from all of them
+  (`blaze.evidence_memory`). Only the images the fit uses are kept."""
+  fitted = {}
+  limit = config.blaze.get("trust_images", 16)
+
+  def keeping(name, count, images):  # Passes every image on, keeps the fit's.
+    wanted = set(trust_lib.fit_indices(count, limit).tolist())
+    kept = fitted.setdefault(name, [])
+    for i, image in enumerate(images):
+      if i in wanted:
+        kept.append(image)
+      yield image
+
+  streams = {name: keeping(name, count, images) for name, (count, images) in normal_images.items()}
+  if stage_registry.uses_evidence_memory(config):
+    memory = patch_memory.build(config, streams, {n: c for n, (c, _) in normal_images.items()},
+                                evidence=True)
+    log.info("evidence memories of %d categories (%d patches each): %s", len(memory.names),
+             memory.patches.shape[1], memory.save(workdir, patch_memory.EVIDENCE_FILE_NAME))
+  else:
+    for stream in streams.values():
+      collections.deque(stream, maxlen=0)
   detector = Detector(workdir, trust=trust_lib.EMPTY)
   trust = trust_lib.EMPTY
-  for name, (count, images) in normal_images.items():
-    indices = trust_lib.fit_indices(count, detector.trust_images)
-    wanted = set(indices.tolist())
-    chosen = np.stack([image for i, image in enumerate(images) if i in wanted])
-    trust = trust.merged(detector.trust_of(name, chosen, indices, moments[name]))
+  for name, (count, _) in normal_images.items():
+    indices = trust_lib.fit_indices(count, limit)
+    trust = trust.merged(detector.trust_of(name, np.stack(fitted[name]), indices, moments[name]))
   trust.save(workdir)
   return trust

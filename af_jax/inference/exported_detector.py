@@ -67,6 +67,8 @@ def detector_function(detector, part=lambda name, fn: fn):
   score_on_object = detector.config.blaze.get("score_on_object", False)
   if detector.patch_memory is not None:
     memory = detector.patch_memory.arrays()
+  evidence_memory = (None if detector.evidence_memory is None
+                     else detector.evidence_memory.arrays())
   if detector.references is not None:
     mean_std = jnp.asarray(detector.references.mean_std(np.arange(len(
         detector.references.names))))
@@ -89,6 +91,12 @@ def detector_function(detector, part=lambda name, fn: fn):
                                          detector.config.blaze.patch_size,
                                          detector.patch_stride)
 
+  @functools.partial(part, "patch evidence")
+  def patch_evidence(signed, category):
+    return patch_memory.category_channel(signed, category, evidence_memory,
+                                         detector.config.blaze.patch_size,
+                                         detector.evidence_patch_stride)
+
   @functools.partial(part, "network")
   def network(edges, signed, guide):
     def apply(edges, signed, guide):  # Image by image on a CPU (`per_image`).
@@ -98,11 +106,11 @@ def detector_function(detector, part=lambda name, fn: fn):
     return (per_image.on_cpu(apply)(edges, signed, guide),)
 
   @functools.partial(part, "post-processing")
-  def post_process(heat, guide, images, category):
+  def post_process(heat, guide, patch, images, category):
     on = (foreground.foreground_batch(pixels.uint8_to_unit(images)) if score_on_object
           else None)
     if trust_rows is not None:
-      return trust_lib.apply(detector.trust, detector.source_maps(heat, guide),
+      return trust_lib.apply(detector.trust, detector.source_maps(heat, guide, patch),
                              trust_rows[category], on)
     heat = postprocess.smooth_heatmaps(heat, sigma)
     return heat, postprocess.image_scores(heat, on)
@@ -116,7 +124,12 @@ def detector_function(detector, part=lambda name, fn: fn):
       guide.append(patch_channel(signed, category))
     guide = jnp.concatenate(guide, axis=-1)
     heat, _ = postprocess.average_views(network, views, edges(signed), signed, guide)
-    return post_process(heat, guide, images, category)
+    patch = None  # The patch evidence: its own memory's, else the network's patch input.
+    if evidence_memory is not None:
+      patch = patch_evidence(signed, category)
+    elif memory is not None:
+      patch = guide[..., -1:]
+    return post_process(heat, guide, patch, images, category)
 
   return run
 

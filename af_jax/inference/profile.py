@@ -17,9 +17,10 @@ import time
 
 # The parts of the detector's work, in order (`af_jax.inference.exported_detector` names its
 # parts alike): decoding files and resizing them to the model's size, PiDiNet edges, each
-# evidence channel (the per-pixel reference, the patch distances), the network (all flipped
-# views), and the post-processing (the evidence's fusion or smoothing, scores, resizing back).
-PARTS = ("decode+resize", "edges", "reference", "patch", "network", "post-processing")
+# evidence channel (the per-pixel reference, the network's patch distances, the evidence's own
+# patch distances), the network (all flipped views), and the post-processing (the evidence's fusion or smoothing, scores, resizing back).
+PARTS = ("decode+resize", "edges", "reference", "patch", "patch evidence", "network",
+         "post-processing")
 
 _recordings: list[dict] = []  # One per `recording()` open now.
 

@@ -274,7 +274,8 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str
   if stage_registry.uses_evidence_trust(config) and jax.process_index() == 0:
     # After the last checkpoint, so an interrupted fit is redone by rerunning the stage.
     from af_jax.inference import detector  # pylint: disable=g-import-not-at-top
-    trust = detector.fit_trust(workdir, input_pipeline.normal_images(config.data), moments)
+    trust = detector.fit_trust(workdir, config, input_pipeline.normal_images(config.data),
+                               moments)
     log.info("evidence trust of %d categories: %s", len(trust.names),
              workdir / detector.trust_lib.FILE_NAME)
   return last

@@ -295,11 +295,17 @@ def test_the_patch_guide_is_the_distance_to_the_chosen_categorys_memory(pidinet_
   images = _images(root, names[1])
   edges, signed, guide = detector.network_inputs(images, category=f"synthetic/{names[1]}")
   assert guide.shape == signed.shape[:3] + (4,)
-  # Trained every other pixel (blaze.patch_stride = 2), searched at every pixel at inference.
-  assert detector.config.blaze.patch_stride == 2 and detector.patch_stride == 1
-  expected = patch_memory.category_channel(signed, np.ones(len(images), np.int32),
-                                           detector.patch_memory.arrays(), 7, stride=1)
+  # The network's input is searched as it was trained (every other pixel, blaze.patch_stride
+  # = 2); the evidence weighed against it, in its own memory at every pixel.
+  assert detector.patch_stride == 2 and detector.evidence_patch_stride == 1
+  which = np.ones(len(images), np.int32)
+  expected = patch_memory.category_channel(signed, which, detector.patch_memory.arrays(), 7,
+                                           stride=2)
   np.testing.assert_allclose(guide[..., 3:], expected, atol=1e-5)
+  evidence = patch_memory.category_channel(signed, which, detector.evidence_memory.arrays(), 7,
+                                           stride=1)
+  np.testing.assert_allclose(detector.patch_evidence(signed, which, guide), evidence, atol=1e-5)
+  assert not np.allclose(evidence, expected, atol=0.05)
   # Its heatmaps and image scores weigh the network with this evidence, by the category's
   # fitted trust, the scores over the object (blaze.evidence_trust).
   result = detector.localize(images, category=f"synthetic/{names[1]}")
@@ -312,12 +318,19 @@ def test_the_patch_guide_is_the_distance_to_the_chosen_categorys_memory(pidinet_
   # A category it was not trained on gets its own memory and trust, from its normal images.
   detector.add_reference("mine", _images(root, names[0], "train"))
   assert (detector.patch_memory.names[-1] == "mine" == detector.references.names[-1]
-          == detector.trust.names[-1])
+          == detector.trust.names[-1] == detector.evidence_memory.names[-1])
   assert detector.localize(images, category="mine").references == ["mine"] * len(images)
   # A run whose two files disagree is refused, naming both.
   broken = copy_run(root / "blaze_patch", tmp_path / "broken")
   memory = patch_memory.load(broken)
   dataclasses.replace(memory, names=memory.names[::-1]).save(broken)
   with pytest.raises(ValueError, match="patch memory's categories .* differ from the "
+                                       "references'"):
+    infer.Detector(broken)
+  broken = copy_run(root / "blaze_patch", tmp_path / "broken_evidence")
+  memory = patch_memory.load(broken, patch_memory.EVIDENCE_FILE_NAME)
+  dataclasses.replace(memory, names=memory.names[::-1]).save(broken,
+                                                              patch_memory.EVIDENCE_FILE_NAME)
+  with pytest.raises(ValueError, match="evidence memory's categories .* differ from the "
                                        "references'"):
     infer.Detector(broken)
