@@ -119,9 +119,11 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   c.blaze.patch_memory = 8192     # Patches per category (a multiple of 2048, or fewer).
   c.blaze.patch_size = 7          # Odd; 7 as the nearest-patch floor (DESIGN.md B.11).
   c.blaze.patch_stride = 1        # Search every s-th pixel and row, resize back: s^2 less work.
-  # Inference (Detector, export, the trust's fit): the search at every pixel whatever training
-  # used. Thin defects keep their width: against every other pixel, +1.2-1.5 AUPRO on the
-  # magnetic tile (trained on and held out) and held-out metal_plate, for 4x the search's work.
+  # Inference (Detector, export, the trust's fit): the patch evidence's search (in the evidence
+  # memory, below) at every pixel whatever training used; the network's own input is searched
+  # as trained (a run without an evidence memory searches that one at this stride). Thin
+  # defects keep their width: against every other pixel, +1.2-1.5 AUPRO on the magnetic tile
+  # (trained on and held out) and held-out metal_plate, for 4x the search's work.
   c.blaze.inference_patch_stride = 1
   # How the memory's patches are chosen (af_jax/evidence/patch_memory.py): 'random' (uniform draw) or
   # 'coreset' (greedy k-centre over `patch_pool` candidates, stored and augmented views: keeps
