@@ -31,12 +31,14 @@ a part's defects are on the part, and the backdrop's shading and dust then canno
 them. Calibrated thresholds record the settings (`thresholds`).
 
 A run trained with `blaze.evidence_trust` keeps its evidence (`af_jax.evidence.trust`): the
-heatmap is the network's heatmap, the patch distances and the per-pixel reference, each in
-standard deviations of the category's normal images, weighted and blurred as fitted for that
-category (`smoothing_sigma` is then not used), and the image score is that map's maximum
-against the category's normal images. `add_reference` fits a new part's trust from its normal
-images and anomalies the run's FlareGenerator makes of them (`flare_workdir`: where that run
-is, when it moved).
+heatmap is the network's heatmap, the patch distances (searched in the category's evidence
+memory, `blaze.evidence_memory`: stored normal patches, where the network's input searches
+augmented ones) and the per-pixel reference, each in standard deviations of the category's
+normal images, weighted and blurred as fitted for that category (`smoothing_sigma` is then not
+used), and the image score is such a map's maximum (with weights of its own) against the
+category's normal images. `add_reference` builds a new part's memories and fits its trust from
+its normal images and anomalies the run's FlareGenerator makes of them (`flare_workdir`: where
+that run is, when it moved).
 """
 
 import collections
