@@ -160,27 +160,19 @@ class Detector(trained_network.TrainedNetwork):
                          if stage_registry.uses_patch_guide(self.config) else None)
     self._patch_arrays = (None if self.patch_memory is None  # On device once, not per call.
                           else self.patch_memory.arrays())
-    if self.patch_memory is not None and self.patch_memory.names != self.references.names:
-      raise ValueError(f"{self.workdir}: the patch memory's categories "
-                       f"{list(self.patch_memory.names)} differ from the references' "
-                       f"{list(self.references.names)}; restore both files of the run")
+    if self.patch_memory is not None:
+      self._check_categories("patch memory", self.patch_memory.names)
     # Given (training's end fits it into trust_lib.EMPTY), else the run's file.
     self.trust = trust
     if stage_registry.uses_evidence_trust(self.config) and trust is None:
       self.trust = trust_lib.load(self.workdir)
-      if self.trust.names != self.references.names:
-        raise ValueError(f"{self.workdir}: the evidence trust's categories "
-                         f"{list(self.trust.names)} differ from the references' "
-                         f"{list(self.references.names)}; restore both files of the run")
+      self._check_categories("evidence trust", self.trust.names)
     # The patch evidence's own memory (`patch_memory`); a run fitted before it existed weighs
     # the network's patch input instead.
     self.evidence_memory = None
     if self.trust is not None and stage_registry.uses_evidence_memory(self.config):
       self.evidence_memory = patch_memory.load(self.workdir, patch_memory.EVIDENCE_FILE_NAME)
-      if self.evidence_memory.names != self.references.names:
-        raise ValueError(f"{self.workdir}: the evidence memory's categories "
-                         f"{list(self.evidence_memory.names)} differ from the references' "
-                         f"{list(self.references.names)}; restore both files of the run")
+      self._check_categories("evidence memory", self.evidence_memory.names)
     self._evidence_arrays = (None if self.evidence_memory is None
                              else self.evidence_memory.arrays())
     if self.trust is None and self.config.blaze.get("image_score", "heatmap") != "heatmap":
@@ -190,6 +182,13 @@ class Detector(trained_network.TrainedNetwork):
                   self.config.blaze.image_score)
     self._flare_workdir = flare_workdir or self.config.get("teacher_workdir")
     self._flare = None
+
+  def _check_categories(self, what: str, names: tuple[str, ...]) -> None:
+    """Refuses a run file (`what`) whose categories are not the references', in their order."""
+    if names != self.references.names:
+      raise ValueError(f"{self.workdir}: the {what}'s categories {list(names)} differ from the "
+                       f"references' {list(self.references.names)}; restore both files of the "
+                       "run")
 
   def views(self) -> list[tuple[bool, bool]]:
     """(left-right, top-bottom) flips of the views averaged; (False, False) is the image."""
@@ -453,16 +452,21 @@ class Detector(trained_network.TrainedNetwork):
     moments = reference.Moments.of(resized)
     self.references = self.references.with_reference(name, moments)
     if self.patch_memory is not None:
-      self.patch_memory = self.patch_memory.with_category(name, patch_memory.build(
-          self.config, {name: resized}, {name: len(resized)}))
-      self._patch_arrays = self.patch_memory.arrays()
+      self.patch_memory, self._patch_arrays = self._with_category(self.patch_memory, name,
+                                                                  resized)
     if self.evidence_memory is not None:
-      self.evidence_memory = self.evidence_memory.with_category(name, patch_memory.build(
-          self.config, {name: resized}, {name: len(resized)}, evidence=True))
-      self._evidence_arrays = self.evidence_memory.arrays()
+      self.evidence_memory, self._evidence_arrays = self._with_category(
+          self.evidence_memory, name, resized, evidence=True)
     if self.trust is not None:
       indices = trust_lib.fit_indices(len(resized), self.trust_images)
       self.trust = self.trust.merged(self.trust_of(name, resized[indices], indices, moments))
+
+  def _with_category(self, memory: patch_memory.PatchMemory, name: str, resized: np.ndarray,
+                     evidence: bool = False):
+    """(`memory` with category `name` built from its model-size normal images, its arrays)."""
+    memory = memory.with_category(name, patch_memory.build(
+        self.config, {name: resized}, {name: len(resized)}, evidence=evidence))
+    return memory, memory.arrays()
 
   @property
   def evidence_patch_stride(self) -> int:
@@ -481,6 +485,7 @@ class Detector(trained_network.TrainedNetwork):
 
   @property
   def has_patch_evidence(self) -> bool:
+    """Whether the trust weighs patch distances (of either memory)."""
     return self.evidence_memory is not None or self.patch_memory is not None
 
   @property
