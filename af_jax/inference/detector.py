@@ -131,6 +131,10 @@ class EvidenceChannel:
     return LocalizationResult(heatmaps=heatmaps, repaired=None, scores=scores)
 
 
+def _trust_images(config) -> int:
+  return config.blaze.get("trust_images", 16)
+
+
 def _left_out_sources(signed: np.ndarray, left_out) -> np.ndarray:
   """The memory source each image leaves out (`Detector._inputs`' `left_out`), -1 for none."""
   return np.full(len(signed), -1) if left_out is None else left_out[1]
@@ -491,7 +495,7 @@ class Detector(trained_network.TrainedNetwork):
   @property
   def trust_images(self) -> int:
     """How many normal images per category the evidence trust's fit scores."""
-    return self.config.blaze.get("trust_images", 16)
+    return _trust_images(self.config)
 
   # -------------------------------------------------------------- thresholds
   def settings(self) -> dict:
@@ -578,7 +582,7 @@ def fit_trust(workdir, config, normal_images: dict, moments: dict) -> trust_lib.
   `name -> reference.Moments`; first builds and saves its evidence memory from all of them
   (`blaze.evidence_memory`). Only the images the fit uses are kept."""
   fitted = {}
-  limit = config.blaze.get("trust_images", 16)
+  limit = _trust_images(config)
 
   def keeping(name, count, images):  # Passes every image on, keeps the fit's.
     wanted = set(trust_lib.fit_indices(count, limit).tolist())
