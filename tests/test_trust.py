@@ -78,6 +78,18 @@ def test_the_image_score_weighs_what_ranks_whole_images_best():
   assert image_auroc(dataclasses.replace(fitted, image_weights=fitted.weights)) < 0.5
 
 
+def test_image_weights_hedge_among_the_mixes_the_few_images_cannot_tell_apart():
+  """Network and patch evidence both put every anomalous image above every normal one: the
+  image score weighs them alike instead of betting on one."""
+  normal, anomalous, masks = _evidence(k=16, m=16)
+  anomalous[..., 0] += 3.0 * masks
+  fitted = trust.fit("part", normal, anomalous, masks, SIGMAS, shrinkage=0.5)
+  np.testing.assert_allclose(fitted.image_weights[0], [0.5, 0.5, 0.0], atol=1e-6)
+  assert trust._auroc_standard_error(1.0, 16, 16) == 0.0
+  # Hanley and McNeil's error of an AUROC of 0.9 on 16 and 16: about 0.058.
+  np.testing.assert_allclose(trust._auroc_standard_error(0.9, 16, 16), 0.0577, atol=5e-4)
+
+
 def test_a_missing_source_gets_no_weight_even_when_it_would_rank_well():
   normal, anomalous, masks = _evidence()
   fitted = trust.fit("part", normal, anomalous, masks, SIGMAS, available=(True, False, True))
