@@ -4,6 +4,7 @@
   python benchmarks/inference.py --workdir demo_out/runs/blaze --batches 1,32
   python benchmarks/inference.py --device gpu             # the same on an accelerator
   python benchmarks/inference.py --dtype bfloat16         # the network and edges in bfloat16
+  python benchmarks/inference.py --evidence_stride 2      # patch evidence every other pixel
 
 Without `--workdir` it makes, per size, a run of the demo's network (configs/demo.py: ngf 16,
 2 downsamplings, 3 blocks, reference, patch guide and evidence trust on) trained one step per
@@ -114,8 +115,10 @@ def profiled(step, repeats: int) -> tuple[float, dict]:
 
 
 def measure(workdir: pathlib.Path, batches: list[int], repeats: int, images: pathlib.Path,
-            dtype: str | None, tmp: pathlib.Path) -> None:
-  """Prints both paths' images/s and parts for each batch size of the run in `workdir`."""
+            dtype: str | None, tmp: pathlib.Path, evidence_stride: int | None = None) -> None:
+  """Prints both paths' images/s and parts for each batch size of the run in `workdir`, its
+  patch evidence searched at `evidence_stride` when given (speed only: the run's trust was
+  fitted at its own `blaze.inference_patch_stride`)."""
   import jax  # pylint: disable=g-import-not-at-top
   import af_jax  # pylint: disable=g-import-not-at-top
   from af_jax import files  # pylint: disable=g-import-not-at-top
@@ -123,6 +126,8 @@ def measure(workdir: pathlib.Path, batches: list[int], repeats: int, images: pat
   from af_jax.inference import exported_detector  # pylint: disable=g-import-not-at-top
   from af_jax.inference import profile  # pylint: disable=g-import-not-at-top
   detector = infer.Detector(workdir, batch_size=max(batches), dtype=dtype)
+  if evidence_stride:
+    detector.config.blaze.inference_patch_stride = evidence_stride
   folder = tmp / f"export{detector.size}"
   folder.mkdir(exist_ok=True)
   function, metadata = exported_detector.export_detector(detector)
@@ -143,7 +148,8 @@ def measure(workdir: pathlib.Path, batches: list[int], repeats: int, images: pat
     whole = profiled(lambda: export_step(exported), repeats)[0]
     split = profiled(lambda: export_step(parts), repeats)[1]
     print(f"\n{detector.size} px, batch {batch}: Detector.localize {batch / local[0]:.2f} img/s, "
-          f"exported {batch / whole:.2f} img/s (seconds per batch; network: {views} views)")
+          f"exported {batch / whole:.2f} img/s (seconds per batch; network: {views} views; "
+          f"patch evidence every {detector.evidence_patch_stride} px)")
     print("| part | Detector.localize s | share | exported s (parts alone) | share |")
     print("|---|---|---|---|---|")
     for name in profile.PARTS + ("other",):
@@ -166,6 +172,9 @@ def main():
                       help="folder of PNG images to decode (default: the shared bottle's)")
   parser.add_argument("--dtype", help="compute dtype, e.g. bfloat16 (default: the run's)")
   parser.add_argument("--device", choices=("cpu", "gpu"), help="JAX platform (default: JAX's)")
+  parser.add_argument("--evidence_stride", type=int,
+                      help="search the patch evidence every N pixels and rows (the option "
+                      "blaze.inference_patch_stride; default: the run's, 1)")
   args = parser.parse_args()
   import jax  # pylint: disable=g-import-not-at-top
   if args.device:
@@ -179,7 +188,8 @@ def main():
                 [demo_network_run(runs / str(size), size) for size in
                  (int(s) for s in args.sizes.split(","))])
     for workdir in workdirs:
-      measure(workdir, batches, args.repeats, args.images, args.dtype, tmp)
+      measure(workdir, batches, args.repeats, args.images, args.dtype, tmp,
+              args.evidence_stride)
 
 
 if __name__ == "__main__":
