@@ -359,9 +359,9 @@ def fit(name: str, normal_maps: np.ndarray, anomalous_maps: np.ndarray, masks: n
                             for w in grid])
   # Every point within one standard error of the best ranks the images as well as these few
   # can tell; their mean hedges among them instead of betting on the sample's winner.
-  best = image_auroc.max()
-  plateau = image_auroc >= best - _auroc_standard_error(best, len(anomalous_maps),
-                                                         len(normal_maps)) - 1e-12
+  top_auroc = image_auroc.max()
+  plateau = image_auroc >= top_auroc - _auroc_standard_error(
+      top_auroc, len(anomalous_maps), len(normal_maps)) - 1e-12
   image_weights = np.mean([w for w, on in zip(grid, plateau) if on], axis=0)
   normal_fused, top = fused(weights, 0), tops(image_weights, 0, on_normal)
   f32 = lambda *v: np.asarray(v if len(v) == 1 else [v], np.float32)  # One category's row.
