@@ -273,13 +273,13 @@ def _auroc_standard_error(auroc: float, positives: int, negatives: int) -> float
 
 
 def _objective(fused_normal, fused_anomalous, masks, weight, on_normal, on_anomalous):
-  """The fit's objective (module docstring) of fused maps of normal [K, S, S] and anomalous
-  [M, S, S] images."""
+  """(the fit's objective (module docstring), its image AUROC term) of fused maps of normal
+  [K, S, S] and anomalous [M, S, S] images."""
   neg = np.sort(np.concatenate([fused_normal.ravel(), fused_anomalous[~masks]]))
   auroc, partial = _ranking(fused_anomalous[masks], weight, neg)
   image = _image_auroc(np.where(on_anomalous, fused_anomalous, -np.inf).max((1, 2)),
                        np.where(on_normal, fused_normal, -np.inf).max((1, 2)))
-  return (auroc + partial + image) / 3.0
+  return (auroc + partial + image) / 3.0, image
 
 
 def _simplex(active: list[int]) -> list[np.ndarray]:
@@ -328,7 +328,7 @@ def fit(name: str, normal_maps: np.ndarray, anomalous_maps: np.ndarray, masks: n
   for e in range(len(SOURCES)):
     candidates = [(postprocess.smooth_heatmaps(z_normal[..., e], s),
                    postprocess.smooth_heatmaps(z_anomalous[..., e], s), s) for s in sigmas]
-    scores = [objective(n, a) for n, a, _ in candidates]
+    scores = [objective(n, a)[0] for n, a, _ in candidates]
     best = int(np.argmax(scores))
     blurred_maps.append(candidates[best][:2])
     sigma[e], alone[e] = candidates[best][2], scores[best] if available[e] else 0.0
@@ -344,26 +344,25 @@ def fit(name: str, normal_maps: np.ndarray, anomalous_maps: np.ndarray, masks: n
   def fused(w, which):
     return sum(w[e] * blurred_maps[e][which] for e in active)
 
-  best = max(((objective(fused(w, 0), fused(w, 1)) - network_prior * (1.0 - w[0]), -k, w)
-              for k, w in enumerate(_simplex(active))), key=lambda t: t[:2])
-  above_chance = [e for e in active if alone[e] > 0.5] or active
-  weights = (1.0 - shrinkage) * best[2] + shrinkage * np.isin(
-      np.arange(len(SOURCES)), above_chance) / len(above_chance)
-  alone[3] = objective(fused(weights, 0), fused(weights, 1))
-
-  def tops(w, which, on):
-    return np.where(on, fused(w, which), -np.inf).max((1, 2))
-
   grid = _simplex(active)
-  image_auroc = np.asarray([_image_auroc(tops(w, 1, on_anomalous), tops(w, 0, on_normal))
-                            for w in grid])
+  scored = np.asarray([objective(fused(w, 0), fused(w, 1)) for w in grid])  # [G, 2]
+  # Of equal objectives, the first point of the grid.
+  best = max(range(len(grid)), key=lambda k: (
+      scored[k, 0] - network_prior * (1.0 - grid[k][0]), -k))
+  above_chance = [e for e in active if alone[e] > 0.5] or active
+  weights = (1.0 - shrinkage) * grid[best] + shrinkage * np.isin(
+      np.arange(len(SOURCES)), above_chance) / len(above_chance)
+  alone[3] = objective(fused(weights, 0), fused(weights, 1))[0]
+
+  image_auroc = scored[:, 1]
   # Every point within one standard error of the best ranks the images as well as these few
   # can tell; their mean hedges among them instead of betting on the sample's winner.
   top_auroc = image_auroc.max()
   plateau = image_auroc >= top_auroc - _auroc_standard_error(
       top_auroc, len(anomalous_maps), len(normal_maps)) - 1e-12
   image_weights = np.mean([w for w, on in zip(grid, plateau) if on], axis=0)
-  normal_fused, top = fused(weights, 0), tops(image_weights, 0, on_normal)
+  normal_fused = fused(weights, 0)
+  top = np.where(on_normal, fused(image_weights, 0), -np.inf).max((1, 2))
   f32 = lambda *v: np.asarray(v if len(v) == 1 else [v], np.float32)  # One category's row.
   return Trust((name,), f32(*weights), f32(*sigma), f32(*mean), f32(*std),
                f32(normal_fused.mean()), f32(max(normal_fused.std(), MIN_STD)), f32(top.mean()),
