@@ -95,6 +95,10 @@ def _localize_fn(generator):
   return jax.jit(run)
 
 
+# The trust fit's pasted anomalies, compiled: op by op they took 2 s per category at 64 px.
+_paste_anomalies = jax.jit(synthetic_anomalies.paste_anomalies, static_argnums=3)
+
+
 @functools.lru_cache(maxsize=8)
 def _patch_channel_fn(patch_size: int, stride: int):
   return jax.jit(functools.partial(patch_memory.category_channel, patch_size=patch_size,
@@ -421,7 +425,7 @@ class Detector(trained_network.TrainedNetwork):
       regions.append(generated.region_masks)
     if "pasted" in kinds:
       edges = pixels.binarize_edges(self.edges(images)[..., None], self.edge_threshold)
-      pasted, _, mask = synthetic_anomalies.paste_anomalies(
+      pasted, _, mask = _paste_anomalies(
           jax.random.PRNGKey(self.config.seed), signed, edges,
           config_dataclasses.from_config(synthetic_anomalies.SyntheticAnomalyConfig,
                                          self.config.blaze.synthetic))
