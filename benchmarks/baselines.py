@@ -27,7 +27,7 @@ FLOORS = {"per-pixel Gaussian": baseline.PixelGaussianBaseline,
 DEFAULT_ROOT = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def _category(folder: pathlib.Path, size: int):
+def read_category(folder: pathlib.Path, size: int):
   """(train images, test images, test masks, test labels) at `size` px, as tests read them."""
   tests = sorted((folder / "test").glob("*/*.png"))
   if not tests:
@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
   print("|---|---|---|---|---|", flush=True)
   for name, relative in CATEGORIES.items():
     for size in [int(s) for s in args.sizes.split(",")]:
-      data = _category(args.manual_root / relative, size)
+      data = read_category(args.manual_root / relative, size)
       for floor_name in FLOORS:
         print(_row(name, size, floor_name, data), flush=True)  # Rows as they finish.
   return 0

@@ -158,6 +158,9 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   # shows: alone, this one's distances gained 4-33 AUPRO points over them on the real parts.
   # 0 = weigh the network's input (runs fitted before it existed).
   c.blaze.evidence_memory = 8192
+  # A larger pool is not better on every part, and its coreset takes longer in proportion:
+  # 262,144 gained bottle 0.3 px-AUROC / 0.3 AUPRO, lost the magnetic tile 1.0 / 1.0, and
+  # took 2.4x as long (2 draws each; python benchmarks/evidence_memory.py --pools ...).
   c.blaze.evidence_pool = 131072
 
   # Filled by training, never set by hand: what the prepared data was built with (edge method,
