@@ -113,12 +113,14 @@ def evaluate_category(detector, data_dir, dataset, category, split="test") -> di
   return score(detector, load_test_set(data_dir, dataset, category, split))
 
 
-def evidence_block(detector, test: TestSet, category: str | None = None) -> dict | None:
+def evidence_block(detector, test: TestSet, category: str | None = None,
+                   shared: dict | None = None) -> dict | None:
   """What the detector was given, scored alone beside it (a run with `blaze.evidence_trust`,
   else None): per source of `trust.SOURCES` its `score` (`infer.EvidenceChannel`), with the
   reference `category` (default: each image's nearest, as the detector chose), and the trust
   fitted for that reference (`trust.Trust.row`; for nearest references, the one most of
-  `test`'s images use)."""
+  `test`'s images use). `shared`: evidence maps already computed for `test` (the
+  channels' `shared`), else computed here once for the three sources."""
   from af_jax import infer  # pylint: disable=g-import-not-at-top
   from af_jax import pixels  # pylint: disable=g-import-not-at-top
   from af_jax.evidence import trust  # pylint: disable=g-import-not-at-top
@@ -129,7 +131,7 @@ def evidence_block(detector, test: TestSet, category: str | None = None) -> dict
     name = detector.references.names[np.bincount(which).argmax()]
   else:
     name = detector.references.names[detector.references.index(category)]
-  shared = {}  # Each test image's evidence maps, computed once for the three sources.
+  shared = {} if shared is None else shared
   block = {source: score(infer.EvidenceChannel(detector, source, category, shared), test)
            for source in trust.SOURCES}
   return dict(block, trust=detector.trust.row(name))
@@ -144,12 +146,16 @@ def keeps_evidence(detector_metrics: dict, evidence: dict) -> dict[str, bool]:
 def score_with_evidence(detector, test: TestSet, evidence: dict, category: str | None = None
                         ) -> dict:
   """`score` of `detector` on `test`; for a run with evidence trust, also puts the category's
-  `evidence_block`, with `keeps_evidence`, into `evidence` under `test.category`."""
-  model = detector if category is None else WithReference(detector, category)
-  metrics = score(model, test)
-  block = evidence_block(detector, test, category)
-  if block is not None:
-    evidence[test.category] = dict(block, keeps_evidence=keeps_evidence(metrics, block))
+  `evidence_block`, with `keeps_evidence`, into `evidence` under `test.category`, the
+  detector and its sources scored from one computation of the evidence maps."""
+  from af_jax import infer  # pylint: disable=g-import-not-at-top
+  if detector.trust is None:
+    return score(detector if category is None else WithReference(detector, category), test)
+  shared = {}  # Each test image's evidence maps, for the detector and its three sources.
+  metrics = score(infer.EvidenceChannel(detector, infer.EvidenceChannel.FUSED, category,
+                                        shared), test)
+  block = evidence_block(detector, test, category, shared)
+  evidence[test.category] = dict(block, keeps_evidence=keeps_evidence(metrics, block))
   return metrics
 
 

@@ -47,6 +47,7 @@ import functools
 import hashlib
 import logging
 import pathlib
+import typing
 
 import jax
 import numpy as np
@@ -109,9 +110,12 @@ def _patch_channel_fn(patch_size: int, stride: int):
 class EvidenceChannel:
   """One evidence source (`trust_lib.SOURCES`) of a Detector with evidence trust, scored
   alone: its map blurred as the detector blurs it for the image's category, the image
-  score its maximum over the scored pixels. `localize` as the Detector's (the evidence block
-  of `af-jax evaluate` and the demo). Channels given one `shared` dict compute each batch's
-  evidence maps once between them (the network's views are most of the work)."""
+  score its maximum over the scored pixels; or, as source `FUSED`, the detector itself (its
+  `localize` heatmaps and scores, from the same maps). `localize` as the Detector's (the
+  evidence block of `af-jax evaluate` and the demo). Channels given one `shared` dict compute
+  each batch's evidence maps once between them (the network's views are most of the work):
+  scoring the detector beside its sources costs one pass, not two."""
+  FUSED: typing.ClassVar[str] = "fused"
   detector: "Detector"
   source: str
   category: str | None = None
@@ -126,10 +130,13 @@ class EvidenceChannel:
     if key not in self.shared:
       self.shared[key] = d.evidence_maps(resized, which)
     maps, on = self.shared[key]
-    source = trust_lib.SOURCES.index(self.source)
-    heat = trust_lib.blurred(maps[..., source], d.trust.sigma[d.trust_indices(which), source],
-                             np.unique(d.trust.sigma[:, source]))
-    scores = postprocess.image_scores(heat if on is None else np.where(on, heat, -np.inf))
+    if self.source == self.FUSED:  # As `Detector._localize_resized` weighs them.
+      heat, scores = trust_lib.apply(d.trust, maps, d.trust_indices(which), on)
+    else:
+      source = trust_lib.SOURCES.index(self.source)
+      heat = trust_lib.blurred(maps[..., source], d.trust.sigma[d.trust_indices(which), source],
+                               np.unique(d.trust.sigma[:, source]))
+      scores = postprocess.image_scores(heat if on is None else np.where(on, heat, -np.inf))
     heatmaps = np.stack([pixels.resize_back(hm.astype(np.float32), np.shape(images[0])[:2])
                          for hm in heat])
     return LocalizationResult(heatmaps=heatmaps, repaired=None, scores=scores)

@@ -77,7 +77,9 @@ def test_the_evidence_block_scores_each_source_alone(pidinet_runs, bottle_dir):
   evidence_maps = detector.evidence_maps
   detector.evidence_maps = lambda *a, **k: computed.append(1) or evidence_maps(*a, **k)
   metrics = evaluate.score_with_evidence(detector, test, evidence, "bottle")
-  assert len(computed) == 1  # One batch's maps, shared by the three sources.
+  assert len(computed) == 1  # One batch's maps, shared by the detector and its three sources.
+  # Scored from the shared maps, the detector is what its own localize gives.
+  assert metrics == evaluate.score(evaluate.WithReference(detector, "bottle"), test)
   block = evidence["bottle"]
   assert set(block) == {*trust_lib.SOURCES, "trust", "keeps_evidence"}
   for source in trust_lib.SOURCES:
