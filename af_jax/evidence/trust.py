@@ -226,6 +226,13 @@ def _fused(trust: Trust, arrays: dict, maps):
                for w in ("weights", "image_weights"))
 
 
+def _sigmoid(x):
+  """1 / (1 + exp(-x)), numpy or jax. For x below about -709 numpy's exp overflows to inf, and
+  the result is its right limit, 0: not worth a warning to every user of a fresh run."""
+  with np.errstate(over="ignore"):
+    return 1.0 / (1.0 + _xp(x).exp(-x))
+
+
 def apply(trust: Trust, maps, which, on=None):
   """(heatmaps [N, S, S] in (0, 1), image scores [N] in (0, 1)) of evidence `maps`
   [N, S, S, 3] (`source_maps`) of images compared with categories `which` [N] (int indices
@@ -236,10 +243,10 @@ def apply(trust: Trust, maps, which, on=None):
             for a in ARRAYS}
   fused, image_fused = _fused(trust, arrays, maps)
   z = (fused - arrays["pixel_mean"][:, None, None]) / arrays["pixel_std"][:, None, None]
-  heat = 1.0 / (1.0 + xp.exp(-(z - HEAT_OFFSET)))
+  heat = _sigmoid(z - HEAT_OFFSET)
   top = postprocess.image_scores(image_fused if on is None
                                  else xp.where(on, image_fused, -xp.inf), None)
-  score = 1.0 / (1.0 + xp.exp(-(top - arrays["image_mean"]) / arrays["image_std"]))
+  score = _sigmoid((top - arrays["image_mean"]) / arrays["image_std"])
   return heat, score
 
 
