@@ -29,13 +29,17 @@ DEFAULT_ROOT = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def read_category(folder: pathlib.Path, size: int):
   """(train images, test images, test masks, test labels) at `size` px, as tests read them."""
-  tests = sorted((folder / "test").glob("*/*.png"))
+  tests = _images(folder / "test", "*/*")
   if not tests:
     raise SystemExit(f"no test images under {folder / 'test'} (MVTec AD layout expected)")
-  train = sorted((folder / "train" / "good").glob("*.png"))
+  train = _images(folder / "train" / "good", "*")
   return (pixels.resize_images([pixels.read_rgb(f) for f in train], size),
           pixels.resize_images([pixels.read_rgb(f) for f in tests], size),
           [_mask(folder, f, size) for f in tests], [int(f.parent.name != "good") for f in tests])
+
+
+def _images(folder: pathlib.Path, pattern: str) -> list[pathlib.Path]:
+  return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in pixels.IMAGE_SUFFIXES)
 
 
 def _mask(folder: pathlib.Path, test_file: pathlib.Path, size: int) -> np.ndarray:

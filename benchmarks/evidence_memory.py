@@ -7,7 +7,7 @@ For each part at 64 px, coreset pool (`blaze.evidence_pool`) and seed (the draw 
 the projection and the first pick): builds the part's evidence memory from its normal
 training images as a Blaze run does (`patch_memory.build(..., evidence=True)`, the demo's
 config), and prints the seconds of the build and its patch distances alone on the part's test
-set, searched at every pixel and blurred 1 px as the detector's evidence channel
+set, searched at every pixel as the detector searches its evidence memory, blurred 1 px
 (px-AUROC / AUPRO / image AUROC). Seeds show how much the draw moves a part; pools what a
 larger one buys for its time. The nearest-patch floor (`benchmarks/baselines.py`) is the bar.
 """
