@@ -160,7 +160,7 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   c.blaze.evidence_memory = 8192
   # A larger pool is not better on every part, and its coreset takes longer in proportion:
   # 262,144 gained bottle 0.3 px-AUROC / 0.3 AUPRO, lost the magnetic tile 1.0 / 1.0, and
-  # took 2.4x as long (2 draws each; python benchmarks/evidence_memory.py --pools ...).
+  # took 2.4x as long (2 draws each, 64 projected dimensions; benchmarks/evidence_memory.py).
   c.blaze.evidence_pool = 131072
 
   # Filled by training, never set by hand: what the prepared data was built with (edge method,
