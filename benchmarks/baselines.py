@@ -68,12 +68,19 @@ def _row(name: str, size: int, floor_name: str, data) -> str:
           f"{' / '.join(f'{100 * f:.1f}' for f in figures)} |")
 
 
-def main(argv: list[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
+def parser_with_manual_root(doc: str, holding: str) -> argparse.ArgumentParser:
+  """A benchmark's argument parser (`doc` its help) with --manual_root, the folder `holding`
+  the real parts it reads (`read_category`)."""
+  parser = argparse.ArgumentParser(description=doc,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--manual_root", type=pathlib.Path, default=DEFAULT_ROOT,
-                      help="the folder holding mvtec_ad/bottle and mpdd/metal_plate "
-                           "(default: ../shared/data beside the repository)")
+                      help=f"the folder holding {holding} (default: ../shared/data beside the "
+                           "repository)")
+  return parser
+
+
+def main(argv: list[str]) -> int:
+  parser = parser_with_manual_root(__doc__, "mvtec_ad/bottle and mpdd/metal_plate")
   parser.add_argument("--sizes", default="64,128")
   args = parser.parse_args(argv)
   print(f"device: {jax.devices()[0]}", flush=True)

@@ -12,9 +12,6 @@ set, searched at every pixel as the detector searches its evidence memory, blurr
 larger one buys for its time. The nearest-patch floor (`benchmarks/baselines.py`) is the bar.
 """
 
-import argparse
-import functools
-import pathlib
 import sys
 import time
 
@@ -26,7 +23,7 @@ from af_jax.evidence import baseline
 from af_jax.evidence import patch_memory
 from af_jax import pixels
 from af_jax.metrics import localization
-from baselines import DEFAULT_ROOT, read_category
+from baselines import parser_with_manual_root, read_category
 
 PARTS = {"bottle": "mvtec_ad/bottle", "metal_plate": "mpdd/metal_plate",
          "magnetic_tile": "magnetic_tile/magnetic_tile"}
@@ -34,24 +31,24 @@ SIZE = 64
 BATCH = 8
 
 
+# Compiled once for every part, pool and seed (a memory's shape does not change with them).
+_channel = jax.jit(patch_memory.category_channel, static_argnames=("patch_size",))
+
+
 def _patch_distances(memory: patch_memory.PatchMemory, images: np.ndarray,
                      patch_size: int) -> np.ndarray:
   """[N, S, S]: the evidence channel of uint8 images against the memory's only category."""
-  channel = jax.jit(functools.partial(patch_memory.category_channel, patch_size=patch_size))
   maps = []
   for start in range(0, len(images), BATCH):
     batch = pixels.uint8_to_signed(images[start:start + BATCH])
-    maps.append(np.asarray(channel(batch, np.zeros(len(batch), np.int32),
-                                   memory.arrays()))[..., 0])
+    maps.append(np.asarray(_channel(batch, np.zeros(len(batch), np.int32), memory.arrays(),
+                                    patch_size=patch_size))[..., 0])
   return np.concatenate(maps)
 
 
 def main(argv: list[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--manual_root", type=pathlib.Path, default=DEFAULT_ROOT,
-                      help="the folder holding mvtec_ad/bottle, mpdd/metal_plate and "
-                           "magnetic_tile/magnetic_tile (default: ../shared/data)")
+  parser = parser_with_manual_root(
+      __doc__, "mvtec_ad/bottle, mpdd/metal_plate and magnetic_tile/magnetic_tile")
   parser.add_argument("--pools", default="131072")
   parser.add_argument("--seeds", default="0,1")
   parser.add_argument("--parts", default=",".join(PARTS))

@@ -367,7 +367,7 @@ def fit(name: str, normal_maps: np.ndarray, anomalous_maps: np.ndarray, masks: n
   top_auroc = image_auroc.max()
   plateau = image_auroc >= top_auroc - _auroc_standard_error(
       top_auroc, len(anomalous_maps), len(normal_maps)) - 1e-12
-  image_weights = np.mean([w for w, on in zip(grid, plateau) if on], axis=0)
+  image_weights = np.asarray(grid)[plateau].mean(0)
   normal_fused = fused(weights, 0)
   top = np.where(on_normal, fused(image_weights, 0), -np.inf).max((1, 2))
   f32 = lambda *v: np.asarray(v if len(v) == 1 else [v], np.float32)  # One category's row.
