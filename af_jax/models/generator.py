@@ -78,9 +78,8 @@ class Decoder(nn.Module):
       x = layers.conv_transpose_x2(self.ngf * 2 ** (self.n_downsampling - i - 1),
                                    dtype=self.dtype, name=f"up_{i}")(x)
       x = nn.relu(layers.instance_norm(x))
-    if skip is not None:
-      x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
-    x = layers.reflect_pad_conv(self.out_channels, 7, dtype=self.dtype, name="conv_out")(x)
+    inputs = (x,) if skip is None else (x, skip)
+    x = layers.reflect_pad_conv(self.out_channels, 7, dtype=self.dtype, name="conv_out")(*inputs)
     return x.astype(jnp.float32)
 
 

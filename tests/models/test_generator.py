@@ -116,7 +116,7 @@ def _traced_conv_flops(module: nn.Module, *shapes) -> int:
 
   def count(next_fun, args, kwargs, context):
     out = next_fun(*args, **kwargs)
-    is_conv = isinstance(context.module, (nn.Conv, layers.ConvTransposeX2))
+    is_conv = isinstance(context.module, (nn.Conv, layers.Conv, layers.ConvTransposeX2))
     if is_conv and context.method_name == "__call__":
       kernel = context.module.variables["params"]["kernel"]
       total.append(2 * int(np.prod(out.shape[1:-1])) * int(np.prod(kernel.shape)))

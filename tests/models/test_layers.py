@@ -122,10 +122,49 @@ def test_conv_with_explicit_padding_equals_pytorch_conv2d():
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_im2col_conv_on_cpu_equals_pytorch_conv2d_and_xla_gradients(stride):
+  # The discriminator's stride-1 layers take this path on a CPU (`layers.convolve`).
+  rng = np.random.default_rng(7)
+  x = jnp.asarray(rng.normal(size=(2, 7, 6, 5)).astype(np.float32))
+  w_torch = rng.normal(size=(3, 5, 4, 4)).astype(np.float32)  # OIHW
+  b = rng.normal(size=(3,)).astype(np.float32)
+  params = {"params": {"kernel": jnp.asarray(w_torch.transpose(2, 3, 1, 0)), "bias": b}}
+  im2col = layers.conv(3, 4, stride=stride, padding=2, im2col_on_cpu=True)
+  xla = layers.conv(3, 4, stride=stride, padding=2)
+  want = _torch_conv2d(np.asarray(x, np.float64), w_torch, b, stride=stride, padding=2)
+  np.testing.assert_allclose(np.asarray(im2col.apply(params, x)), want, atol=1e-4, rtol=1e-4)
+
+  def grads(module):
+    return jax.grad(lambda p, x: jnp.sum(jnp.sin(module.apply(p, x))), argnums=(0, 1))(params, x)
+  for got, expected in zip(jax.tree.leaves(grads(im2col)), jax.tree.leaves(grads(xla))):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-4, rtol=1e-4)
+
+
+class _TwoInputConv(nn.Module):
+  @nn.compact
+  def __call__(self, features, guide):
+    return layers.reflect_pad_conv(2, 7, name="conv")(features, guide)
+
+
+def test_conv_of_several_inputs_equals_the_conv_of_their_concatenation():
+  # The generator's last layers take the guide this way (`layers.Conv`): same parameters.
+  rng = np.random.default_rng(8)
+  features = jnp.asarray(rng.normal(size=(1, 9, 8, 16)).astype(np.float32))
+  guide = jnp.asarray(rng.normal(size=(1, 9, 8, 4)).astype(np.float32))
+  params = _TwoInputConv().init(jax.random.key(0), features, guide)
+  assert params["params"]["conv"]["kernel"].shape == (7, 7, 20, 2)
+  whole = _ReflectPadConv(features=2).apply(params, jnp.concatenate([features, guide], axis=-1))
+  np.testing.assert_allclose(np.asarray(_TwoInputConv().apply(params, features, guide)),
+                             np.asarray(whole), atol=1e-5, rtol=1e-5)
+
+
 class _ReflectPadConv(nn.Module):
+  features: int = 4
+
   @nn.compact
   def __call__(self, x):
-    return layers.reflect_pad_conv(4, 7, name="conv")(x)
+    return layers.reflect_pad_conv(self.features, 7, name="conv")(x)
 
 
 def test_reflect_pad_conv_equals_reflection_pad2d_then_conv2d():
