@@ -41,8 +41,9 @@ class MultiscaleDiscriminator(nn.Module):
         last = j == self.n_layers + 1
         width = 1 if last else min(self.ndf * 2 ** j, MAX_WIDTH)
         stride = 2 if j < self.n_layers else 1
-        h = layers.conv(width, 4, stride=stride, padding=2, im2col_on_cpu=stride == 1,
-                        dtype=self.dtype, name=f"scale{scale}_layer{j}")(h)
+        h = layers.conv(width, 4, stride=stride, padding=2, dtype=self.dtype,
+                        matmul_kernel_grad_on_cpu=stride == 1,
+                        name=f"scale{scale}_layer{j}")(h)
         if 0 < j and not last:
           h = layers.instance_norm(h)
         if not last:

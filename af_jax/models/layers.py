@@ -3,7 +3,8 @@
 Every function here reproduces a PyTorch layer exactly, so that the networks match pix2pixHD layer
 for layer and converted weights would map one to one:
 
-- `reflect_pad_conv` is `ReflectionPad2d(k // 2)` + `Conv2d(k)`: same spatial size.
+- `reflect_pad_conv` is `ReflectionPad2d(k // 2)` + `Conv2d(k)`: same spatial size. Given
+  several inputs, both it and `conv` convolve their channel concatenation.
 - `conv(..., padding=p)` pads exactly `p` zeros on every side (PyTorch `padding=p`); Flax's 'SAME'
   would pad asymmetrically for even kernels and shift the discriminator's maps.
 - `conv_transpose_x2` is `ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1)`.
@@ -14,6 +15,8 @@ Convolutions compute in `dtype` (bfloat16 on accelerators) and keep float32 para
 N(0, 0.02) as pix2pixHD's `weights_init`, biases zero.
 """
 
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -34,29 +37,53 @@ def _xla_conv(x, kernel, stride: int, padding: int):
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def _im2col_conv(x, kernel, stride: int, padding: int):
-  """`_xla_conv` as one matmul of the kernel's taps, gathered by strided slices."""
-  k = kernel.shape[0]
+def _taps(x, k: int, stride: int, padding: int):
+  """[B, h, w, k * k * C]: each output pixel's k x k input window, ordered (column, row,
+  channel): k row shifts, then k column shifts of those (2k slices, not k * k)."""
   x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
   h, w = ((n - k) // stride + 1 for n in x.shape[1:3])
-  taps = [x[:, dy:dy + stride * (h - 1) + 1:stride, dx:dx + stride * (w - 1) + 1:stride]
-          for dy in range(k) for dx in range(k)]
-  return jnp.concatenate(taps, axis=-1) @ kernel.reshape(-1, kernel.shape[-1])
+  rows = jnp.concatenate([x[:, dy:dy + stride * (h - 1) + 1:stride] for dy in range(k)], -1)
+  return jnp.concatenate([rows[:, :, dx:dx + stride * (w - 1) + 1:stride] for dx in range(k)],
+                         axis=-1)
 
 
-def convolve(x, kernel, stride: int = 1, padding: int = 0, im2col_on_cpu: bool = False):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_matmul_kernel_grad(x, kernel, stride: int, padding: int):
+  """`_xla_conv`, its kernel gradient taken as one matmul of the input's windows."""
+  return _xla_conv(x, kernel, stride, padding)
+
+
+def _conv_forward(x, kernel, stride, padding):
+  return _xla_conv(x, kernel, stride, padding), (x, kernel)
+
+
+def _conv_backward(stride, padding, residuals, grad):
+  x, kernel = residuals
+  _, input_grad = jax.vjp(lambda x: _xla_conv(x, kernel, stride, padding), x)
+  taps = _taps(x, kernel.shape[0], stride, padding)
+  k, _, c_in, features = kernel.shape
+  kernel_grad = jnp.einsum("bhwt,bhwo->to", taps, grad).reshape(k, k, c_in, features)
+  kernel_grad = kernel_grad.transpose(1, 0, 2, 3)  # (column, row, ...) -> (row, column, ...)
+  return input_grad(grad)[0], kernel_grad
+
+
+_conv_matmul_kernel_grad.defvjp(_conv_forward, _conv_backward)
+
+
+def convolve(x, kernel, stride: int = 1, padding: int = 0,
+             matmul_kernel_grad_on_cpu: bool = False):
   """NHWC `x` convolved with an HWIO `kernel`, `padding` zeros on each side; jittable.
 
-  `im2col_on_cpu`: on a CPU, as one matmul of the kernel's taps (the same sum, in another
-  order); other devices keep XLA's convolution. XLA's CPU backend takes the kernel gradient of
-  the discriminator's stride-1 4x4 convs (64 -> 128 channels on a 5-9 px map) as a convolution
-  whose window is the whole map, 10x slower than the matmul's (batch 4, 64 px: 21.0 against
-  2.1 ms): it was a third of the demo's training step.
+  `matmul_kernel_grad_on_cpu`: on a CPU, the kernel's gradient is one matmul of the input's
+  windows and the output's gradient (the same sums); other devices keep XLA's. XLA's CPU
+  backend takes the kernel gradient of the discriminator's stride-1 4x4 convs (64 -> 128
+  channels on a 5-9 px map) as a convolution whose window is the whole map, 10x slower than
+  the matmul (batch 4, 64 px: 21.0 against 2.1 ms): it was a third of the demo's training step.
   """
-  if not im2col_on_cpu:
+  if not matmul_kernel_grad_on_cpu:
     return _xla_conv(x, kernel, stride, padding)
   return jax.lax.platform_dependent(
-      x, kernel, cpu=lambda x, k: _im2col_conv(x, k, stride, padding),
+      x, kernel, cpu=lambda x, k: _conv_matmul_kernel_grad(x, k, stride, padding),
       default=lambda x, k: _xla_conv(x, k, stride, padding))
 
 
@@ -70,14 +97,14 @@ class Conv(nn.Module):
   results summed (the same sum, in another order). On a CPU XLA convolved the generator's last
   layer (16 features + a 1-4 channel guide, 7x7) 4-5x slower as one 17-20 channel input than as
   a 16 and a 4 channel one (batch 2, 64 px: 6.0 against 1.2 ms forward, 7.8 against 2.2 ms
-  backward). `im2col_on_cpu`: see `convolve`.
+  backward). `matmul_kernel_grad_on_cpu`: see `convolve`.
   """
   features: int
   kernel_size: int
   stride: int = 1
   padding: int = 0
   reflect: bool = False
-  im2col_on_cpu: bool = False
+  matmul_kernel_grad_on_cpu: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -90,16 +117,17 @@ class Conv(nn.Module):
     padding = 0 if self.reflect else self.padding
     prepare = (lambda x: reflect_pad(x, k // 2)) if self.reflect else (lambda x: x)
     y = sum(convolve(prepare(x.astype(self.dtype)), kernel[:, :, s:s + c].astype(self.dtype),
-                     self.stride, padding, self.im2col_on_cpu)
+                     self.stride, padding, self.matmul_kernel_grad_on_cpu)
             for x, s, c in zip(inputs, starts, channels))
     return y + bias.astype(self.dtype)
 
 
 def conv(features: int, kernel_size: int, *, stride: int = 1, padding: int = 0,
-         im2col_on_cpu: bool = False, dtype=jnp.float32, name: str | None = None) -> Conv:
+         matmul_kernel_grad_on_cpu: bool = False, dtype=jnp.float32,
+         name: str | None = None) -> Conv:
   """`Conv`: PyTorch `Conv2d(k, stride, padding)` of its inputs' channels."""
   return Conv(features, kernel_size, stride=stride, padding=padding,
-              im2col_on_cpu=im2col_on_cpu, dtype=dtype, name=name)
+              matmul_kernel_grad_on_cpu=matmul_kernel_grad_on_cpu, dtype=dtype, name=name)
 
 
 def reflect_pad_conv(features: int, kernel_size: int, *, dtype=jnp.float32,

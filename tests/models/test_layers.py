@@ -123,21 +123,21 @@ def test_conv_with_explicit_padding_equals_pytorch_conv2d():
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_im2col_conv_on_cpu_equals_pytorch_conv2d_and_xla_gradients(stride):
+def test_matmul_kernel_gradient_on_cpu_equals_xla_gradients(stride):
   # The discriminator's stride-1 layers take this path on a CPU (`layers.convolve`).
   rng = np.random.default_rng(7)
   x = jnp.asarray(rng.normal(size=(2, 7, 6, 5)).astype(np.float32))
   w_torch = rng.normal(size=(3, 5, 4, 4)).astype(np.float32)  # OIHW
   b = rng.normal(size=(3,)).astype(np.float32)
   params = {"params": {"kernel": jnp.asarray(w_torch.transpose(2, 3, 1, 0)), "bias": b}}
-  im2col = layers.conv(3, 4, stride=stride, padding=2, im2col_on_cpu=True)
+  matmul = layers.conv(3, 4, stride=stride, padding=2, matmul_kernel_grad_on_cpu=True)
   xla = layers.conv(3, 4, stride=stride, padding=2)
   want = _torch_conv2d(np.asarray(x, np.float64), w_torch, b, stride=stride, padding=2)
-  np.testing.assert_allclose(np.asarray(im2col.apply(params, x)), want, atol=1e-4, rtol=1e-4)
+  np.testing.assert_allclose(np.asarray(matmul.apply(params, x)), want, atol=1e-4, rtol=1e-4)
 
   def grads(module):
     return jax.grad(lambda p, x: jnp.sum(jnp.sin(module.apply(p, x))), argnums=(0, 1))(params, x)
-  for got, expected in zip(jax.tree.leaves(grads(im2col)), jax.tree.leaves(grads(xla))):
+  for got, expected in zip(jax.tree.leaves(grads(matmul)), jax.tree.leaves(grads(xla))):
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-4, rtol=1e-4)
 
 
