@@ -12,6 +12,7 @@ set, searched at every pixel as the detector searches its evidence memory, blurr
 larger one buys for its time. The nearest-patch floor (`benchmarks/baselines.py`) is the bar.
 """
 
+import functools
 import sys
 import time
 
@@ -32,7 +33,8 @@ BATCH = 8
 
 
 # Compiled once for every part, pool and seed (a memory's shape does not change with them).
-_channel = jax.jit(patch_memory.category_channel, static_argnames=("patch_size",))
+_channel = jax.jit(functools.partial(patch_memory.category_channel, pixel_levels=True),
+                   static_argnames=("patch_size",))
 
 
 def _patch_distances(memory: patch_memory.PatchMemory, images: np.ndarray,

@@ -55,9 +55,11 @@ def test_nearest_distances_leave_the_named_source_out(bottle_images):
       jnp.asarray([0]), jnp.asarray([-1]))).max() < 1e-2
 
 
-def test_blocked_search_of_a_batch_equals_the_brute_force_one(bottle_images):
+@pytest.mark.parametrize("pixel_levels", [False, True])
+def test_blocked_search_of_a_batch_equals_the_brute_force_one(bottle_images, pixel_levels):
   """Each image of a batch against its category's memory, tiles that do not divide its
-  queries, and a memory of several blocks: float64 brute force to float32 rounding."""
+  queries, and a memory of several blocks: float64 brute force to float32 rounding, also
+  with the 8-bit patches multiplied in bfloat16 (`pixel_levels`, the evidence's search)."""
   flat = np.asarray(patch_memory.image_patches(pixels.uint8_to_unit(bottle_images), 7))
   flat = flat.reshape(6, 32 * 32, 147)
   memory = np.stack([flat[:4], flat[2:]]).reshape(2, 4 * 32 * 32, 147)  # 2 blocks each.
@@ -66,7 +68,7 @@ def test_blocked_search_of_a_batch_equals_the_brute_force_one(bottle_images):
   which, exclude = np.asarray([0, 1, 1]), np.asarray([-1, 2, -1])
   got = np.asarray(patch_memory.nearest_distances(jnp.asarray(queries), jnp.asarray(memory),
                                                   jnp.asarray(sources), jnp.asarray(which),
-                                                  jnp.asarray(exclude)))
+                                                  jnp.asarray(exclude), pixel_levels))
   for i in range(3):
     kept = memory[which[i]][sources[which[i]] != exclude[i]].astype(np.float64)
     brute = np.sqrt(((queries[i][:, None].astype(np.float64) - kept[None]) ** 2).sum(-1))

@@ -93,7 +93,8 @@ def image_patches(unit_images, patch_size: int):
   return jnp.concatenate(shifted, axis=-1)
 
 
-def nearest_distances(queries, memory, memory_sources, which, exclude):
+def nearest_distances(queries, memory, memory_sources, which, exclude,
+                      pixel_levels: bool = False):
   """float32 [B, Q]: L2 distance of each query patch [B, Q, D] to its nearest patch of its
   category's memory (`memory` [C, M, D] of category `which` [B]) whose source
   (`memory_sources` [C, M]) is not `exclude` [B] (-1 excludes nothing), all patches in
@@ -105,6 +106,12 @@ def nearest_distances(queries, memory, memory_sources, which, exclude):
   [B, Q, MEMORY_BLOCK] matrix (4 GiB at 256 px, batch 32) that made a batch slower per image
   than one image. Patches are centred on 0.5 first: distances do not change, but the
   norms whose difference float32 takes shrink 4x, so less of it cancels.
+
+  `pixel_levels`: every patch value is a whole 8-bit level k / 255 (patches of uint8 images,
+  as the evidence memory's and a test image's are; others are rounded to the nearest). They
+  are then searched as k - 127.5, which bfloat16 holds exactly, so the matmul multiplies in
+  bfloat16 and sums in float32: the same distances up to the order of the sums, 3x faster
+  on a CPU with AMX or AVX512-BF16 (4096 x 2048 x 147: 3.4 against 10.1 ms on this one).
   """
   q, d = queries.shape[1:]
   m = memory.shape[1]
@@ -112,11 +119,16 @@ def nearest_distances(queries, memory, memory_sources, which, exclude):
   rows = min(q, QUERY_ROWS)
   tiles = -(-q // rows)
 
+  if pixel_levels:  # In levels: k - 127.5, half-integers of at most 8 significant bits.
+    centre, unit, dtype = lambda x: jnp.round(x * 255.0) - 127.5, 255.0, jnp.bfloat16
+  else:
+    centre, unit, dtype = lambda x: x - 0.5, 1.0, jnp.float32
+
   def search(queries, which, exclude):
     b = queries.shape[0]
-    queries = jnp.pad(queries - 0.5, ((0, 0), (0, tiles * rows - q), (0, 0)))
+    queries = jnp.pad(centre(queries), ((0, 0), (0, tiles * rows - q), (0, 0)))
     queries = queries.reshape(b, tiles, rows, d).swapaxes(0, 1)
-    blocks = (memory[which] - 0.5).reshape(b, m // block, block, d).swapaxes(0, 1)
+    blocks = centre(memory[which]).reshape(b, m // block, block, d).swapaxes(0, 1)
     # A left-out patch gets an infinite norm: it is never the nearest.
     norms = jnp.where(memory_sources[which].reshape(b, m // block, block).swapaxes(0, 1)
                       == exclude[None, :, None], jnp.inf, jnp.sum(blocks * blocks, -1))
@@ -124,8 +136,9 @@ def nearest_distances(queries, memory, memory_sources, which, exclude):
     def tile(x):
       def nearer(best, chunk):
         mem, norm = chunk
-        d2 = norm[:, None, :] - 2.0 * jnp.einsum("bqd,bmd->bqm", x, mem,
-                                                 precision=jax.lax.Precision.HIGHEST)
+        d2 = norm[:, None, :] - 2.0 * jnp.einsum(
+            "bqd,bmd->bqm", x.astype(dtype), mem.astype(dtype),
+            precision=jax.lax.Precision.HIGHEST, preferred_element_type=jnp.float32)
         return jnp.minimum(best, jnp.min(d2, -1)), None
 
       best, _ = jax.lax.scan(nearer, jnp.full(x.shape[:2], jnp.inf, jnp.float32),
@@ -133,7 +146,8 @@ def nearest_distances(queries, memory, memory_sources, which, exclude):
       return best + jnp.sum(x * x, -1)
 
     best = jax.lax.map(tile, queries).swapaxes(0, 1).reshape(b, tiles * rows)[:, :q]
-    return jnp.sqrt(jnp.maximum(best, 0.0))  # Rounding can leave it slightly below zero.
+    # Rounding can leave it slightly below zero.
+    return jnp.sqrt(jnp.maximum(best, 0.0)) / unit
 
   return per_image.on_cpu(search)(queries, which, exclude)
 
@@ -168,13 +182,14 @@ _coreset = jax.jit(coreset_indices, static_argnums=2)
 
 
 def category_channel(signed_images, which, arrays, patch_size: int, stride: int = 1,
-                     exclude=None):
+                     exclude=None, pixel_levels: bool = False):
   """The network's patch-distance input [B, H, W, 1] in [-1, 1] for images [B, H, W, 3] in
   [-1, 1], each against the memory of its category `which` [B] (int) of `arrays`
   (`PatchMemory.arrays()`), leaving out the patches of source `exclude` [B] (the image's own
   index among the category's normal images; default None: an unseen image, nothing left
   out); jittable. With `stride` s > 1 only every s-th pixel of every s-th row is searched
-  (s^2 times less work) and the map is resized back bilinearly."""
+  (s^2 times less work) and the map is resized back bilinearly. `pixel_levels`: the images
+  and the memory hold whole 8-bit levels (`nearest_distances`), as the evidence's do."""
   patches, sources, scale = arrays
   if exclude is None:
     exclude = jnp.full(which.shape, -1, jnp.int32)
@@ -183,7 +198,7 @@ def category_channel(signed_images, which, arrays, patch_size: int, stride: int 
   queries = queries[:, stride // 2::stride, stride // 2::stride]
   grid = queries.shape[1:3]
   distances = nearest_distances(queries.reshape(b, grid[0] * grid[1], -1), patches, sources,
-                                which, exclude).reshape(b, *grid, 1)
+                                which, exclude, pixel_levels).reshape(b, *grid, 1)
   if stride > 1:
     distances = jax.image.resize(distances, (b, h, w, 1), "linear")
   ratio = distances / scale[which][:, None, None, None]
@@ -307,7 +322,8 @@ def _build_category(name, images, count, memory_size, patch_size, selection, poo
   held = np.concatenate(queries)
   distances = nearest_distances(jnp.asarray(held)[None], jnp.asarray(memory)[None],
                                 jnp.asarray(memory_sources)[None], jnp.asarray([0]),
-                                jnp.asarray([-1]))  # Held-out patches are not in the memory.
+                                jnp.asarray([-1]),  # Held-out patches are not in the memory.
+                                pixel_levels=augment_config is None)
   scale = float(np.median(np.asarray(distances)))
   return memory.astype(np.float32), memory_sources, max(scale, 1e-6)
 

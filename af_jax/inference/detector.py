@@ -101,9 +101,9 @@ _paste_anomalies = jax.jit(synthetic_anomalies.paste_anomalies, static_argnums=3
 
 
 @functools.lru_cache(maxsize=8)
-def _patch_channel_fn(patch_size: int, stride: int):
+def _patch_channel_fn(patch_size: int, stride: int, pixel_levels: bool):
   return jax.jit(functools.partial(patch_memory.category_channel, patch_size=patch_size,
-                                   stride=stride))
+                                   stride=stride, pixel_levels=pixel_levels))
 
 
 @dataclasses.dataclass
@@ -252,15 +252,16 @@ class Detector(trained_network.TrainedNetwork):
       return None if self.patch_memory is None else guide[..., -1:]
     with profile.part("patch evidence"):
       return self._patch_channel(signed, which, _left_out_sources(signed, left_out),
-                                 self._evidence_arrays, self.evidence_patch_stride)
+                                 self._evidence_arrays, self.evidence_patch_stride,
+                                 pixel_levels=True)
 
   def _patch_channel(self, signed: np.ndarray, which: np.ndarray, sources: np.ndarray,
-                     arrays, stride: int) -> np.ndarray:
+                     arrays, stride: int, pixel_levels: bool = False) -> np.ndarray:
     """[N, S, S, 1]: `patch_memory.category_channel` of model-size images against memory
-    `arrays`, in batches."""
+    `arrays`, in batches (`pixel_levels`: the evidence memory's stored 8-bit patches)."""
     out = []
     for start, stop in batching.spans(len(signed), self.batch_size):
-      channel = _patch_channel_fn(self.config.blaze.patch_size, stride)(
+      channel = _patch_channel_fn(self.config.blaze.patch_size, stride, pixel_levels)(
           batching.pad(signed[start:stop], self.batch_size),
           batching.pad(which[start:stop].astype(np.int32), self.batch_size), arrays,
           exclude=batching.pad(sources[start:stop].astype(np.int32), self.batch_size))

@@ -95,7 +95,7 @@ def detector_function(detector, part=lambda name, fn: fn):
   def patch_evidence(signed, category):
     return patch_memory.category_channel(signed, category, evidence_memory,
                                          detector.config.blaze.patch_size,
-                                         detector.evidence_patch_stride)
+                                         detector.evidence_patch_stride, pixel_levels=True)
 
   @functools.partial(part, "network")
   def network(edges, signed, guide):

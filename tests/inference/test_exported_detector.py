@@ -303,7 +303,7 @@ def test_the_patch_guide_is_the_distance_to_the_chosen_categorys_memory(pidinet_
                                            stride=2)
   np.testing.assert_allclose(guide[..., 3:], expected, atol=1e-5)
   evidence = patch_memory.category_channel(signed, which, detector.evidence_memory.arrays(), 7,
-                                           stride=1)
+                                           stride=1, pixel_levels=True)
   np.testing.assert_allclose(detector.patch_evidence(signed, which, guide), evidence, atol=1e-5)
   assert not np.allclose(evidence, expected, atol=0.05)
   # Its heatmaps and image scores weigh the network with this evidence, by the category's
