@@ -221,8 +221,8 @@ def opencv_blur(maps: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def _search_arrays(memory: np.ndarray) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(centre [D], memory [B, M, D] in blocks, squared norms [B, M]) on the default device, in
-  8-bit levels (the memory's [0, 1] values times 255, whole numbers).
+  """(centre [D], memory [B, M, D] in blocks, bfloat16, squared norms [B, M]) on the default
+  device, in 8-bit levels (the memory's [0, 1] values times 255, whole numbers).
 
   Patches are centred on the memory's mean rounded to a whole level: distances do not
   change, but the norms whose difference float32 takes in |q|^2 - 2 q.m + |m|^2 shrink, so
@@ -240,7 +240,8 @@ def _search_arrays(memory: np.ndarray) -> tuple[jax.Array, jax.Array, jax.Array]
   filled[:count] = centred
   norms = np.full(num_blocks * block, np.inf, np.float32)
   norms[:count] = np.einsum("md,md->m", centred, centred)
-  return (jnp.asarray(centre), jnp.asarray(filled.reshape(num_blocks, block, dim)),
+  return (jnp.asarray(centre),
+          jnp.asarray(filled.reshape(num_blocks, block, dim), jnp.bfloat16),  # Exact.
           jnp.asarray(norms.reshape(num_blocks, block)))
 
 
@@ -258,14 +259,14 @@ def _nearest_distances(queries, centre, memory, memory_sq):
   with AMX or AVX512-BF16.
   """
   q = queries.astype(jnp.float32) - centre
+  q_cast = q.astype(jnp.bfloat16)
 
   def nearer(best, blocks):
     m, m_sq = blocks
     # HIGHEST: GPUs would otherwise sum in reduced precision.
     # Both operands contracted on their last axis: as a matmul with the memory transposed,
     # XLA's CPU backend took the bfloat16 product 3x slower (no faster than float32).
-    d2 = m_sq[None, :] - 2.0 * jnp.einsum("qd,md->qm", q.astype(jnp.bfloat16),
-                                          m.astype(jnp.bfloat16),
+    d2 = m_sq[None, :] - 2.0 * jnp.einsum("qd,md->qm", q_cast, m,
                                           precision=jax.lax.Precision.HIGHEST,
                                           preferred_element_type=jnp.float32)
     return jnp.minimum(best, jnp.min(d2, axis=1)), None

@@ -132,12 +132,15 @@ def nearest_distances(queries, memory, memory_sources, which, exclude,
     # A left-out patch gets an infinite norm: it is never the nearest.
     norms = jnp.where(memory_sources[which].reshape(b, m // block, block).swapaxes(0, 1)
                       == exclude[None, :, None], jnp.inf, jnp.sum(blocks * blocks, -1))
+    blocks = blocks.astype(dtype)  # Norms first, in float32; cast once, not per tile.
 
     def tile(x):
+      x_cast = x.astype(dtype)
+
       def nearer(best, chunk):
         mem, norm = chunk
         d2 = norm[:, None, :] - 2.0 * jnp.einsum(
-            "bqd,bmd->bqm", x.astype(dtype), mem.astype(dtype),
+            "bqd,bmd->bqm", x_cast, mem,
             precision=jax.lax.Precision.HIGHEST, preferred_element_type=jnp.float32)
         return jnp.minimum(best, jnp.min(d2, -1)), None
 
