@@ -55,25 +55,55 @@ def test_nearest_distances_leave_the_named_source_out(bottle_images):
       jnp.asarray([0]), jnp.asarray([-1]))).max() < 1e-2
 
 
-@pytest.mark.parametrize("pixel_levels", [False, True])
-def test_blocked_search_of_a_batch_equals_the_brute_force_one(bottle_images, pixel_levels):
-  """Each image of a batch against its category's memory, tiles that do not divide its
-  queries, and a memory of several blocks: float64 brute force to float32 rounding, also
-  with the 8-bit patches multiplied in bfloat16 (`pixel_levels`, the evidence's search)."""
+def _blocked_search_case(bottle_images, interpolated_memory: bool):
+  """(queries [3, 1000, 147], memory [2, 4096, 147], sources, which, exclude) of the bottle
+  images' 8-bit patches: a batch against its categories' memories, tiles that do not divide
+  its queries, memories of several blocks. `interpolated_memory`: off the 8-bit levels, as
+  the network's augmented memory is."""
   flat = np.asarray(patch_memory.image_patches(pixels.uint8_to_unit(bottle_images), 7))
   flat = flat.reshape(6, 32 * 32, 147)
   memory = np.stack([flat[:4], flat[2:]]).reshape(2, 4 * 32 * 32, 147)  # 2 blocks each.
+  if interpolated_memory:
+    memory = 0.7 * memory + 0.3 * np.roll(memory, 1, axis=1)
   sources = np.tile(np.repeat(np.arange(4), 32 * 32), (2, 1))
   queries = np.stack([flat[5], flat[0], flat[1]])[:, :1000]  # Not a multiple of a tile.
-  which, exclude = np.asarray([0, 1, 1]), np.asarray([-1, 2, -1])
-  got = np.asarray(patch_memory.nearest_distances(jnp.asarray(queries), jnp.asarray(memory),
-                                                  jnp.asarray(sources), jnp.asarray(which),
-                                                  jnp.asarray(exclude), pixel_levels))
-  for i in range(3):
+  return queries, memory, sources, np.asarray([0, 1, 1]), np.asarray([-1, 2, -1])
+
+
+def _brute_force(queries, memory, sources, which, exclude):
+  """float64 [B, Q]: each query's nearest distance to its category's kept patches."""
+  out = []
+  for i in range(len(queries)):
     kept = memory[which[i]][sources[which[i]] != exclude[i]].astype(np.float64)
-    brute = np.sqrt(((queries[i][:, None].astype(np.float64) - kept[None]) ** 2).sum(-1))
-    np.testing.assert_allclose(got[i], brute.min(1), atol=3e-3)  # sqrt of float32 rounding.
-    assert np.median(np.abs(got[i] - brute.min(1))) < 1e-4
+    out.append(np.sqrt(((queries[i][:, None].astype(np.float64) - kept[None]) ** 2).sum(-1)
+                       ).min(1))
+  return np.stack(out)
+
+
+def _search(case, **levels):
+  return np.asarray(patch_memory.nearest_distances(*(jnp.asarray(x) for x in case), **levels))
+
+
+@pytest.mark.parametrize("pixel_levels", [False, True])
+def test_blocked_search_of_a_batch_equals_the_brute_force_one(bottle_images, pixel_levels):
+  """Float64 brute force to float32 rounding, also with the 8-bit patches multiplied in
+  bfloat16 (`pixel_levels`, the evidence's search)."""
+  case = _blocked_search_case(bottle_images, interpolated_memory=False)
+  got, brute = _search(case, pixel_levels=pixel_levels), _brute_force(*case)
+  np.testing.assert_allclose(got, brute, atol=3e-3)  # sqrt of float32 rounding.
+  assert np.median(np.abs(got - brute)) < 1e-4
+
+
+def test_split_memory_search_is_as_close_to_exact_as_the_float32_one(bottle_images):
+  """8-bit queries against a memory off the 8-bit levels (`query_levels`: the network's patch
+  input at inference, its memory in two bfloat16 terms) err from float64 no more than the
+  float32 search does."""
+  case = _blocked_search_case(bottle_images, interpolated_memory=True)
+  brute = _brute_force(*case)
+  split_error = np.abs(_search(case, query_levels=True) - brute)
+  float32_error = np.abs(_search(case) - brute)
+  assert split_error.max() <= float32_error.max()
+  assert np.median(split_error) < 1e-4
 
 
 def test_build_draws_the_memory_from_every_image_and_scales_by_held_out_patches(bottle_images):

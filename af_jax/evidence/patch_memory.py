@@ -94,7 +94,7 @@ def image_patches(unit_images, patch_size: int):
 
 
 def nearest_distances(queries, memory, memory_sources, which, exclude,
-                      pixel_levels: bool = False):
+                      pixel_levels: bool = False, query_levels: bool = False):
   """float32 [B, Q]: L2 distance of each query patch [B, Q, D] to its nearest patch of its
   category's memory (`memory` [C, M, D] of category `which` [B]) whose source
   (`memory_sources` [C, M]) is not `exclude` [B] (-1 excludes nothing), all patches in
@@ -112,6 +112,15 @@ def nearest_distances(queries, memory, memory_sources, which, exclude,
   are then searched as k - 127.5, which bfloat16 holds exactly, so the matmul multiplies in
   bfloat16 and sums in float32: the same distances up to the order of the sums, 3x faster
   on a CPU with AMX or AVX512-BF16 (4096 x 2048 x 147: 3.4 against 10.1 ms on this one).
+
+  `query_levels`: only the queries are whole 8-bit levels (a test image's patches against the
+  network's memory of augmented, interpolated patches). Both are then measured in levels from
+  the category memory's mean patch rounded to a whole level (queries: integers within +-255,
+  exact in bfloat16), and each memory value is split into two bfloat16 terms (its nearest
+  bfloat16 and what remains) that each query level multiplies: every product is exact and the
+  memory keeps 16 significant bits. Closer to the exact distances than the float32 search
+  (metal_plate's test images at 64 px, against float64: largest error 2.6e-4 against 3.5e-4,
+  the float32 search's norms cancelling more), and 1.4-1.6x faster on this CPU.
   """
   q, d = queries.shape[1:]
   m = memory.shape[1]
@@ -119,23 +128,44 @@ def nearest_distances(queries, memory, memory_sources, which, exclude,
   rows = min(q, QUERY_ROWS)
   tiles = -(-q // rows)
 
+  split = query_levels and not pixel_levels
   if pixel_levels:  # In levels: k - 127.5, half-integers of at most 8 significant bits.
-    centre, unit, dtype = lambda x: jnp.round(x * 255.0) - 127.5, 255.0, jnp.bfloat16
+    unit, dtype = 255.0, jnp.bfloat16
+    centre = centre_memory = lambda x: jnp.round(x * 255.0) - 127.5
+  elif split:  # In levels, centred later on a whole level per value: integers in +-255.
+    unit, dtype = 255.0, jnp.bfloat16
+    centre, centre_memory = lambda x: jnp.round(x * 255.0), lambda x: x * 255.0
   else:
-    centre, unit, dtype = lambda x: x - 0.5, 1.0, jnp.float32
+    unit, dtype = 1.0, jnp.float32
+    centre = centre_memory = lambda x: x - 0.5
+
+  def cast(x, memory_side: bool):
+    """`x` as the matmul's operand: for a split memory, [high, low] bfloat16 terms along the
+    patch axis, which a query meets as [x, x]."""
+    if not split:
+      return x.astype(dtype)
+    if not memory_side:
+      x = x.astype(dtype)
+      return jnp.concatenate([x, x], -1)
+    high = x.astype(dtype)
+    return jnp.concatenate([high, (x - high.astype(x.dtype)).astype(dtype)], -1)
 
   def search(queries, which, exclude):
     b = queries.shape[0]
-    queries = jnp.pad(centre(queries), ((0, 0), (0, tiles * rows - q), (0, 0)))
+    queries, blocks = centre(queries), centre_memory(memory[which])
+    if split:  # Around the memory's mean, rounded to a level: smaller terms, exact queries.
+      middle = jnp.round(jnp.mean(blocks, 1, keepdims=True))
+      queries, blocks = queries - middle, blocks - middle
+    queries = jnp.pad(queries, ((0, 0), (0, tiles * rows - q), (0, 0)))
     queries = queries.reshape(b, tiles, rows, d).swapaxes(0, 1)
-    blocks = centre(memory[which]).reshape(b, m // block, block, d).swapaxes(0, 1)
+    blocks = blocks.reshape(b, m // block, block, d).swapaxes(0, 1)
     # A left-out patch gets an infinite norm: it is never the nearest.
     norms = jnp.where(memory_sources[which].reshape(b, m // block, block).swapaxes(0, 1)
                       == exclude[None, :, None], jnp.inf, jnp.sum(blocks * blocks, -1))
-    blocks = blocks.astype(dtype)  # Norms first, in float32; cast once, not per tile.
+    blocks = cast(blocks, True)  # Norms first, in float32; cast once, not per tile.
 
     def tile(x):
-      x_cast = x.astype(dtype)
+      x_cast = cast(x, False)
 
       def nearer(best, chunk):
         mem, norm = chunk
@@ -185,14 +215,15 @@ _coreset = jax.jit(coreset_indices, static_argnums=2)
 
 
 def category_channel(signed_images, which, arrays, patch_size: int, stride: int = 1,
-                     exclude=None, pixel_levels: bool = False):
+                     exclude=None, pixel_levels: bool = False, query_levels: bool = False):
   """The network's patch-distance input [B, H, W, 1] in [-1, 1] for images [B, H, W, 3] in
   [-1, 1], each against the memory of its category `which` [B] (int) of `arrays`
   (`PatchMemory.arrays()`), leaving out the patches of source `exclude` [B] (the image's own
   index among the category's normal images; default None: an unseen image, nothing left
   out); jittable. With `stride` s > 1 only every s-th pixel of every s-th row is searched
   (s^2 times less work) and the map is resized back bilinearly. `pixel_levels`: the images
-  and the memory hold whole 8-bit levels (`nearest_distances`), as the evidence's do."""
+  and the memory hold whole 8-bit levels (`nearest_distances`), as the evidence's do;
+  `query_levels`: the images do (uint8 images at inference), the memory need not."""
   patches, sources, scale = arrays
   if exclude is None:
     exclude = jnp.full(which.shape, -1, jnp.int32)
@@ -201,7 +232,8 @@ def category_channel(signed_images, which, arrays, patch_size: int, stride: int 
   queries = queries[:, stride // 2::stride, stride // 2::stride]
   grid = queries.shape[1:3]
   distances = nearest_distances(queries.reshape(b, grid[0] * grid[1], -1), patches, sources,
-                                which, exclude, pixel_levels).reshape(b, *grid, 1)
+                                which, exclude, pixel_levels, query_levels
+                                ).reshape(b, *grid, 1)
   if stride > 1:
     distances = jax.image.resize(distances, (b, h, w, 1), "linear")
   ratio = distances / scale[which][:, None, None, None]

@@ -102,8 +102,9 @@ _paste_anomalies = jax.jit(synthetic_anomalies.paste_anomalies, static_argnums=3
 
 @functools.lru_cache(maxsize=8)
 def _patch_channel_fn(patch_size: int, stride: int, pixel_levels: bool):
+  # Images here are uint8: whole levels, which the search multiplies exactly in bfloat16.
   return jax.jit(functools.partial(patch_memory.category_channel, patch_size=patch_size,
-                                   stride=stride, pixel_levels=pixel_levels))
+                                   stride=stride, pixel_levels=pixel_levels, query_levels=True))
 
 
 @dataclasses.dataclass
@@ -258,7 +259,9 @@ class Detector(trained_network.TrainedNetwork):
   def _patch_channel(self, signed: np.ndarray, which: np.ndarray, sources: np.ndarray,
                      arrays, stride: int, pixel_levels: bool = False) -> np.ndarray:
     """[N, S, S, 1]: `patch_memory.category_channel` of model-size images against memory
-    `arrays`, in batches (`pixel_levels`: the evidence memory's stored 8-bit patches)."""
+    `arrays`, in batches (`pixel_levels`: the evidence memory's stored 8-bit patches; else
+    the network's augmented ones, which the images' 8-bit levels meet in two bfloat16
+    terms, `query_levels`)."""
     out = []
     for start, stop in batching.spans(len(signed), self.batch_size):
       channel = _patch_channel_fn(self.config.blaze.patch_size, stride, pixel_levels)(

@@ -89,7 +89,7 @@ def detector_function(detector, part=lambda name, fn: fn):
   def patch_channel(signed, category):
     return patch_memory.category_channel(signed, category, memory,
                                          detector.config.blaze.patch_size,
-                                         detector.patch_stride)
+                                         detector.patch_stride, query_levels=True)
 
   @functools.partial(part, "patch evidence")
   def patch_evidence(signed, category):

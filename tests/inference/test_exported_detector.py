@@ -296,12 +296,15 @@ def test_the_patch_guide_is_the_distance_to_the_chosen_categorys_memory(pidinet_
   edges, signed, guide = detector.network_inputs(images, category=f"synthetic/{names[1]}")
   assert guide.shape == signed.shape[:3] + (4,)
   # The network's input is searched as it was trained (every other pixel, blaze.patch_stride
-  # = 2); the evidence weighed against it, in its own memory at every pixel.
+  # = 2), the 8-bit images against its memory's two bfloat16 terms; the evidence weighed
+  # against it, in its own memory at every pixel.
   assert detector.patch_stride == 2 and detector.evidence_patch_stride == 1
   which = np.ones(len(images), np.int32)
   expected = patch_memory.category_channel(signed, which, detector.patch_memory.arrays(), 7,
-                                           stride=2)
+                                           stride=2, query_levels=True)
   np.testing.assert_allclose(guide[..., 3:], expected, atol=1e-5)
+  np.testing.assert_allclose(guide[..., 3:], patch_memory.category_channel(
+      signed, which, detector.patch_memory.arrays(), 7, stride=2), atol=0.02)  # float32's.
   evidence = patch_memory.category_channel(signed, which, detector.evidence_memory.arrays(), 7,
                                            stride=1, pixel_levels=True)
   np.testing.assert_allclose(detector.patch_evidence(signed, which, guide), evidence, atol=1e-5)
