@@ -5,6 +5,7 @@
   python benchmarks/inference.py --device gpu             # the same on an accelerator
   python benchmarks/inference.py --dtype bfloat16         # the network and edges in bfloat16
   python benchmarks/inference.py --evidence_stride 2      # patch evidence every other pixel
+  python benchmarks/inference.py --no-flip_views          # the network on the image alone
 
 Without `--workdir` it makes, per size, a run of the demo's network (configs/demo.py: ngf 16,
 2 downsamplings, 3 blocks, reference, patch guide and evidence trust on) trained one step per
@@ -115,10 +116,12 @@ def profiled(step, repeats: int) -> tuple[float, dict]:
 
 
 def measure(workdir: pathlib.Path, batches: list[int], repeats: int, images: pathlib.Path,
-            dtype: str | None, tmp: pathlib.Path, evidence_stride: int | None = None) -> None:
+            dtype: str | None, tmp: pathlib.Path, evidence_stride: int | None = None,
+            flip_views: bool | None = None) -> None:
   """Prints both paths' images/s and parts for each batch size of the run in `workdir`, its
-  patch evidence searched at `evidence_stride` when given (speed only: the run's trust was
-  fitted at its own `blaze.inference_patch_stride`)."""
+  patch evidence searched at `evidence_stride` and the flipped views averaged or not
+  (`flip_views`) when given (speed only: the run's trust was fitted at its own
+  `blaze.inference_patch_stride` and `blaze.flip_views`)."""
   import jax  # pylint: disable=g-import-not-at-top
   import af_jax  # pylint: disable=g-import-not-at-top
   from af_jax import files  # pylint: disable=g-import-not-at-top
@@ -128,6 +131,8 @@ def measure(workdir: pathlib.Path, batches: list[int], repeats: int, images: pat
   detector = infer.Detector(workdir, batch_size=max(batches), dtype=dtype)
   if evidence_stride:
     detector.config.blaze.inference_patch_stride = evidence_stride
+  if flip_views is not None:
+    detector.flip_tta = flip_views
   folder = tmp / f"export{detector.size}"
   folder.mkdir(exist_ok=True)
   function, metadata = exported_detector.export_detector(detector)
@@ -175,6 +180,9 @@ def main():
   parser.add_argument("--evidence_stride", type=int,
                       help="search the patch evidence every N pixels and rows (the option "
                       "blaze.inference_patch_stride; default: the run's, 1)")
+  parser.add_argument("--flip_views", action=argparse.BooleanOptionalAction, default=None,
+                      help="average the flipped views or not (the option blaze.flip_views; "
+                      "default: the run's)")
   args = parser.parse_args()
   import jax  # pylint: disable=g-import-not-at-top
   if args.device:
@@ -189,7 +197,7 @@ def main():
                  (int(s) for s in args.sizes.split(","))])
     for workdir in workdirs:
       measure(workdir, batches, args.repeats, args.images, args.dtype, tmp,
-              args.evidence_stride)
+              args.evidence_stride, args.flip_views)
 
 
 if __name__ == "__main__":

@@ -125,6 +125,10 @@ def get_config(stage: str = "boot") -> ml_collections.ConfigDict:
   # defects keep their width: against every other pixel, +1.2-1.5 AUPRO on the magnetic tile
   # (trained on and held out) and held-out metal_plate, for 4x the search's work.
   c.blaze.inference_patch_stride = 1
+  # Inference averages the heatmaps of the mirrored views the run trained on (and the evidence
+  # trust is fitted on that average). False: the image alone, a quarter of the network's
+  # time (af_jax/inference/detector.py; README, Performance, for what it costs).
+  c.blaze.flip_views = True
   # How the memory's patches are chosen (af_jax/evidence/patch_memory.py): 'random' (uniform draw) or
   # 'coreset' (greedy k-centre over `patch_pool` candidates, stored and augmented views: keeps
   # rare normal patches; about 10 s per category on 2 CPU cores at the defaults).

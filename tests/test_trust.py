@@ -131,10 +131,14 @@ def test_the_trust_file_round_trips_merges_by_name_and_damage_is_named(tmp_path)
   assert loaded.names == both.names
   for name in trust.ARRAYS:
     np.testing.assert_array_equal(getattr(loaded, name), getattr(both, name))
-  # A file fitted before the image score had its own weights scores images as its heatmap.
-  older = {name: getattr(both, name) for name in trust.ARRAYS if name != "image_weights"}
+  # A file fitted before the image score had its own weights scores images as its heatmap;
+  # one fitted before the views were recorded averaged the flipped ones (all fits did).
+  assert both.flip_views.tolist() == [True, True]
+  older = {name: getattr(both, name) for name in trust.ARRAYS
+           if name not in ("image_weights", "flip_views")}
   np.savez(tmp_path / trust.FILE_NAME, names=np.asarray(both.names), **older)
   np.testing.assert_array_equal(trust.load(tmp_path).image_weights, both.weights)
+  np.testing.assert_array_equal(trust.load(tmp_path).flip_views, [True, True])
   (tmp_path / trust.FILE_NAME).write_bytes(b"not a zip")
   with pytest.raises(ValueError, match=trust.FILE_NAME):
     trust.load(tmp_path)

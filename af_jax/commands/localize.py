@@ -221,7 +221,12 @@ def _calibrate_line(args, detector, name: str, count: int) -> str:
   command = " ".join(f"{flag} {shlex.quote(str(value))}" for flag, value in flags)
   return (f"{count} image(s) compared with {'the run' if name == thresholds_lib.ANY else name} "
           f"say {NOT_CALIBRATED!r} in {SCORES_CSV} ({why}); calibrate it: af-jax localize "
-          f"{command} --overwrite{'' if args.flip_tta else ' --no-flip_tta'}")
+          f"{command} --overwrite{_flip_flag(args.flip_tta)}")
+
+
+def _flip_flag(flip_tta: bool | None) -> str:
+  """The command-line flag that asks for `flip_tta` again ('' for the run's own choice)."""
+  return "" if flip_tta is None else " --flip_tta" if flip_tta else " --no-flip_tta"
 
 
 def _merge(out, detector, paths, images, gt, thresholds: dict) -> dict:

@@ -103,8 +103,10 @@ def add_heatmap_flags(p: argparse.ArgumentParser) -> None:
   """The detector's heatmap post-processing (localize, evaluate)."""
   p.add_argument("--smoothing_sigma", type=non_negative_float, default=defaults.SMOOTHING_SIGMA,
                  help="Gaussian blur of the heatmaps, in model pixels (0: raw heatmaps)")
-  p.add_argument("--flip_tta", action=argparse.BooleanOptionalAction, default=True,
-                 help="average the heatmaps of the mirrored views the run was trained with")
+  p.add_argument("--flip_tta", action=argparse.BooleanOptionalAction, default=None,
+                 help="average the heatmaps of the mirrored views the run was trained with "
+                      "(default: as the run chose, blaze.flip_views; a run with an evidence "
+                      "trust takes the views it was fitted with only)")
   p.add_argument("--flare_workdir", default=None,
                  help="a run trained with blaze.evidence_trust: the FlareGenerator run whose "
                       "anomalies fit a new part's trust (--reference); default: the run's "

@@ -106,7 +106,11 @@ MIN_IMAGES = 4         # Normal images a fit needs: leave-one-out statistics of 
 MIN_STD = 1e-4
 _EPS = 1e-4            # Keeps log-odds and logarithms finite at saturated inputs.
 ARRAYS = ("weights", "sigma", "source_mean", "source_std", "pixel_mean", "pixel_std",
-          "image_mean", "image_std", "fit_quality", "image_weights")
+          "image_mean", "image_std", "fit_quality", "image_weights", "flip_views")
+# What files fitted before a field existed stand for: the image score's weights were the
+# pixels', and every fit averaged the flipped views.
+_OLDER = {"image_weights": lambda f: f["weights"],
+          "flip_views": lambda f: np.ones(len(f["names"]), bool)}
 
 
 def fit_indices(count: int, limit: int) -> np.ndarray:
@@ -144,7 +148,9 @@ class Trust:
   """Per-category trust (module docstring): names, weights float32 [C, 3], sigma [C, 3] (each
   source's blur, model pixels), source_mean and source_std [C, 3], pixel_mean, pixel_std,
   image_mean, image_std [C], fit_quality [C, 4]: the fit's objective for each source alone
-  and fused, and image_weights [C, 3]: the image score's weights."""
+  and fused, image_weights [C, 3]: the image score's weights, and flip_views bool [C]:
+  whether the network's evidence was averaged over the flipped views (`Detector.views`)
+  when fitted; its statistics hold for those views only."""
   names: tuple[str, ...]
   weights: np.ndarray
   sigma: np.ndarray
@@ -156,6 +162,7 @@ class Trust:
   image_std: np.ndarray
   fit_quality: np.ndarray
   image_weights: np.ndarray
+  flip_views: np.ndarray
 
   def index(self, name: str) -> int:
     if name not in self.names:
@@ -176,7 +183,8 @@ class Trust:
                 image_weights=dict(zip(SOURCES, self.image_weights[i].round(3).tolist())),
                 sigma=dict(zip(SOURCES, self.sigma[i].round(3).tolist())),
                 fit_quality=dict(zip((*SOURCES, "detector"),
-                                     self.fit_quality[i].round(4).tolist())))
+                                     self.fit_quality[i].round(4).tolist())),
+                flip_views=bool(self.flip_views[i]))
 
   def save(self, workdir) -> pathlib.Path:
     """Writes `<workdir>/evidence_trust.npz` atomically (a rename)."""
@@ -185,7 +193,7 @@ class Trust:
 
 
 EMPTY = Trust((), *(np.zeros((0,) + s, np.float32) for s in
-                    ((3,), (3,), (3,), (3,), (), (), (), (), (4,), (3,))))
+                    ((3,), (3,), (3,), (3,), (), (), (), (), (4,), (3,))), np.zeros(0, bool))
 
 
 def load(workdir) -> Trust:
@@ -193,10 +201,9 @@ def load(workdir) -> Trust:
   path = pathlib.Path(workdir) / FILE_NAME
   f = files.read_npz(path, what="an evidence trust file", why_here="the run was trained with "
                      "blaze.evidence_trust and fitted it at the end of its training",
-                     fields=("names", *ARRAYS[:-1]))
-  # Files fitted before the image score had its own weights scored images with the heatmap's.
-  image_weights = f["image_weights"] if "image_weights" in f else f["weights"]
-  trust = Trust(tuple(str(n) for n in f["names"]), *(f[a] for a in ARRAYS[:-1]), image_weights)
+                     fields=("names", *(a for a in ARRAYS if a not in _OLDER)))
+  trust = Trust(tuple(str(n) for n in f["names"]),
+                *(f[a] if a in f else _OLDER[a](f) for a in ARRAYS))
   c = len(trust.names)
   if any(getattr(trust, a).shape[:1] != (c,) for a in ARRAYS):
     raise ValueError(f"{path} holds inconsistent shapes: {c} names, "
@@ -303,13 +310,14 @@ def _simplex(active: list[int]) -> list[np.ndarray]:
 
 def fit(name: str, normal_maps: np.ndarray, anomalous_maps: np.ndarray, masks: np.ndarray,
         sigmas, on_normal=None, on_anomalous=None, available=(True, True, True),
-        network_prior: float = 0.0, shrinkage: float = 0.0) -> Trust:
+        network_prior: float = 0.0, shrinkage: float = 0.0, flip_views: bool = True) -> Trust:
   """One category's `Trust` from evidence maps [K, S, S, 3] of its normal images (scored
   leave-one-out) and [M, S, S, 3] of anomalies made from them with their masks bool [M, S, S]
   (module docstring). `available`: which sources the run has. `on_*`: the pixels image scores
   look at (default all). `network_prior`: what each unit of weight moved off the network must
   gain in the objective. `shrinkage`: how far the weights are pulled toward equal weights over
-  the sources that score above chance (0.5) alone."""
+  the sources that score above chance (0.5) alone. `flip_views`: whether the maps' network
+  heatmaps averaged the flipped views (recorded: inference must average the same)."""
   if len(normal_maps) < MIN_IMAGES:
     raise ValueError(f"{name}: fitting its evidence trust needs at least {MIN_IMAGES} normal "
                      f"images, got {len(normal_maps)}")
@@ -373,4 +381,5 @@ def fit(name: str, normal_maps: np.ndarray, anomalous_maps: np.ndarray, masks: n
   f32 = lambda *v: np.asarray(v if len(v) == 1 else [v], np.float32)  # One category's row.
   return Trust((name,), f32(*weights), f32(*sigma), f32(*mean), f32(*std),
                f32(normal_fused.mean()), f32(max(normal_fused.std(), MIN_STD)), f32(top.mean()),
-               f32(max(top.std(), MIN_STD)), f32(*alone), f32(*image_weights))
+               f32(max(top.std(), MIN_STD)), f32(*alone), f32(*image_weights),
+               np.asarray([flip_views]))

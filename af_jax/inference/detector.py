@@ -21,7 +21,8 @@ blurred by a Gaussian of `smoothing_sigma` pixels at the model's size (`postproc
   view is one the network was trained on), and the heatmaps, mirrored back, are averaged.
   Each view errs differently, so the average ranks defects above normal structure more
   reliably, for 4x the network time (README, Performance). The repaired image comes from the
-  unflipped view.
+  unflipped view. By default as the run chose (`blaze.flip_views`); a run with an evidence
+  trust averages the views its trust was fitted with, and refuses the other choice.
 * Smoothing removes the pixel-scale speckle of the decoder, which otherwise ranks isolated
   normal pixels above the body of a defect. 0 keeps the unblurred heatmap.
 
@@ -158,13 +159,12 @@ class Detector(trained_network.TrainedNetwork):
   stages = (stage_registry.serving("localize").name,)
 
   def __init__(self, workdir, *, smoothing_sigma: float = defaults.SMOOTHING_SIGMA,
-               flip_tta: bool = True,
+               flip_tta: bool | None = None,
                trust: trust_lib.Trust | None = None, flare_workdir=None, **kwargs):
     if not np.isfinite(smoothing_sigma) or smoothing_sigma < 0:
       raise ValueError(f"smoothing_sigma must be finite and >= 0, got {smoothing_sigma}")
     super().__init__(workdir, **kwargs)
     self.smoothing_sigma = smoothing_sigma
-    self.flip_tta = bool(flip_tta)
     self._run = _localize_fn(self.generator)
     self.references = (reference.load(self.workdir) if stage_registry.uses_reference(self.config)
                        else None)
@@ -183,6 +183,7 @@ class Detector(trained_network.TrainedNetwork):
     if stage_registry.uses_evidence_trust(self.config) and trust is None:
       self.trust = trust_lib.load(self.workdir)
       self._check_categories("evidence trust", self.trust.names)
+    self.flip_tta = self._choose_flip_views(flip_tta)
     # The patch evidence's own memory (`patch_memory`); a run fitted before it existed weighs
     # the network's patch input instead.
     self.evidence_memory = None
@@ -205,6 +206,23 @@ class Detector(trained_network.TrainedNetwork):
       raise ValueError(f"{self.workdir}: the {what}'s categories {list(names)} differ from the "
                        f"references' {list(self.references.names)}; restore both files of the "
                        "run")
+
+  def _choose_flip_views(self, requested: bool | None) -> bool:
+    """Whether the flipped views are averaged: as `requested`, else as the run's evidence
+    trust was fitted, else `blaze.flip_views`. A trust fitted with the other choice holds
+    the network's statistics for other views: refused, naming both ways out."""
+    fitted = set() if self.trust is None else set(self.trust.flip_views.tolist())
+    if len(fitted) > 1:
+      raise ValueError(f"{self.workdir}: its evidence trust was fitted with the flipped views "
+                       "for some categories and without them for others; refit it")
+    default = fitted.pop() if fitted else self.config.blaze.get("flip_views", True)
+    if requested is not None and bool(requested) != default and self.trust is not None:
+      raise ValueError(
+          f"{self.workdir}: its evidence trust was fitted {'with' if default else 'without'} "
+          f"the flipped views, and its statistics hold for those; drop "
+          f"{'--no-flip_tta' if default else '--flip_tta'} (flip_tta=), or refit the trust "
+          f"with blaze.flip_views={not default}")
+    return default if requested is None else bool(requested)
 
   def views(self) -> list[tuple[bool, bool]]:
     """(left-right, top-bottom) flips of the views averaged; (False, False) is the image."""
@@ -416,7 +434,7 @@ class Detector(trained_network.TrainedNetwork):
                          anomalous_on, (True, self.has_patch_evidence,
                                         self.references is not None),
                          blaze.get("trust_network_prior", 0.0),
-                         blaze.get("trust_shrinkage", 0.5))
+                         blaze.get("trust_shrinkage", 0.5), self.flip_tta)
 
   def _anomalies(self, name: str, images: np.ndarray, indices: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,6 +5,9 @@ The trained run is the session's `pidinet_runs` `blaze_patch` (tests/conftest.py
 training's end fitted; real MVTec AD bottle images give a part it never saw.
 """
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 
@@ -116,6 +119,39 @@ def test_the_trust_file_must_match_the_references(pidinet_runs, tmp_path):
   (run / trust_lib.FILE_NAME).unlink()
   with pytest.raises(FileNotFoundError, match="blaze.evidence_trust"):
     infer.Detector(run)
+
+
+def test_the_views_are_the_ones_the_trust_was_fitted_with(pidinet_runs, tmp_path):
+  """The trust's statistics hold for the views it averaged: a detector takes those by
+  default and refuses the other choice, naming the run and both ways out."""
+  root, _ = pidinet_runs
+  run = copy_run(root / "blaze_patch", tmp_path / "run")
+  assert infer.Detector(run).flip_tta and len(infer.Detector(run).views()) == 4
+  with pytest.raises(ValueError, match=rf"{run}: its evidence trust was fitted with the "
+                                       r"flipped views.*drop --no-flip_tta.*"
+                                       r"blaze.flip_views=False"):
+    infer.Detector(run, flip_tta=False)
+  trust = trust_lib.load(run)
+  dataclasses.replace(trust, flip_views=np.zeros_like(trust.flip_views)).save(run)
+  assert infer.Detector(run).views() == [(False, False)]
+  with pytest.raises(ValueError, match="fitted without the flipped views.*--flip_tta"):
+    infer.Detector(run, flip_tta=True)
+  dataclasses.replace(trust, flip_views=np.arange(len(trust.names)) == 0).save(run)
+  with pytest.raises(ValueError, match="for some categories and without them for others"):
+    infer.Detector(run)
+
+
+def test_a_run_that_chose_one_view_fits_its_trust_on_one_view(pidinet_runs, bottle_dir,
+                                                              tmp_path):
+  root, _ = pidinet_runs
+  run = copy_run(root / "blaze_patch", tmp_path / "run")
+  config = json.loads((run / "config.json").read_text())
+  config["blaze"]["flip_views"] = False
+  (run / "config.json").write_text(json.dumps(config))
+  detector = infer.Detector(run, trust=trust_lib.EMPTY)  # As training's end fits it.
+  assert detector.views() == [(False, False)]
+  detector.add_reference("bottle", _bottle(bottle_dir))
+  assert detector.trust.names == ("bottle",) and detector.trust.flip_views.tolist() == [False]
 
 
 def test_a_run_stopped_during_its_trust_fit_is_not_taken_as_done(pidinet_runs, tmp_path):
