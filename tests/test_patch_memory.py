@@ -55,11 +55,13 @@ def test_nearest_distances_leave_the_named_source_out(bottle_images):
       jnp.asarray([0]), jnp.asarray([-1]))).max() < 1e-2
 
 
-def _blocked_search_case(bottle_images, interpolated_memory: bool):
+def _blocked_search_case(bottle_images, interpolated_memory: bool, gray: bool = False):
   """(queries [3, 1000, 147], memory [2, 4096, 147], sources, which, exclude) of the bottle
   images' 8-bit patches: a batch against its categories' memories, tiles that do not divide
   its queries, memories of several blocks. `interpolated_memory`: off the 8-bit levels, as
-  the network's augmented memory is."""
+  the network's augmented memory is. `gray`: the images' green channel in all three."""
+  if gray:
+    bottle_images = np.repeat(bottle_images[..., 1:2], 3, axis=-1)
   flat = np.asarray(patch_memory.image_patches(pixels.uint8_to_unit(bottle_images), 7))
   flat = flat.reshape(6, 32 * 32, 147)
   memory = np.stack([flat[:4], flat[2:]]).reshape(2, 4 * 32 * 32, 147)  # 2 blocks each.
@@ -92,6 +94,24 @@ def test_blocked_search_of_a_batch_equals_the_brute_force_one(bottle_images, pix
   got, brute = _search(case, pixel_levels=pixel_levels), _brute_force(*case)
   np.testing.assert_allclose(got, brute, atol=3e-3)  # sqrt of float32 rounding.
   assert np.median(np.abs(got - brute)) < 1e-4
+
+
+@pytest.mark.parametrize("levels", [{}, {"pixel_levels": True}, {"query_levels": True}])
+def test_gray_patches_are_searched_in_one_channel_to_the_same_distances(bottle_images,
+                                                                       levels):
+  """Gray queries against a gray memory (one channel searched, 3x its squared distance) get
+  the colour search's distances; one colour pixel among a batch's queries makes the whole
+  search colour, as it must be: one channel of it would not say the distance."""
+  gray = _blocked_search_case(bottle_images, "query_levels" in levels, gray=True)
+  # pylint: disable-next=protected-access
+  assert patch_memory._is_gray(gray[0]) and patch_memory._is_gray(gray[1])  # One channel.
+  np.testing.assert_allclose(_search(gray, **levels), _brute_force(*gray), atol=3e-3)
+  queries = gray[0].copy()
+  queries[1, 5, 3 * 24] = 1.0 - queries[1, 5, 3 * 24]  # Red of the middle pixel: now colour.
+  tinted = (queries,) + gray[1:]
+  assert not patch_memory._is_gray(queries)  # pylint: disable=protected-access
+  np.testing.assert_allclose(_search(tinted, **levels), _brute_force(*tinted), atol=3e-3)
+  assert abs(_search(tinted, **levels)[1, 5] - _search(gray, **levels)[1, 5]) > 0.01
 
 
 def test_split_memory_search_is_as_close_to_exact_as_the_float32_one(bottle_images):
