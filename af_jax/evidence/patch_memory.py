@@ -103,10 +103,10 @@ def nearest_distances(queries, memory, memory_sources, which, exclude,
   Squared distances are |m|^2 - 2 q.m + |q|^2, the first two from one matmul per tile of
   `QUERY_ROWS` queries per image by one memory block (the memory operand carries -2 m and
   |m|^2, the query operand q and ones), the minimum kept over the blocks; on a CPU image
-  after image (`per_image`). A tile is bounded: all of a batch's queries at once against a block made a
-  [B, Q, MEMORY_BLOCK] matrix (4 GiB at 256 px, batch 32) that made a batch slower per image
-  than one image. Patches are centred on 0.5 first: distances do not change, but the
-  norms whose difference float32 takes shrink 4x, so less of it cancels.
+  after image (`per_image`). A tile is bounded: all of a batch's queries at once against a
+  block made a [B, Q, MEMORY_BLOCK] matrix (4 GiB at 256 px, batch 32) that made a batch
+  slower per image than one image. Patches are centred on 0.5 first: distances do not
+  change, but the norms whose difference float32 takes shrink 4x, so less of it cancels.
 
   `pixel_levels`: every patch value is a whole 8-bit level k / 255 (patches of uint8 images,
   as the evidence memory's and a test image's are; others are rounded to the nearest). They

@@ -215,8 +215,8 @@ class Detector(trained_network.TrainedNetwork):
     if len(fitted) > 1:
       raise ValueError(f"{self.workdir}: its evidence trust was fitted with the flipped views "
                        "for some categories and without them for others; refit it")
-    default = fitted.pop() if fitted else self.config.blaze.get("flip_views", True)
-    if requested is not None and bool(requested) != default and self.trust is not None:
+    default = next(iter(fitted)) if fitted else self.config.blaze.get("flip_views", True)
+    if requested is not None and bool(requested) != default and fitted:
       raise ValueError(
           f"{self.workdir}: its evidence trust was fitted {'with' if default else 'without'} "
           f"the flipped views, and its statistics hold for those; drop "
