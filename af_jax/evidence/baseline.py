@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from af_jax import pixels
+from af_jax.evidence import patch_memory
 from af_jax.evidence import reference
 from af_jax import postprocess
 
@@ -148,7 +149,7 @@ class NearestPatchBaseline(_Floor):
     self.patch_size = patch_size
     self.seed = seed
     self.memory = None  # float32 [memory_size, patch_size**2 * 3], the kept patches.
-    self._search = None  # (centre, memory blocks, their squared norms) on the device.
+    self._search = None  # (centre, memory blocks with their squared norms) on the device.
 
   def check_normal_images(self, count, height, width):
     super().check_normal_images(count, height, width)
@@ -220,9 +221,10 @@ def opencv_blur(maps: np.ndarray, sigma: float) -> np.ndarray:
   return out
 
 
-def _search_arrays(memory: np.ndarray) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(centre [D], memory [B, M, D] in blocks, bfloat16, squared norms [B, M]) on the default
-  device, in 8-bit levels (the memory's [0, 1] values times 255, whole numbers).
+def _search_arrays(memory: np.ndarray) -> tuple[jax.Array, jax.Array]:
+  """(centre [D], memory [B, M, D + 3] in blocks, `patch_memory.folded_memory`'s bfloat16
+  operand) on the default device, in 8-bit levels (the memory's [0, 1] values times 255,
+  whole numbers).
 
   Patches are centred on the memory's mean rounded to a whole level: distances do not
   change, but the norms whose difference float32 takes in |q|^2 - 2 q.m + |m|^2 shrink, so
@@ -240,38 +242,36 @@ def _search_arrays(memory: np.ndarray) -> tuple[jax.Array, jax.Array, jax.Array]
   filled[:count] = centred
   norms = np.full(num_blocks * block, np.inf, np.float32)
   norms[:count] = np.einsum("md,md->m", centred, centred)
-  return (jnp.asarray(centre),
-          jnp.asarray(filled.reshape(num_blocks, block, dim), jnp.bfloat16),  # Exact.
-          jnp.asarray(norms.reshape(num_blocks, block)))
+  operand = patch_memory.folded_memory([jnp.asarray(filled, jnp.bfloat16)],  # Exact.
+                                       jnp.asarray(norms))
+  return jnp.asarray(centre), operand.reshape(num_blocks, block, -1)
 
 
 @jax.jit
-def _nearest_distances(queries, centre, memory, memory_sq):
-  """float32 [Q]: L2 distance of each uint8 query patch [Q, D] (as [0, 1] values) to its
+def _nearest_distances(queries, centre, memory):
+  """float32 [Q]: for each uint8 query patch [Q, D], the L2 distance (in [0, 1] units) to its
   nearest memory patch; `_search_arrays` gives the other arguments.
 
-  Squared distances come from |q|^2 - 2 q.m + |m|^2 (one matmul per memory block), so they
-  carry float32 rounding of a few ulp of those norms, which can put an identical patch a few
-  1e-3 away instead of 0. Finding which patch is nearest, to recompute its distance directly,
-  would cost about 5x the time on a CPU (XLA's argmin there) for no change in the B.11
-  figures. The centred levels are whole numbers of at most 8 bits, exact in bfloat16: the
-  matmul multiplies in bfloat16 and sums in float32, the same products, 3x faster on a CPU
-  with AMX or AVX512-BF16.
+  Squared distances come from |q|^2 - 2 q.m + |m|^2 (one matmul per memory block gives the
+  last two, `patch_memory.folded_memory`), so they carry float32 rounding of a few ulp of
+  those norms, which can put an identical patch a few 1e-3 away instead of 0. Finding which
+  patch is nearest, to recompute its distance directly, would cost about 5x the time on a
+  CPU (XLA's argmin there) for no change in the B.11 figures. The centred levels are whole
+  numbers of at most 8 bits, exact in bfloat16: the matmul multiplies in bfloat16 and sums
+  in float32, the same products, 3x faster on a CPU with AMX or AVX512-BF16.
   """
   q = queries.astype(jnp.float32) - centre
-  q_cast = q.astype(jnp.bfloat16)
+  q_operand = patch_memory.folded_queries(q.astype(jnp.bfloat16))
 
-  def nearer(best, blocks):
-    m, m_sq = blocks
+  def nearer(best, m):
     # HIGHEST: GPUs would otherwise sum in reduced precision.
     # Both operands contracted on their last axis: as a matmul with the memory transposed,
     # XLA's CPU backend took the bfloat16 product 3x slower (no faster than float32).
-    d2 = m_sq[None, :] - 2.0 * jnp.einsum("qd,md->qm", q_cast, m,
-                                          precision=jax.lax.Precision.HIGHEST,
-                                          preferred_element_type=jnp.float32)
+    d2 = jnp.einsum("qd,md->qm", q_operand, m, precision=jax.lax.Precision.HIGHEST,
+                    preferred_element_type=jnp.float32)
     return jnp.minimum(best, jnp.min(d2, axis=1)), None
 
-  best, _ = jax.lax.scan(nearer, jnp.full(q.shape[0], jnp.inf, jnp.float32), (memory, memory_sq))
+  best, _ = jax.lax.scan(nearer, jnp.full(q.shape[0], jnp.inf, jnp.float32), memory)
   # |q|^2 is the same for every memory patch, so it is added after the minimum; rounding can
   # leave a squared distance slightly below zero.
   return jnp.sqrt(jnp.maximum(best + jnp.sum(q * q, axis=1), 0.0)) / 255.0

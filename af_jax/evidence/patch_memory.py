@@ -146,32 +146,13 @@ def nearest_distances(queries, memory, memory_sources, which, exclude,
     unit, dtype = 1.0, jnp.float32
     centre = centre_memory = lambda x: x - 0.5
 
-  def query_operand(x):
-    """Query patches [..., D] as the matmul's left operand: their terms (twice, to meet a
-    split memory's two), then ones for the memory's norm terms."""
-    x = x.astype(dtype)
-    ones = jnp.ones(x.shape[:-1] + (1 if dtype == jnp.float32 else 3,), dtype)
-    return jnp.concatenate([x, x, ones] if split else [x, ones], -1)
-
   def memory_operand(blocks, left_out):
-    """Memory patches [..., M, D] (not `left_out`) as the right operand: -2 times their terms
-    (a split memory's high and low bfloat16 terms), then their squared norm (in bfloat16, as
-    three terms that hold its float32 exactly; a left-out patch's is infinite: never the
-    nearest). A query's product with it is |m|^2 - 2 q.m, so the distance matrix is only
-    read for its minimum, not also multiplied and added to: with 8-bit patches in bfloat16
-    the search was bound by that, and runs 1.65x faster (float32 1.1x, the split memory's
-    the same; 4096 queries x 8192 patches on this CPU)."""
-    norms = jnp.where(left_out, jnp.inf, jnp.sum(blocks * blocks, -1))[..., None]
-    if dtype == jnp.float32:
-      return jnp.concatenate([-2.0 * blocks, norms], -1)
+    """Memory patches [..., M, D], those `left_out` never nearest, as `folded_memory`: in
+    bfloat16 split into high and low terms for 8-bit queries (`query_levels`)."""
+    norms = jnp.where(left_out, jnp.inf, jnp.sum(blocks * blocks, -1))
     high = blocks.astype(dtype)
-    terms = [high, (blocks - high.astype(blocks.dtype)).astype(dtype)] if split else [high]
-    norm_terms = []
-    for _ in range(3):  # float32's 24 significant bits, 8 at a time.
-      norm_terms.append(jnp.where(left_out[..., None], 0.0, norms).astype(dtype))
-      norms = norms - norm_terms[-1].astype(jnp.float32)
-    norm_terms[0] = jnp.where(left_out[..., None], jnp.inf, norm_terms[0]).astype(dtype)
-    return jnp.concatenate([-2 * t for t in terms] + norm_terms, -1)
+    return folded_memory(
+        [high, (blocks - high.astype(blocks.dtype)).astype(dtype)] if split else [high], norms)
 
   def nearest_squared(queries, blocks, left_out):
     """[b, Q]: squared distance of queries [b, Q, D'] to the nearest of blocks [b, M, D']
@@ -183,7 +164,7 @@ def nearest_distances(queries, memory, memory_sources, which, exclude,
     blocks = blocks.reshape(b, m // block, block, -1).swapaxes(0, 1)
 
     def tile(x):
-      x_operand = query_operand(x)
+      x_operand = folded_queries(x.astype(dtype), copies=2 if split else 1)
 
       def nearer(best, mem):
         d2 = jnp.einsum("bqd,bmd->bqm", x_operand, mem, precision=jax.lax.Precision.HIGHEST,
@@ -212,6 +193,37 @@ def nearest_distances(queries, memory, memory_sources, which, exclude,
     return jnp.sqrt(jnp.maximum(best, 0.0)) / unit
 
   return per_image.on_cpu(search)(queries, which, exclude)
+
+
+def folded_memory(terms: list, norms):
+  """The memory side of a folded nearest-patch search: -2 times each of its `terms` [..., D]
+  (the patches, or a split memory's two bfloat16 parts), then its squared `norms` [...] as
+  terms that `folded_queries`' ones multiply: in float32 itself, beside bfloat16 terms three
+  bfloat16 terms that hold its float32 exactly; an infinite norm (never the nearest) stays
+  infinite. The product is |m|^2 - 2 q.m, so the distance matrix is only read for its
+  minimum, not also multiplied and added to: with 8-bit patches in bfloat16 the search was
+  bound by that, and runs 1.65x faster (float32 1.1x, a split memory's the same; 4096
+  queries x 8192 patches on this CPU)."""
+  dtype = terms[0].dtype
+  norms = norms[..., None]
+  if dtype == jnp.float32:
+    norm_terms = [norms]
+  else:
+    finite = jnp.isfinite(norms)
+    rest, norm_terms = jnp.where(finite, norms, 0.0), []
+    for _ in range(3):  # float32's 24 significant bits, 8 at a time.
+      norm_terms.append(rest.astype(dtype))
+      rest = rest - norm_terms[-1].astype(jnp.float32)
+    norm_terms[0] = jnp.where(finite, norm_terms[0], jnp.inf).astype(dtype)
+  return jnp.concatenate([-2 * t for t in terms] + norm_terms, -1)
+
+
+def folded_queries(queries, copies: int = 1):
+  """The query side of a folded search: queries [..., D] `copies` times (once per memory
+  term), then the ones that meet `folded_memory`'s norm terms."""
+  ones = jnp.ones(queries.shape[:-1] + (1 if queries.dtype == jnp.float32 else 3,),
+                  queries.dtype)
+  return jnp.concatenate([queries] * copies + [ones], -1)
 
 
 def _is_gray(patches):
